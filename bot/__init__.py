@@ -1,0 +1,1 @@
+"""voiceclone-bot: Slack voice recordings in, Tencent Cloud TRTC cloned voices out."""

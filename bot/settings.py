@@ -1,0 +1,221 @@
+"""Settings read from the environment, then `.env`; validated once, failing with every problem named."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+
+from bot.errors import ConfigError
+
+TRTC_KEYS = ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TRTC_SDK_APP_ID")
+SLACK_HTTP_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
+SLACK_SOCKET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
+
+DEFAULT_TRTC_ENDPOINT = "trtc.intl.tencentcloudapi.com"
+DEFAULT_SLACK_API_URL = "https://slack.com/api/"
+MODELS = ("flow_01_turbo", "flow_01_ex", "flow_02_turbo")
+
+
+class Secret:
+    """A string that never prints: repr and str are masked, `.get()` reveals it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def get(self) -> str:
+        """The secret itself; pass it only to the service it belongs to."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'**********'"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the bot is configured with."""
+
+    tencent_secret_id: Secret | None = None
+    tencent_secret_key: Secret | None = None
+    trtc_sdk_app_id: int | None = None
+    trtc_endpoint: str = DEFAULT_TRTC_ENDPOINT
+    trtc_region: str = "ap-singapore"
+    trtc_timeout: float = 30.0
+    trtc_max_rps: int = 20
+    voiceclone_model: str | None = None
+    voiceclone_language: str | None = None
+    database_url: str = "sqlite:///voiceclone.db"
+    slack_bot_token: Secret | None = None
+    slack_signing_secret: Secret | None = None
+    slack_app_token: Secret | None = None
+    slack_api_url: str = DEFAULT_SLACK_API_URL
+    port: int = 3000
+    max_download_bytes: int = 100 * 1024 * 1024
+    workers: int = 8
+    shutdown_grace: float = 30.0
+    log_level: str = "INFO"
+    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @property
+    def trtc_url(self) -> str:
+        """The endpoint as a full URL (https unless a scheme was given)."""
+        if "://" in self.trtc_endpoint:
+            return self.trtc_endpoint.rstrip("/")
+        return f"https://{self.trtc_endpoint}"
+
+    @property
+    def database_path(self) -> str:
+        """The SQLite file (or ':memory:') named by DATABASE_URL."""
+        return sqlite_path(self.database_url)
+
+    def secrets(self) -> list[str]:
+        """Every configured secret value, for log scrubbing."""
+        values = [
+            self.tencent_secret_key,
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+        ]
+        return [s.get() for s in values if s]
+
+
+def sqlite_path(url: str) -> str:
+    """Map `sqlite:///rel.db` / `sqlite:////abs.db` / `sqlite://` to a path sqlite3 can open."""
+    if not url.startswith("sqlite:"):
+        raise ValueError("only sqlite:/// URLs are supported")
+    rest = url[len("sqlite:") :]
+    if rest in ("", "//", "///:memory:", "//:memory:"):
+        return ":memory:"
+    if not rest.startswith("///"):
+        raise ValueError("expected sqlite:///relative.db or sqlite:////absolute/path.db")
+    return rest[3:]
+
+
+def _read_environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if env_file is not None and Path(env_file).is_file():
+        values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+    # The real environment wins over .env.
+    values.update(os.environ)
+    return {k: v.strip() for k, v in values.items()}
+
+
+def load_settings(
+    require: Iterable[str] = (),
+    *,
+    env_file: str | os.PathLike[str] | None = ".env",
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read and validate settings; raise ConfigError naming every missing or invalid key."""
+    env = dict(environ) if environ is not None else _read_environment(env_file)
+    problems: dict[str, str] = {}
+
+    def text(key: str) -> str | None:
+        value = env.get(key, "")
+        return value or None
+
+    def secret(key: str) -> Secret | None:
+        value = text(key)
+        return Secret(value) if value else None
+
+    def integer(key: str, default: int | None, low: int = 0, high: int | None = None) -> int | None:
+        value = text(key)
+        if value is None:
+            return default
+        try:
+            number = int(value)
+        except ValueError:
+            problems[key] = f"must be an integer, got {value!r}"
+            return default
+        if number < low or (high is not None and number > high):
+            problems[key] = f"must be between {low} and {high if high is not None else 'any'}"
+            return default
+        return number
+
+    def number(key: str, default: float) -> float:
+        value = text(key)
+        if value is None:
+            return default
+        try:
+            result = float(value)
+        except ValueError:
+            problems[key] = f"must be a number, got {value!r}"
+            return default
+        if result <= 0:
+            problems[key] = "must be greater than zero"
+            return default
+        return result
+
+    for key in require:
+        if not text(key):
+            problems[key] = "missing"
+
+    endpoint = text("TRTC_ENDPOINT") or DEFAULT_TRTC_ENDPOINT
+    if "://" in endpoint:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            problems["TRTC_ENDPOINT"] = "must be a host name or an http(s):// URL"
+
+    slack_api_url = text("SLACK_API_URL") or DEFAULT_SLACK_API_URL
+    parts = urlsplit(slack_api_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        problems["SLACK_API_URL"] = "must be an http(s):// URL"
+    elif not slack_api_url.endswith("/"):
+        slack_api_url += "/"
+
+    model = text("VOICECLONE_MODEL")
+    if model and model not in MODELS:
+        problems["VOICECLONE_MODEL"] = f"must be one of {', '.join(MODELS)}"
+
+    database_url = text("DATABASE_URL") or "sqlite:///voiceclone.db"
+    try:
+        sqlite_path(database_url)
+    except ValueError as exc:
+        problems["DATABASE_URL"] = str(exc)
+
+    for key, prefix in (("SLACK_BOT_TOKEN", "xoxb-"), ("SLACK_APP_TOKEN", "xapp-")):
+        value = text(key)
+        if value and not value.startswith(prefix):
+            problems[key] = f"must start with {prefix}"
+
+    settings = Settings(
+        tencent_secret_id=secret("TENCENTCLOUD_SECRET_ID"),
+        tencent_secret_key=secret("TENCENTCLOUD_SECRET_KEY"),
+        trtc_sdk_app_id=integer("TRTC_SDK_APP_ID", None, low=1),
+        trtc_endpoint=endpoint,
+        trtc_region=text("TRTC_REGION") or "ap-singapore",
+        trtc_timeout=number("TRTC_TIMEOUT", 30.0),
+        trtc_max_rps=integer("TRTC_MAX_RPS", 20, low=1, high=1000) or 20,
+        voiceclone_model=model,
+        voiceclone_language=text("VOICECLONE_LANGUAGE"),
+        database_url=database_url,
+        slack_bot_token=secret("SLACK_BOT_TOKEN"),
+        slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
+        slack_app_token=secret("SLACK_APP_TOKEN"),
+        slack_api_url=slack_api_url,
+        port=integer("PORT", 3000, low=1, high=65535) or 3000,
+        max_download_bytes=integer("MAX_DOWNLOAD_MB", 100, low=1) * 1024 * 1024,  # type: ignore[operator]
+        workers=integer("WORKERS", 8, low=1, high=256) or 8,
+        shutdown_grace=number("SHUTDOWN_GRACE_SECONDS", 30.0),
+        log_level=(text("LOG_LEVEL") or "INFO").upper(),
+    )
+    if problems:
+        raise ConfigError(problems)
+    return settings

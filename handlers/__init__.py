@@ -1,0 +1,1 @@
+"""Slack listeners, registered by one register(app, ...) per module."""
