@@ -5,6 +5,7 @@
     ├── InputError                the user's input cannot be used; no API call was made
     │   ├── InvalidVoiceNameError
     │   ├── PromptTextError       transcript too long
+    │   ├── OptionError           an option in the message or command is not understood (model=..., lang=...)
     │   └── AudioError            the recording itself
     │       ├── NotAudioError         not a media file ffmpeg can open
     │       ├── NoAudioStreamError    a media file with no audio track (a silent video, an image)
@@ -66,6 +67,16 @@ class PromptTextError(InputError):
         self.length = length
         self.limit = limit
         super().__init__(f"transcript has {length} characters, limit {limit}")
+
+
+class OptionError(InputError):
+    """An option the user typed has a value the bot cannot use."""
+
+    def __init__(self, option: str, value: str, allowed: str):
+        self.option = option
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"option {option} has an unusable value")
 
 
 class AudioError(InputError):

@@ -1,0 +1,61 @@
+"""Clone options typed in a message or a command: `name=NAME lang=xx model=M text="..."`."""
+
+from __future__ import annotations
+
+import html
+import re
+from dataclasses import dataclass
+
+from bot.errors import OptionError
+from bot.settings import MODELS
+
+# Slack clients and phones turn straight quotes into curly ones; treat them all alike.
+_QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"})
+_OPTION = re.compile(r"""(?<!\S)(\w+)=(?:"([^"]*)"?|'([^']*)'?|(\S+))""")
+_KEYS = {
+    "name": "name",
+    "voice": "name",
+    "lang": "language",
+    "language": "language",
+    "model": "model",
+    "text": "text",
+    "transcript": "text",
+}
+_LANGUAGE = re.compile(r"^[a-z]{2}(?:-[A-Za-z]{2,4})?$")
+
+
+@dataclass(frozen=True)
+class CloneOptions:
+    """What the user asked for; None means 'use the default'."""
+
+    name: str | None = None
+    language: str | None = None
+    model: str | None = None
+    text: str | None = None
+
+    def as_dict(self) -> dict[str, str | None]:
+        """A JSON-ready copy."""
+        return {"name": self.name, "language": self.language, "model": self.model, "text": self.text}
+
+
+def parse_options(message: str | None) -> CloneOptions:
+    """Pick `key=value` options out of free text; other words are ignored."""
+    # Slack escapes &, < and > in message text.
+    text = html.unescape(message or "").translate(_QUOTES)
+    found: dict[str, str] = {}
+    for match in _OPTION.finditer(text):
+        key = _KEYS.get(match.group(1).lower())
+        if key is None:
+            continue
+        value = next(v for v in match.group(2, 3, 4) if v is not None).strip()
+        if value:
+            found[key] = value
+    model = found.get("model")
+    if model is not None and model not in MODELS:
+        raise OptionError("model", model, ", ".join(MODELS))
+    language = found.get("language")
+    if language is not None:
+        language = language.lower() if "-" not in language else language
+        if not _LANGUAGE.match(language):
+            raise OptionError("lang", language, "a two-letter ISO 639-1 code such as en, zh or ja")
+    return CloneOptions(name=found.get("name"), language=language, model=model, text=found.get("text"))
