@@ -1,0 +1,131 @@
+"""`python -m bot demo`: the whole bot, offline, against built-in stand-ins of Slack and TRTC."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bot.app import serve_http
+from bot.settings import TRTC_KEYS, load_settings
+from bot.standins.slack import SlackStandIn, post_signed
+from bot.standins.speech import make_speech
+from bot.standins.trtc import TrtcStandIn
+
+CHANNEL = "C0DEMO"
+USER = "U0DEMO"
+BOT_TOKEN = "xoxb-demo-0000000000-not-a-real-token"
+SIGNING_SECRET = "demo-signing-secret"
+SECRET_ID = "AKIDdemo"
+SECRET_KEY = "demo-secret-key"
+APP_ID = 1400000001
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _say(line: str = "") -> None:
+    print(line, flush=True)
+
+
+def _show(call: tuple[Any, ...]) -> str | None:
+    """One Slack Web API call as the user would notice it in the channel."""
+    _, method, params = call
+    if method == "reactions.add":
+        return f"  [reaction] :{params.get('name')}: on your message"
+    if method == "reactions.remove":
+        return f"  [reaction] :{params.get('name')}: removed"
+    if method == "chat.postMessage":
+        return f"  voiceclone (in thread): {params.get('text')}"
+    if method == "chat.update":
+        return f"  voiceclone (edited):    {params.get('text')}"
+    return None
+
+
+def run_demo(seconds: float = 14.0) -> int:
+    """Run the demo end to end; return 0 when the thread ends with a VoiceId."""
+    with tempfile.TemporaryDirectory(prefix="voiceclone-demo-") as tmp, SlackStandIn(
+        bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET
+    ) as slack, TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID) as trtc:
+        environ = {
+            "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+            "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+            "TRTC_SDK_APP_ID": str(APP_ID),
+            "TRTC_ENDPOINT": trtc.url,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+            "SLACK_API_URL": slack.api_url,
+            "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.db'}",
+            "LOG_LEVEL": "WARNING",
+        }
+        settings = load_settings(TRTC_KEYS, environ=environ)
+        _say("Making a voice memo with espeak-ng (or a synthetic voice)...")
+        clip = make_speech(Path(tmp) / "Voice Memo 1.m4a", seconds, codec_args=("-c:a", "aac", "-b:a", "64k"))
+        port = _free_port()
+        return asyncio.run(_drive(settings, slack, clip, port))
+
+
+async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> int:
+    stop = asyncio.Event()
+    server = asyncio.create_task(serve_http(settings, host="127.0.0.1", port=port, stop=stop))
+    app_url = f"http://127.0.0.1:{port}/slack/events"
+    try:
+        await _wait_healthy(port, server)
+        file = slack.add_file(clip.read_bytes(), clip.name, "audio/x-m4a", "m4a")
+        text = 'name=demo_voice lang=en text="Hello! This is a short recording for the voice clone demo."'
+        body = slack.user_message(CHANNEL, USER, [file], text=text)
+        _say(f"\n#demo  you: [{clip.name}, {len(clip.read_bytes()) // 1024} KB] {text}")
+        started = time.monotonic()
+        response = await asyncio.to_thread(post_signed, app_url, body, kind="event", signing_secret=SIGNING_SECRET)
+        _say(f"  (Slack got HTTP {response.status_code} in {(time.monotonic() - started) * 1000:.0f} ms)")
+        share_ts = body["event"]["ts"]
+        shown = 0
+        done = False
+        while not done and time.monotonic() - started < 120:
+            await asyncio.to_thread(slack.wait_for, lambda: len(slack.calls) > shown, 1.0)
+            calls = list(slack.calls)
+            for call in calls[shown:]:
+                line = _show(call)
+                if line:
+                    _say(line)
+            shown = len(calls)
+            reactions = slack.reactions(CHANNEL, share_ts)
+            done = any(name in reactions for name in ("white_check_mark", "x"))
+        _say("\nThe thread now reads:")
+        for message in slack.thread(CHANNEL, share_ts)[1:]:
+            _say(f"  voiceclone: {message.get('text')}")
+        ok = "white_check_mark" in slack.reactions(CHANNEL, share_ts)
+        _say("\nDemo finished: " + ("the voice was cloned." if ok else "the clone failed (see above)."))
+        _say("To run it for real, create the Slack app from manifest.yml and fill .env (see README).")
+        return 0 if ok else 1
+    finally:
+        stop.set()
+        await server
+
+
+async def _wait_healthy(port: int, server: asyncio.Task[None]) -> None:
+    import httpx
+
+    async with httpx.AsyncClient() as client:
+        for _ in range(500):
+            if server.done():
+                server.result()
+                raise RuntimeError("the bot stopped before it was ready")
+            try:
+                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            await asyncio.sleep(0.02)
+    raise RuntimeError("the bot did not become ready")
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

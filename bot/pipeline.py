@@ -1,0 +1,102 @@
+"""One recording in, one cloned voice out: the core every front end (CLI, Slack) shares."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from bot.audio import AudioLimits, prepare_audio
+from bot.errors import PromptTextError
+from bot.trtc import MAX_PROMPT_TEXT, VoiceCloneClient, validate_voice_name
+
+StageCallback = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    """What to clone, as the user asked for it."""
+
+    name: str
+    text: str | None = None
+    model: str | None = None
+    language: str | None = None
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    """What the user is told after a successful clone."""
+
+    voice_id: str
+    request_id: str | None
+    name: str
+    seconds: float
+    source_seconds: float | None
+    trimmed: bool
+    text_sent: bool
+    text_dropped: bool
+    model: str | None
+    language: str | None
+    gain_db: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CloneResult:
+        """Rebuild from to_dict()."""
+        return cls(**data)
+
+
+def check_request(request: CloneRequest) -> None:
+    """Refuse a bad name or transcript before any work is done."""
+    validate_voice_name(request.name)
+    if request.text is not None and len(request.text) > MAX_PROMPT_TEXT:
+        raise PromptTextError(len(request.text), MAX_PROMPT_TEXT)
+
+
+async def clone_recording(
+    path: str | os.PathLike[str],
+    request: CloneRequest,
+    client: VoiceCloneClient,
+    *,
+    limits: AudioLimits | None = None,
+    ffmpeg_slots: asyncio.Semaphore | None = None,
+    on_stage: StageCallback | None = None,
+) -> CloneResult:
+    """Convert the recording and clone it; raise a BotError on anything the user should hear about."""
+    check_request(request)
+    if on_stage:
+        await on_stage("converting")
+    async with AsyncExitStack() as stack:
+        if ffmpeg_slots is not None:
+            await stack.enter_async_context(ffmpeg_slots)
+        prepared = await prepare_audio(path, limits or AudioLimits())
+    # A transcript describes the whole recording; once trimmed it no longer matches what is sent.
+    text = request.text if request.text and not prepared.trimmed else None
+    if on_stage:
+        await on_stage("cloning")
+    outcome = await client.clone(
+        name=request.name,
+        wav=prepared.wav,
+        text=text,
+        model=request.model,
+        language=request.language,
+    )
+    return CloneResult(
+        voice_id=outcome.voice_id,
+        request_id=outcome.request_id,
+        name=request.name,
+        seconds=round(prepared.duration, 2),
+        source_seconds=None if prepared.source_duration is None else round(prepared.source_duration, 2),
+        trimmed=prepared.trimmed,
+        text_sent=text is not None,
+        text_dropped=bool(request.text) and text is None,
+        model=request.model or client.settings.voiceclone_model,
+        language=request.language or client.settings.voiceclone_language,
+        gain_db=round(prepared.gain_db, 1),
+    )

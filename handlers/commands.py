@@ -1,0 +1,63 @@
+"""`/clone`: help, the upload form, or a file already in Slack."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import build_command_ack, build_help, build_modal, build_usage_error
+from bot.errors import InputError
+from bot.intake import command_job, file_reference
+from bot.messages import describe
+from bot.options import parse_options
+from bot.worker import JobRunner
+
+log = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp, *, runner: JobRunner) -> None:
+    """Listen for `/clone`."""
+
+    async def handle_clone_command(
+        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+    ) -> None:
+        text = (command.get("text") or "").strip()
+        if text.lower() in ("help", "-h", "--help", "?"):
+            fallback, blocks = build_help()
+            await ack(text=fallback, blocks=blocks)
+            return
+        if not text:
+            await ack()
+            try:
+                await client.views_open(
+                    trigger_id=command["trigger_id"],
+                    view=build_modal(command.get("channel_id", ""), command.get("user_id", "")),
+                )
+            except SlackApiError as exc:
+                log.warning("views.open failed: %s", exc.response.get("error"))
+                await respond(
+                    text="I couldn't open the form (Slack took too long). Please run `/clone` again.",
+                    response_type="ephemeral",
+                )
+            return
+        file_id, rest = file_reference(text)
+        if file_id is None:
+            fallback, blocks = build_usage_error(
+                "I need a Slack file link or file ID after `/clone` (or nothing, to upload a recording)."
+            )
+            await ack(text=fallback, blocks=blocks)
+            return
+        try:
+            options = parse_options(rest)
+        except InputError as exc:
+            fallback, blocks = build_usage_error(describe(exc))
+            await ack(text=fallback, blocks=blocks)
+            return
+        await runner.accept([command_job(command, file_id, options)])
+        await ack(text=build_command_ack(file_id))
+
+    app.command("/clone")(handle_clone_command)

@@ -1,0 +1,31 @@
+"""Drag-and-drop: a file shared in a channel, group or DM becomes one clone job per audio or video file."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.blocks import build_dm_hint
+from bot.intake import share_jobs
+from bot.worker import JobRunner
+
+
+def register(app: AsyncApp, *, runner: JobRunner) -> None:
+    """Listen for file shares, and acknowledge every other message event."""
+
+    async def handle_file_share(body: dict[str, Any]) -> None:
+        intake = share_jobs(body)
+        # Stored before this returns, and so before Slack gets its 200 (process_before_response).
+        await runner.accept(intake.jobs, react=True)
+        if intake.is_dm and intake.ignored and not intake.jobs and intake.channel:
+            names = ", ".join(str(f.get("name") or f.get("id")) for f in intake.ignored)
+            # A hint is not worth a store row; dedupe it on the event id so a retry does not repeat it.
+            runner.say(intake.channel, build_dm_hint(names), thread_ts=intake.thread_ts, once=body.get("event_id"))
+
+    async def handle_other_message() -> None:
+        # Without a listener Bolt answers 404, which Slack counts as a failed delivery and retries.
+        return None
+
+    app.event({"type": "message", "subtype": "file_share"})(handle_file_share)
+    app.event("message")(handle_other_message)

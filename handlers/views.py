@@ -1,0 +1,27 @@
+"""The `/clone` form: validate, store the job, close the form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp
+
+from bot.blocks import MODAL_CALLBACK
+from bot.intake import modal_job, read_modal
+from bot.worker import JobRunner
+
+
+def register(app: AsyncApp, *, runner: JobRunner) -> None:
+    """Listen for form submissions."""
+
+    async def handle_clone_submission(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        form = read_modal(view)
+        if form.errors:
+            await ack(response_action="errors", errors=form.errors)
+            return
+        user = body.get("user", {})
+        team_id = (body.get("team") or {}).get("id")
+        await runner.accept([modal_job(view, user.get("id"), team_id, form)])
+        await ack()
+
+    app.view(MODAL_CALLBACK)(handle_clone_submission)

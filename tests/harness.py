@@ -1,0 +1,179 @@
+"""The real bot on loopback against the Slack and TRTC stand-ins, driven exactly as Slack drives it."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bot.app import Runtime, build_runtime, serve_http
+from bot.settings import Settings, load_settings
+from bot.standins.slack import SlackStandIn, post_signed
+from bot.standins.trtc import TrtcStandIn
+
+BOT_TOKEN = "xoxb-1111111111-2222222222-harnesstokenvalue"
+APP_TOKEN = "xapp-1-A0TEST-3333333333-harnessapptokenvalue"
+SIGNING_SECRET = "harness-signing-secret-5f1e"
+SECRET_ID = "AKIDharness0000000000000000000000"
+SECRET_KEY = "harness-tencent-secret-key-9c2d"
+APP_ID = 1400123456
+
+
+def free_port() -> int:
+    """An unused loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
+    """The environment a bot aimed at the stand-ins runs with."""
+    env = {
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "TRTC_SDK_APP_ID": str(APP_ID),
+        "TRTC_ENDPOINT": trtc.url,
+        "TRTC_TIMEOUT": "5",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "SHUTDOWN_GRACE_SECONDS": "10",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class BotHarness:
+    """Stand-ins plus the bot serving HTTP in a background thread with its own event loop."""
+
+    tmp: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+    pace_interval: float = 0.0
+    slack: SlackStandIn = field(init=False)
+    trtc: TrtcStandIn = field(init=False)
+    settings: Settings = field(init=False)
+    runtime: Runtime = field(init=False)
+    port: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.slack = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN, signing_secret=SIGNING_SECRET)
+        self.trtc = TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID)
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._stop: asyncio.Event | None = None
+        self._server: asyncio.Future[None] | None = None
+        self.http = httpx.Client(timeout=30)
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    def start(self) -> BotHarness:
+        """Start stand-ins and the bot; return once /healthz answers 200."""
+        self.slack.start()
+        self.trtc.start()
+        self.port = free_port()
+        env = bot_environ(self.slack, self.trtc, self.tmp / "jobs.db", **self.extra_env)
+        self.settings = load_settings(environ=env)
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self._server.done():
+                self._server.result()
+            try:
+                if self.http.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.02)
+        raise RuntimeError("bot did not become healthy")
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self.runtime = build_runtime(self.settings, pace_interval=self.pace_interval)
+        self.runtime.runner.temp_dir = self.tmp / "downloads"
+        self.runtime.runner.temp_dir.mkdir(exist_ok=True)
+        await serve_http(self.settings, host="127.0.0.1", port=self.port, stop=self._stop, runtime=self.runtime)
+
+    def stop(self) -> None:
+        """Graceful stop of the bot, then the stand-ins."""
+        if self._server is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._server.result(timeout=30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self.http.close()
+        self.slack.stop()
+        self.trtc.stop()
+
+    def __enter__(self) -> BotHarness:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- driving --------------------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """The bot's Slack request URL."""
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    def share(
+        self,
+        content: bytes,
+        name: str,
+        mimetype: str,
+        filetype: str,
+        *,
+        text: str = "",
+        channel: str = "C0GENERAL",
+        channel_type: str = "channel",
+        thread_ts: str | None = None,
+        file_extra: dict[str, Any] | None = None,
+        retry_num: int | None = None,
+    ) -> tuple[httpx.Response, dict[str, Any]]:
+        """Upload a file to the Slack stand-in and deliver the file_share event to the bot."""
+        file = self.slack.add_file(content, name, mimetype, filetype, **(file_extra or {}))
+        body = self.slack.user_message(
+            channel, "U0USER", [file], text=text, thread_ts=thread_ts, channel_type=channel_type
+        )
+        return self.deliver(body, retry_num=retry_num), body
+
+    def deliver(self, body: dict[str, Any], *, kind: str = "event", retry_num: int | None = None) -> httpx.Response:
+        """Send a signed request exactly as Slack does."""
+        return post_signed(
+            self.url,
+            body,
+            kind=kind,
+            signing_secret=SIGNING_SECRET,
+            retry_num=retry_num,
+            retry_reason="http_timeout" if retry_num else None,
+        )
+
+    def wait_final(self, channel: str, ts: str, timeout: float = 60) -> str:
+        """Wait for the share's final reaction; return it ('white_check_mark' or 'x')."""
+        finals = ("white_check_mark", "x")
+        ok = self.slack.wait_for(lambda: any(r in self.slack.reactions(channel, ts) for r in finals), timeout)
+        assert ok, f"no final answer; calls: {[c[1] for c in self.slack.calls]}"
+        return next(r for r in finals if r in self.slack.reactions(channel, ts))
+
+    def replies(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """The bot's messages in the thread of `ts` (current state, after edits)."""
+        return [m for m in self.slack.thread(channel, ts) if m.get("ts") != ts]
+
+    def drain(self, timeout: float = 60) -> None:
+        """Wait until the bot has no queued or running job."""
+        asyncio.run_coroutine_threadsafe(self.runtime.runner.drain(), self._loop).result(timeout)
+
+    def wait(self, predicate: Callable[[], bool], timeout: float = 30) -> bool:
+        """Wait on the Slack stand-in until `predicate` holds."""
+        return self.slack.wait_for(predicate, timeout)
