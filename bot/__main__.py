@@ -94,7 +94,7 @@ def _clone(args: argparse.Namespace) -> int:
     from bot.trtc import VoiceCloneClient, default_voice_name
 
     settings = load_settings(TRTC_KEYS, env_file=args.env_file)
-    configure_logging("WARNING", settings.secrets())
+    configure_logging("ERROR", settings.secrets())
     if not args.file.is_file():
         print(f"No such file: {args.file}", file=sys.stderr)
         return EXIT_INPUT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from collections.abc import Iterable
 
 MASK = "**********"
@@ -43,6 +44,18 @@ class SecretFilter(logging.Filter):
         return True
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now (tests and tools swap it), not the one seen at start-up."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 _filter = SecretFilter()
 
 
@@ -52,7 +65,7 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> Secre
     root = logging.getLogger()
     root.setLevel(level)
     if not any(getattr(h, "_voiceclone", False) for h in root.handlers):
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler._voiceclone = True  # type: ignore[attr-defined]
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
@@ -60,5 +73,5 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str] = ()) -> Secre
         if _filter not in handler.filters:
             handler.addFilter(_filter)
     for name in _CHATTY:
-        logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).level))
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     return _filter
