@@ -134,14 +134,14 @@ def _run(args: argparse.Namespace) -> int:
     from bot.app import serve_http, serve_socket
 
     env = load_settings(env_file=args.env_file)
-    socket_mode = bool(env.slack_app_token) and not args.http
+    socket_mode = bool(env.slack_app_token) and not getattr(args, "http", False)
     required = (*TRTC_KEYS, *(SLACK_SOCKET_KEYS if socket_mode else SLACK_HTTP_KEYS))
     settings = load_settings(required, env_file=args.env_file)
     configure_logging(settings.log_level, settings.secrets())
     if socket_mode:
         asyncio.run(serve_socket(settings))
     else:
-        asyncio.run(serve_http(settings, host=args.host, port=args.port))
+        asyncio.run(serve_http(settings, host=getattr(args, "host", "0.0.0.0"), port=getattr(args, "port", None)))
     return EXIT_OK
 
 

@@ -49,6 +49,19 @@ def _show(call: tuple[Any, ...]) -> str | None:
     return None
 
 
+def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
+    """Block Kit as plain lines, roughly as Slack shows it."""
+    lines: list[str] = []
+    for block in blocks:
+        if "text" in block:
+            lines.extend(block["text"]["text"].splitlines())
+        for item in block.get("fields", []):
+            lines.append(item["text"].replace("\n", ": ", 1))
+        for item in block.get("elements", []):
+            lines.append(f"({item.get('text', '')})")
+    return lines
+
+
 def run_demo(seconds: float = 14.0) -> int:
     """Run the demo end to end; return 0 when the thread ends with a VoiceId."""
     with tempfile.TemporaryDirectory(prefix="voiceclone-demo-") as tmp, SlackStandIn(
@@ -100,7 +113,9 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
             done = any(name in reactions for name in ("white_check_mark", "x"))
         _say("\nThe thread now reads:")
         for message in slack.thread(CHANNEL, share_ts)[1:]:
-            _say(f"  voiceclone: {message.get('text')}")
+            _say("  voiceclone:")
+            for line in render_blocks(message.get("blocks") or []) or [str(message.get("text"))]:
+                _say(f"    {line}")
         ok = "white_check_mark" in slack.reactions(CHANNEL, share_ts)
         _say("\nDemo finished: " + ("the voice was cloned." if ok else "the clone failed (see above)."))
         _say("To run it for real, create the Slack app from manifest.yml and fill .env (see README).")

@@ -1,0 +1,22 @@
+"""The README's run command on a machine with no credentials: `python -m bot` runs the offline demo."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+
+def test_bare_command_without_credentials_runs_the_demo(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "TENCENTCLOUD_", "TRTC_"))}
+    result = subprocess.run(
+        [sys.executable, "-m", "bot"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "offline demo" in out
+    # Progress first, then the VoiceId, as a user sees the thread.
+    assert out.index("Downloading") < out.index("Cloning") < out.index("Voice cloned: demo_voice_")
+    assert ":white_check_mark:" in out
+    assert "Traceback" not in result.stderr
+    assert not list(tmp_path.iterdir()), "the demo left files behind"
