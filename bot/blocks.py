@@ -73,7 +73,8 @@ def _seconds(value: float) -> str:
 def build_status(stage: str, file_name: str) -> tuple[str, Blocks]:
     """The in-thread progress message for one stage."""
     emoji, label = STAGES.get(stage, STAGES["queued"])
-    text = f"{label}… ({file_name})"
+    # The fallback text is mrkdwn too (and drives notifications): escape it like the blocks.
+    text = f"{label}… ({escape(file_name)})"
     return text, [_section(f":{emoji}: *{label}…*  `{escape(file_name)}`")]
 
 
@@ -111,7 +112,7 @@ def build_success(result: CloneResult, file_name: str) -> tuple[str, Blocks]:
 
 def build_failure(message: str, file_name: str) -> tuple[str, Blocks]:
     """The final answer when cloning failed; `message` comes from bot.messages.describe."""
-    text = f"Could not clone {file_name}: {message}"
+    text = f"Could not clone {escape(file_name)}: {message}"
     return text, [_section(f":x: *Could not clone* `{escape(file_name)}`\n{message}")]
 
 

@@ -86,6 +86,8 @@ class JobRunner:
         self._idle = asyncio.Event()
         self._idle.set()
         self._said: dict[str, None] = {}
+        # The hourglass reaction added off the ack path, per (channel, share ts), until it has landed.
+        self._hourglass: dict[tuple[str, str], asyncio.Task[Any]] = {}
         self.accepting = False
         self.on_finish: Callable[[Job, str], Awaitable[None]] | None = None
 
@@ -135,7 +137,10 @@ class JobRunner:
         if ids and react:
             first = jobs[0]
             if first.channel and first.share_ts:
-                self._background(self._react(first.channel, first.share_ts, WORKING))
+                key = (first.channel, first.share_ts)
+                task = self._background(self._react(first.channel, first.share_ts, WORKING))
+                self._hourglass[key] = task
+                task.add_done_callback(lambda _: self._hourglass.pop(key, None))
         for job_id in ids:
             self._submit(job_id)
         return ids
@@ -154,7 +159,7 @@ class JobRunner:
         if self.accepting:
             self._queue.put_nowait(job_id)
 
-    def _background(self, coro: Awaitable[Any]) -> None:
+    def _background(self, coro: Awaitable[Any]) -> asyncio.Task[None]:
         async def guarded() -> None:
             async with self.feedback_slots:
                 try:
@@ -165,6 +170,7 @@ class JobRunner:
         task = asyncio.create_task(guarded())
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+        return task
 
     # -- workers ----------------------------------------------------------------------------------------
 
@@ -299,6 +305,10 @@ class JobRunner:
         else:
             await self._post(job.channel, text=text, blocks=blocks, thread_ts=job.thread_ts)
         if job.kind == "share" and job.share_ts:
+            # A rate-limited hourglass still waiting to be added would land after its removal and stay.
+            hourglass = self._hourglass.get((job.channel, job.share_ts))
+            if hourglass is not None:
+                await asyncio.wait({hourglass})
             await self._unreact(job.channel, job.share_ts, WORKING)
             await self._react(job.channel, job.share_ts, SUCCEEDED if status == DONE else FAILED_REACTION)
 

@@ -1,0 +1,293 @@
+"""The bench rig: both stand-ins in this process, the real bot in a child process aimed at them."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.media import Recording
+from bot.standins.slack import SLACK_USER_AGENT, SlackStandIn, sign
+from bot.standins.trtc import TrtcStandIn
+
+# Fake credentials shared by the stand-ins and the bot (the same shapes tests/harness.py uses).
+BOT_TOKEN = "xoxb-1111111111-2222222222-benchtokenvalue"
+SIGNING_SECRET = "bench-signing-secret-7a3c"
+SECRET_ID = "AKIDbench00000000000000000000000"
+SECRET_KEY = "bench-tencent-secret-key-4e81"
+APP_ID = 1400123456
+USER = "U0BENCH"
+FINAL_REACTIONS = ("white_check_mark", "x")
+# Settings the bot reads from its environment: never inherited from whoever runs the bench.
+_BOT_KEYS = (
+    "SLACK_",
+    "TENCENTCLOUD_",
+    "TRTC_",
+    "VOICECLONE_",
+    "DATABASE_URL",
+    "PORT",
+    "WORKERS",
+    "LOG_LEVEL",
+    "MAX_DOWNLOAD_MB",
+    "SHUTDOWN_GRACE_SECONDS",
+)
+# time.time() minus time.monotonic(): the Slack stand-in stamps calls with the first, TRTC's with the second.
+WALL_OFFSET = time.time() - time.monotonic()
+
+
+def to_monotonic(wall: float) -> float:
+    """A time.time() reading on the time.monotonic() scale (drift over one bench run is microseconds)."""
+    return wall - WALL_OFFSET
+
+
+def free_port() -> int:
+    """An unused loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
+    """The settings of a bot aimed at the stand-ins (as tests/harness.py's bot_environ)."""
+    env = {
+        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
+        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
+        "TRTC_SDK_APP_ID": str(APP_ID),
+        "TRTC_ENDPOINT": trtc.url,
+        "TRTC_TIMEOUT": "30",
+        "SLACK_BOT_TOKEN": BOT_TOKEN,
+        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+        "SLACK_API_URL": slack.api_url,
+        "DATABASE_URL": f"sqlite:///{db_path}",
+        "SHUTDOWN_GRACE_SECONDS": "10",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Share:
+    """One file share: the signed event Slack would POST, and when it was sent."""
+
+    channel: str
+    ts: str
+    body: bytes
+    headers: dict[str, str]
+    sent_mono: float = 0.0  # time.monotonic() just before sending
+    sent_wall: float = 0.0  # time.time() at the same moment
+
+
+@dataclass
+class Rig:
+    """Stand-ins in this process plus `python -m bot run --http` as a child process; a context manager."""
+
+    workdir: Path
+    max_rps: int | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    slack: SlackStandIn = field(init=False)
+    trtc: TrtcStandIn = field(init=False)
+    process: subprocess.Popen[bytes] | None = field(init=False, default=None)
+    port: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.slack = SlackStandIn(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET)
+        self.trtc = TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID, max_rps=self.max_rps)
+
+    @property
+    def url(self) -> str:
+        """The bot's Slack request URL."""
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    @property
+    def log_path(self) -> Path:
+        """Where the bot's stdout and stderr go."""
+        return self.workdir / "bot.log"
+
+    def start(self, timeout: float = 30.0) -> Rig:
+        """Start the stand-ins and the bot; return once the bot's /healthz answers 200."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()  # no stand-in thread or bot process outlives a failed start
+            raise
+
+    def _start(self, timeout: float) -> Rig:
+        self.slack.start()
+        self.trtc.start()
+        self.port = free_port()
+        (self.workdir / "tmp").mkdir(exist_ok=True)
+        db = self.workdir / "jobs.db"
+        for stale in self.workdir.glob("jobs.db*"):
+            stale.unlink()
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_BOT_KEYS)}
+        env.update(bot_environ(self.slack, self.trtc, db, **self.env))
+        env["TMPDIR"] = str(self.workdir / "tmp")  # the bot's downloads
+        command = [
+            sys.executable,
+            "-m",
+            "bot",
+            "--env-file",
+            str(self.workdir / "none.env"),
+            "run",
+            "--http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        ]
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log, stderr=log)
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"the bot exited with {self.process.returncode}:\n{self.log_tail()}")
+                try:
+                    if client.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.02)
+        raise RuntimeError(f"the bot did not become healthy in {timeout:g} s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM the bot (it drains gracefully), then stop the stand-ins."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.slack.stop()
+        self.trtc.stop()
+
+    def __enter__(self) -> Rig:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the bot's log."""
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU seconds used so far by the bot process, and by its finished children (ffmpeg)."""
+        assert self.process is not None
+        times = psutil.Process(self.process.pid).cpu_times()
+        return times.user + times.system, times.children_user + times.children_system
+
+    # -- driving --------------------------------------------------------------------------------------
+
+    def file_share(self, channel: str, recording: Recording, name: str | None = None) -> Share:
+        """Upload `recording` to the Slack stand-in and build the signed file_share event for it."""
+        content = recording.path.read_bytes()
+        file = self.slack.add_file(content, name or recording.name, recording.mimetype, recording.filetype)
+        event = self.slack.user_message(channel, USER, [file], channel_type="channel")
+        body = json.dumps(event).encode()
+        headers = {"Content-Type": "application/json", "User-Agent": SLACK_USER_AGENT}
+        headers.update(sign(body, SIGNING_SECRET))
+        return Share(channel, event["event"]["ts"], body, headers)
+
+    def deliver(self, share: Share, client: httpx.Client) -> httpx.Response:
+        """POST one share to the bot, stamping when it was sent."""
+        share.sent_wall, share.sent_mono = time.time(), time.monotonic()
+        return client.post(self.url, content=share.body, headers=share.headers)
+
+    def final_reaction(self, share: Share) -> str | None:
+        """The share's final reaction, once there is one."""
+        names = self.slack.reactions(share.channel, share.ts)
+        return next((r for r in FINAL_REACTIONS if r in names), None)
+
+    def wait_final(self, shares: list[Share], timeout: float) -> bool:
+        """Wait until every share has its final reaction."""
+        return self.slack.wait_for(lambda: all(self.final_reaction(s) for s in shares), timeout)
+
+    def first_feedback(self, shares: list[Share]) -> dict[str, float]:
+        """Per share ts: time.monotonic() of the first reaction on it or status message in its thread."""
+        keys = {(s.channel, s.ts) for s in shares}
+        first: dict[str, float] = {}
+        for call in list(self.slack.calls):
+            params = call.params
+            if call.method == "reactions.add":
+                key = (params.get("channel"), params.get("timestamp"))
+            elif call.method == "chat.postMessage":
+                key = (params.get("channel"), params.get("thread_ts"))
+            else:
+                continue
+            if key in keys and key[1] not in first:
+                first[str(key[1])] = to_monotonic(call.time)
+        return first
+
+
+@dataclass
+class MemoryPeaks:
+    """Peak resident memory of the bot process and of its child processes (ffmpeg), in bytes."""
+
+    bot_hwm: int = 0  # the kernel's high-water mark (VmHWM) for the bot: exact, whatever the polling
+    bot_sampled: int = 0  # largest RSS seen by polling
+    children: int = 0  # largest VmHWM of any child, polled (a child's final read is close to its peak)
+    children_seen: int = 0
+    samples: int = 0
+
+
+class MemorySampler:
+    """Polls the bot and its children every `interval` seconds on a thread, keeping the peaks."""
+
+    def __init__(self, pid: int, interval: float = 0.02):
+        self.process = psutil.Process(pid)
+        self.interval = interval
+        self.peaks = MemoryPeaks()
+        self._seen: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="memory-sampler", daemon=True)
+
+    def __enter__(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peaks.bot_hwm = max(self.peaks.bot_hwm, status_bytes(self.process.pid, "VmHWM"))
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            peaks = self.peaks
+            peaks.samples += 1
+            try:
+                peaks.bot_sampled = max(peaks.bot_sampled, self.process.memory_info().rss)
+                children = self.process.children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            for child in children:
+                self._seen.add(child.pid)
+                peaks.children = max(peaks.children, status_bytes(child.pid, "VmHWM"))
+            peaks.children_seen = len(self._seen)
+
+
+def status_bytes(pid: int, key: str) -> int:
+    """A memory figure from /proc/PID/status (VmRSS, VmHWM...) in bytes; 0 once the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024
+    except (FileNotFoundError, ProcessLookupError):
+        return 0
+    return 0

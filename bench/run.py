@@ -1,0 +1,131 @@
+"""The bench command line: run the scenarios, print the verdicts, write the report and plots."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from bench.media import MediaCache
+from bench.report import Results, checks, plot_ack, plot_clones, write_markdown
+from bench.scenarios import run_burst, run_conversion, run_memory
+
+ROOT = Path(__file__).resolve().parent.parent
+SCENARIOS = ("burst", "conversion", "memory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The options; the defaults are the documented benchmark."""
+    parser = argparse.ArgumentParser(
+        prog="scripts/bench",
+        description="Benchmark the real bot (a separate process) against the Slack and TRTC stand-ins. "
+        "A full run with the defaults rewrites docs/benchmarks.md and its plots.",
+    )
+    parser.add_argument("--shares", type=int, default=200, help="file shares in the burst (default 200)")
+    parser.add_argument("--bursts", type=int, default=3, help="burst runs, a fresh bot each (default 3)")
+    parser.add_argument(
+        "--max-rps", type=int, default=20, help="the TRTC stand-in's request limit (default 20)"
+    )
+    parser.add_argument(
+        "--reps", type=int, default=7, help="repetitions of the conversion comparison (default 7)"
+    )
+    parser.add_argument(
+        "--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)"
+    )
+    parser.add_argument(
+        "--docs", type=Path, default=ROOT / "docs", help="where the report goes (default docs/)"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "bench" / "out", help="scratch files and raw results"
+    )
+    parser.add_argument("--no-report", action="store_true", help="print results only; leave docs/ alone")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the bench; exit status 0 even when a target is missed (the report says which)."""
+    args = build_parser().parse_args(argv)
+    only = args.only or list(SCENARIOS)
+    defaults = build_parser().parse_args([])
+    tuned = any(
+        getattr(args, key) != getattr(defaults, key) for key in ("shares", "bursts", "max_rps", "reps")
+    )
+    full = set(only) == set(SCENARIOS) and not tuned
+    command = " ".join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
+    results = Results(command=command, started=datetime.now(UTC), load_average=os.getloadavg()[0])
+    media = MediaCache(args.out / "media")
+    began = time.monotonic()
+    busy, own = _cpu_seconds()
+
+    if "burst" in only:
+        for run in range(1, args.bursts + 1):
+            _say(
+                f"burst {run}/{args.bursts}: {args.shares} shares of a 12 s clip at once, one channel each,"
+                f" TRTC at {args.max_rps}/s"
+            )
+            burst = run_burst(args.out / "burst", media.m4a(12), shares=args.shares, max_rps=args.max_rps)
+            results.bursts.append(burst)
+    if "conversion" in only:
+        _say(f"conversion: a 180 s AAC m4a through the bot and through the ffmpeg command line, {args.reps}x")
+        results.conversion = run_conversion(args.out / "conversion", media.m4a(180), reps=args.reps)
+    if "memory" in only:
+        for seconds in (3600, 180):
+            _say(f"memory: a {seconds // 60} min MP3 through a fresh bot process")
+            results.memory.append(run_memory(args.out / f"memory-{seconds}", media.mp3(seconds)))
+    results.seconds = time.monotonic() - began
+    busy_after, own_after = _cpu_seconds()
+    results.other_cpu = max(0.0, (busy_after - busy) - (own_after - own))
+
+    _say("")
+    for check in checks(results):
+        target = f"  (target {check.target}: {check.verdict.strip('*')})" if check.target else ""
+        _say(f"[{check.number}] {check.measure}: {check.measured}{target}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(dataclasses.asdict(results), indent=1, default=str))
+
+    if not args.no_report:
+        if not full:
+            _say("\nNot the full default run: docs/ left alone (raw numbers in bench/out/results.json).")
+            return 0
+        write_report(results, args.docs)
+        _say(f"\nWrote {args.docs / 'benchmarks.md'} and its plots in {results.seconds:.0f} s.")
+    return 0
+
+
+def write_report(results: Results, docs: Path) -> None:
+    """docs/benchmarks.md plus the plots of whatever was measured."""
+    docs.mkdir(parents=True, exist_ok=True)
+    plots: dict[str, str] = {}
+    if results.bursts:
+        plot_ack(results.bursts, docs / "ack-latency.png")
+        plot_clones(results.bursts, docs / "clones-over-time.png")
+        plots = {"Ack and feedback latency": "ack-latency.png", "Clones over time": "clones-over-time.png"}
+    write_markdown(results, docs / "benchmarks.md", plots)
+
+
+def _cpu_seconds() -> tuple[float, float]:
+    """CPU seconds used so far by the whole machine, and by this process and its finished descendants."""
+    times = psutil.cpu_times()
+    machine = times.user + times.nice + times.system + times.irq + times.softirq + times.steal
+    own = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        own += usage.ru_utime + usage.ru_stime
+    return machine, own
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,561 @@
+"""A local stand-in of Tencent Cloud's TRTC API (VoiceClone) that checks requests the way the real one does.
+
+It verifies TC3-HMAC-SHA256 signatures with the secret key, enforces the documented VoiceClone body
+rules, answers in Tencent's envelope ({"Response": {...}} over HTTP 200), and can be scripted to fail,
+answer slowly, send a gateway error page or drop the connection. It runs its own event loop in a daemon
+thread, so synchronous and asynchronous callers can use it alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import hmac
+import io
+import json
+import re
+import secrets
+import threading
+import time
+import uuid
+import wave
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+from aiohttp import web
+
+SERVICE = "trtc"
+VERSION = "2019-07-22"
+ALGORITHM = "TC3-HMAC-SHA256"
+ACTIONS = frozenset({"VoiceClone"})
+REGIONS = frozenset(
+    {
+        "ap-singapore",
+        "ap-guangzhou",
+        "ap-shanghai",
+        "ap-beijing",
+        "ap-chengdu",
+        "ap-chongqing",
+        "ap-nanjing",
+        "ap-hongkong",
+        "ap-mumbai",
+        "ap-seoul",
+        "ap-tokyo",
+        "ap-bangkok",
+        "na-siliconvalley",
+        "na-ashburn",
+        "eu-frankfurt",
+    }
+)
+MODELS = frozenset({"flow_01_turbo", "flow_01_ex", "flow_02_turbo"})
+BODY_KEYS = frozenset(
+    {"SdkAppId", "VoiceName", "PromptAudio", "APIKey", "PromptText", "Model", "Language", "ExtraParams"}
+)
+REQUIRED_KEYS = ("SdkAppId", "VoiceName", "PromptAudio")
+VOICE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,36}")
+CLOCK_SKEW = 300  # seconds; Tencent rejects timestamps further off than five minutes
+SAMPLE_RATE = 16000
+MIN_SECONDS = 10.0
+MAX_SECONDS = 180.0
+# Tencent does not publish a PromptText cap; this matches the bot's own (bot.trtc.MAX_PROMPT_TEXT).
+MAX_PROMPT_TEXT = 1000
+_AUTH_RE = re.compile(
+    r"TC3-HMAC-SHA256 Credential=(?P<id>[^/]+)/(?P<date>\d{4}-\d{2}-\d{2})/(?P<service>[^/]+)"
+    r"/(?P<term>[^,]+),"
+    r"\s*SignedHeaders=(?P<signed>[a-z0-9;-]+),\s*Signature=(?P<signature>[0-9a-f]{64})"
+)
+
+# Wording of Tencent's own answers (common error code documentation), used when a script gives none.
+MESSAGES = {
+    "AuthFailure.SignatureFailure": (
+        "The provided credentials could not be validated. Please check your signature is correct."
+    ),
+    "AuthFailure.SignatureExpire": (
+        "Signature expired. Timestamp and server time cannot differ by more than five minutes. "
+        "Please ensure your current local time matches the standard time."
+    ),
+    "AuthFailure.SecretIdNotFound": "The SecretId is not found, please ensure that your SecretId is correct.",
+    "AuthFailure.InvalidSecretId": "Invalid key (not a TencentCloud API key type).",
+    "AuthFailure.InvalidAuthorization": "The Authorization header does not meet the TencentCloud standard.",
+    "AuthFailure.UnauthorizedOperation": "The request does not have CAM authorization.",
+    "RequestLimitExceeded": "Your current request count exceeds the frequency limit. Please try again later.",
+    "InternalError": "An internal error has occurred. Retry your request, but if the problem persists, "
+    "contact us with details by filing a ticket.",
+    "ResourceUnavailable": "The resource is unavailable.",
+    "LimitExceeded.VoiceCloneMaxNumLimit": "The number of cloned voices has reached the maximum.",
+    "UnsupportedOperation.NotAllowed": "This operation is not allowed. Please contact technical support.",
+    "UnsupportedOperation.VoiceCloneError": "Voice clone failed.",
+    "UnsupportedOperation.InternalError": "Unsupported operation.",
+    "MissingParameter.APIKey": "Invalid APIKey.",
+}
+
+
+@dataclass(frozen=True)
+class TrtcRequest:
+    """What the stand-in saw of one request, and how it answered."""
+
+    time: float  # time.monotonic() when the request arrived
+    action: str | None
+    secret_id: str | None
+    sdk_app_id: Any
+    voice_name: str | None
+    audio_seconds: float | None
+    sample_rate: int | None
+    channels: int | None
+    prompt_text: str | None
+    model: str | None
+    language: str | None
+    outcome: str  # "ok", an error code, "HTTP 502" or "dropped"
+    request_id: str | None
+
+
+@dataclass(frozen=True)
+class _Script:
+    kind: str  # "fail", "http" or "drop"
+    code: str = ""
+    message: str | None = None
+    status: int = 502
+    body: str = ""
+
+
+@dataclass
+class _Audio:
+    seconds: float | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    sample_width: int | None = None
+    problem: tuple[str, str] | None = None  # (code, message) when the audio is unusable
+
+
+class _Refusal(Exception):
+    """An error answer in Tencent's envelope."""
+
+    def __init__(self, code: str, message: str | None = None):
+        super().__init__(code)
+        self.code = code
+        self.message = message or MESSAGES.get(code, code)
+
+
+class TrtcStandIn:
+    """A TRTC API server on 127.0.0.1 (ephemeral port) in its own thread; `.url` is where to send requests."""
+
+    def __init__(
+        self,
+        secret_id: str,
+        secret_key: str,
+        sdk_app_id: int | None = None,
+        max_rps: int | None = None,
+    ):
+        self.secret_id = secret_id
+        self._secret_key = secret_key
+        self.sdk_app_id = sdk_app_id
+        self.max_rps = max_rps
+        self.url = ""
+        self._cond = threading.Condition()
+        self._requests: list[TrtcRequest] = []
+        self._refusals = 0
+        self._window: deque[float] = deque()
+        self._answers: deque[_Script] = deque()
+        self._delays: deque[float] = deque()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping: asyncio.Event | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> TrtcStandIn:
+        """Start serving; returns once the port is open."""
+        if self._thread is not None:
+            raise RuntimeError("already started")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, failure), name="trtc-standin", daemon=True
+        )
+        self._thread.start()
+        ready.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wake any request that is being answered slowly."""
+        if self._thread is None or self._loop is None:
+            return
+        future = asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+        future.result(timeout=10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._thread = None
+        self._loop = None
+
+    def __enter__(self) -> TrtcStandIn:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._serve())
+        except BaseException as exc:  # handed to start(), which re-raises it in the caller's thread
+            failure.append(exc)
+            ready.set()
+            loop.close()
+            return
+        self._loop = loop
+        ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _serve(self) -> None:
+        self._stopping = asyncio.Event()
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/", self._handle)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def _shutdown(self) -> None:
+        assert self._stopping is not None and self._runner is not None
+        self._stopping.set()
+        await self._runner.cleanup()
+
+    # -- scripting (thread-safe) -----------------------------------------------------------------
+
+    def fail_next(self, code: str, message: str | None = None, times: int = 1) -> None:
+        """Answer the next `times` requests with this Tencent error code."""
+        self._script(_Script("fail", code=code, message=message), times)
+
+    def http_error_next(
+        self, status: int = 502, times: int = 1, body: str = "<html>502 Bad Gateway</html>"
+    ) -> None:
+        """Answer the next `times` requests with a bare HTTP error page, as a gateway would."""
+        self._script(_Script("http", status=status, body=body), times)
+
+    def drop_next(self, times: int = 1) -> None:
+        """Close the connection of the next `times` requests without answering."""
+        self._script(_Script("drop"), times)
+
+    def delay_next(self, seconds: float, times: int = 1) -> None:
+        """Hold the answer to the next `times` requests for `seconds` (other requests are not held up)."""
+        with self._cond:
+            self._delays.extend([seconds] * times)
+
+    def _script(self, script: _Script, times: int) -> None:
+        with self._cond:
+            self._answers.extend([script] * times)
+
+    # -- records ---------------------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[TrtcRequest]:
+        """Every request seen since start or reset(), oldest first (a copy)."""
+        with self._cond:
+            return list(self._requests)
+
+    @property
+    def refusals(self) -> int:
+        """How many requests were refused by the max_rps limit."""
+        with self._cond:
+            return self._refusals
+
+    def wait_for_requests(self, n: int, timeout: float) -> bool:
+        """Block until at least `n` requests were seen; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout)
+
+    def reset(self) -> None:
+        """Forget requests, refusals, the rate window and any pending scripts."""
+        with self._cond:
+            self._requests.clear()
+            self._refusals = 0
+            self._window.clear()
+            self._answers.clear()
+            self._delays.clear()
+
+    # -- the API ---------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        arrived = time.monotonic()
+        request_id = str(uuid.uuid4())
+        action = request.headers.get("X-TC-Action")
+        limited = self._rate_limited(arrived)
+        script, delay = (None, 0.0) if limited else self._next_script(action)
+        body = await request.read()
+        parsed = _json_object(body)
+        params = parsed if parsed is not None else {}
+        audio = _read_audio(params.get("PromptAudio"))
+
+        answer: dict[str, Any]
+        if limited:
+            outcome, answer = "RequestLimitExceeded", _error(request_id, _Refusal("RequestLimitExceeded"))
+        elif script is not None and script.kind == "fail":
+            refusal = _Refusal(script.code, script.message)
+            outcome, answer = script.code, _error(request_id, refusal)
+        elif script is not None:
+            outcome, answer = ("dropped" if script.kind == "drop" else f"HTTP {script.status}"), {}
+        else:
+            try:
+                voice_id = self._voice_clone(request, body, parsed, audio)
+                answer = {"VoiceId": voice_id, "RequestId": request_id}
+                outcome = "ok"
+            except _Refusal as refusal:
+                outcome, answer = refusal.code, _error(request_id, refusal)
+
+        self._record(
+            TrtcRequest(
+                time=arrived,
+                action=action,
+                secret_id=_secret_id(request.headers.get("Authorization", "")),
+                sdk_app_id=params.get("SdkAppId"),
+                voice_name=_text(params.get("VoiceName")),
+                audio_seconds=audio.seconds,
+                sample_rate=audio.sample_rate,
+                channels=audio.channels,
+                prompt_text=_text(params.get("PromptText")),
+                model=_text(params.get("Model")),
+                language=_text(params.get("Language")),
+                outcome=outcome,
+                request_id=None if script is not None and script.kind != "fail" else request_id,
+            )
+        )
+        if delay > 0:
+            assert self._stopping is not None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), timeout=delay)
+        if script is not None and script.kind == "drop":
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response()
+        if script is not None and script.kind == "http":
+            return web.Response(status=script.status, text=script.body, content_type="text/html")
+        # Exactly "application/json": the SDK only looks for errors under that content type.
+        return web.Response(body=json.dumps({"Response": answer}).encode(), content_type="application/json")
+
+    def _rate_limited(self, now: float) -> bool:
+        if self.max_rps is None:
+            return False
+        with self._cond:
+            while self._window and self._window[0] <= now - 1.0:
+                self._window.popleft()
+            if len(self._window) >= self.max_rps:
+                self._refusals += 1
+                return True
+            self._window.append(now)
+            return False
+
+    def _next_script(self, action: str | None) -> tuple[_Script | None, float]:
+        if action not in ACTIONS:
+            return None, 0.0
+        with self._cond:
+            script = self._answers.popleft() if self._answers else None
+            delay = self._delays.popleft() if self._delays else 0.0
+        return script, delay
+
+    def _record(self, record: TrtcRequest) -> None:
+        with self._cond:
+            self._requests.append(record)
+            self._cond.notify_all()
+
+    def _voice_clone(
+        self, request: web.Request, body: bytes, params: dict[str, Any] | None, audio: _Audio
+    ) -> str:
+        self._authenticate(request, body)
+        if request.content_type != "application/json":
+            raise _Refusal("InvalidParameter", f"Content-Type `{request.content_type}` is not supported.")
+        if params is None:
+            raise _Refusal("InvalidParameter", "The request body is not a valid JSON object.")
+        for key in params:
+            if key not in BODY_KEYS:
+                raise _Refusal("UnknownParameter", f"The parameter `{key}` is not recognized.")
+        for key in REQUIRED_KEYS:
+            if params.get(key) in (None, ""):
+                raise _missing(key)
+
+        app_id = params["SdkAppId"]
+        if isinstance(app_id, bool) or not isinstance(app_id, int):
+            raise _bad_type("SdkAppId")
+        if self.sdk_app_id is not None and app_id != self.sdk_app_id:
+            raise _Refusal("FailedOperation.SdkAppIdNotExist", f"SdkAppId {app_id} does not exist.")
+
+        name = params["VoiceName"]
+        if not isinstance(name, str) or not VOICE_NAME_RE.fullmatch(name):
+            raise _Refusal(
+                "InvalidParameter.VoiceName",
+                "Invalid VoiceName: only letters, digits and underscores are allowed, at most 36 characters.",
+            )
+        if audio.problem is not None:
+            raise _Refusal(*audio.problem)
+
+        model = params.get("Model")
+        if model is not None and model not in MODELS:
+            raise _Refusal("InvalidParameter", f"Invalid Model: must be one of {', '.join(sorted(MODELS))}.")
+        language = params.get("Language")
+        if language is not None and not isinstance(language, str):
+            raise _bad_type("Language")
+        text = params.get("PromptText")
+        if text is not None and not isinstance(text, str):
+            raise _bad_type("PromptText")
+        if text is not None and len(text) > MAX_PROMPT_TEXT:
+            limit = f"PromptText is too long: at most {MAX_PROMPT_TEXT} characters."
+            raise _Refusal("InvalidParameter.TextLength", limit)
+        return f"{name}_{secrets.token_hex(4)}"
+
+    def _authenticate(self, request: web.Request, body: bytes) -> None:
+        """Check the TC3-HMAC-SHA256 signature exactly as Tencent computes it."""
+        headers = request.headers
+        action = headers.get("X-TC-Action")
+        version = headers.get("X-TC-Version")
+        region = headers.get("X-TC-Region")
+        stamp = headers.get("X-TC-Timestamp")
+        required = {"Action": action, "Version": version, "Region": region, "Timestamp": stamp}
+        for key, value in required.items():
+            if not value:
+                raise _missing(key)
+        if action not in ACTIONS:
+            raise _Refusal("InvalidAction", f"The requested action `{action}` does not exist.")
+        if version != VERSION:
+            raise _Refusal("NoSuchVersion", f"Version `{version}` of service `trtc` is not found.")
+        if region not in REGIONS:
+            raise _Refusal("UnsupportedRegion", f"The region `{region}` is not supported by this service.")
+        try:
+            timestamp = int(stamp)  # type: ignore[arg-type]
+        except ValueError:
+            raise _bad_type("Timestamp") from None
+        if abs(time.time() - timestamp) > CLOCK_SKEW:
+            raise _Refusal("AuthFailure.SignatureExpire")
+
+        match = _AUTH_RE.fullmatch(headers.get("Authorization", "").strip())
+        if match is None:
+            raise _Refusal("AuthFailure.InvalidAuthorization")
+        if match["id"] != self.secret_id:
+            raise _Refusal("AuthFailure.SecretIdNotFound")
+        date = datetime.fromtimestamp(timestamp, tz=UTC).strftime("%Y-%m-%d")
+        signed = match["signed"].split(";")
+        if (
+            match["date"] != date
+            or match["service"] != SERVICE
+            or match["term"] != "tc3_request"
+            or not {"content-type", "host"} <= set(signed)
+        ):
+            raise _Refusal("AuthFailure.SignatureFailure")
+
+        payload = body
+        if headers.get("X-TC-Content-SHA256") == "UNSIGNED-PAYLOAD":
+            payload = b"UNSIGNED-PAYLOAD"
+        canonical_headers = "".join(f"{name}:{headers.get(name, '').strip().lower()}\n" for name in signed)
+        canonical_request = "\n".join(
+            [
+                request.method,
+                request.path,
+                request.query_string,
+                canonical_headers,
+                match["signed"],
+                hashlib.sha256(payload).hexdigest(),
+            ]
+        )
+        scope = f"{date}/{SERVICE}/tc3_request"
+        digest = hashlib.sha256(canonical_request.encode()).hexdigest()
+        string_to_sign = f"{ALGORITHM}\n{stamp}\n{scope}\n{digest}"
+        expected = tc3_signature(self._secret_key, date, SERVICE, string_to_sign)
+        if not hmac.compare_digest(expected, match["signature"]):
+            raise _Refusal("AuthFailure.SignatureFailure")
+
+
+def tc3_signature(secret_key: str, date: str, service: str, string_to_sign: str) -> str:
+    """The TC3-HMAC-SHA256 signature of `string_to_sign` (Tencent's key derivation)."""
+
+    def digest(key: bytes, msg: str) -> bytes:
+        return hmac.new(key, msg.encode(), hashlib.sha256).digest()
+
+    key = digest(digest(digest(("TC3" + secret_key).encode(), date), service), "tc3_request")
+    return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def _missing(key: str) -> _Refusal:
+    return _Refusal("MissingParameter", f"The request is missing a required parameter `{key}`.")
+
+
+def _bad_type(key: str) -> _Refusal:
+    return _Refusal("InvalidParameter", f"The value type of parameter `{key}` is not valid.")
+
+
+def _error(request_id: str, refusal: _Refusal) -> dict[str, Any]:
+    return {"Error": {"Code": refusal.code, "Message": refusal.message}, "RequestId": request_id}
+
+
+def _json_object(body: bytes) -> dict[str, Any] | None:
+    try:
+        value = json.loads(body)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _secret_id(authorization: str) -> str | None:
+    match = _AUTH_RE.fullmatch(authorization.strip())
+    return match["id"] if match else None
+
+
+def _read_audio(prompt: Any) -> _Audio:
+    """Decode PromptAudio and judge it by VoiceClone's rules (16 kHz mono 16-bit WAV, 10-180 s)."""
+    if prompt is None:
+        return _Audio()
+    bad = "InvalidParameter.AudioPrompt"
+    if not isinstance(prompt, str):
+        return _Audio(problem=(bad, "Invalid PromptAudio: it must be a base64 string."))
+    try:
+        data = base64.b64decode(prompt, validate=True)
+    except (binascii.Error, ValueError):
+        return _Audio(problem=(bad, "Invalid PromptAudio: it is not valid base64."))
+    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return _Audio(problem=(bad, "Invalid PromptAudio: the audio must be a WAV file."))
+    try:
+        with wave.open(io.BytesIO(data)) as wav:
+            rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
+            # Count the samples actually present: a WAV written to a pipe may carry a placeholder size.
+            frames = len(wav.readframes(wav.getnframes())) // max(1, channels * width)
+    except (wave.Error, EOFError):
+        return _Audio(problem=(bad, "Invalid PromptAudio: the WAV data could not be decoded."))
+    seconds = frames / rate if rate else 0.0
+    audio = _Audio(seconds=seconds, sample_rate=rate, channels=channels, sample_width=width)
+    if rate != SAMPLE_RATE:
+        audio.problem = (
+            "InvalidParameter.SampleRate",
+            f"Invalid sample rate {rate} Hz: the prompt audio must be {SAMPLE_RATE} Hz.",
+        )
+    elif channels != 1 or width != 2:
+        audio.problem = (bad, "Invalid PromptAudio: the audio must be mono 16-bit PCM.")
+    elif not MIN_SECONDS <= seconds <= MAX_SECONDS:
+        audio.problem = (
+            bad,
+            f"Invalid PromptAudio: the audio is {seconds:.1f} s long; it must be "
+            f"{MIN_SECONDS:.0f} to {MAX_SECONDS:.0f} seconds.",
+        )
+    return audio

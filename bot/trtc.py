@@ -1,0 +1,264 @@
+"""The Tencent Cloud TRTC VoiceClone client: validation, rate limiting, retries and error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import random
+import re
+import unicodedata
+from dataclasses import dataclass
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import httpx
+from tencentcloud.common.abstract_client_async import LOGGER_NAME as SDK_LOGGER_NAME
+from tencentcloud.common.credential import Credential
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.common.profile.client_profile import ClientProfile
+from tencentcloud.common.profile.http_profile import HttpProfile
+from tencentcloud.trtc.v20190722 import models
+from tencentcloud.trtc.v20190722.trtc_client_async import TrtcClient
+
+from bot.errors import ApiError, ConfigError, InvalidVoiceNameError, PromptTextError
+from bot.ratelimit import SlidingWindowLimiter
+from bot.settings import Settings
+
+log = logging.getLogger(__name__)
+
+VOICE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,36}")
+MAX_VOICE_NAME = 36
+# Tencent documents no PromptText cap. 1000 characters is more than a minute of brisk English speech or three
+# minutes of Chinese, while good prompts are 10-30 s; a longer transcript has almost always been pasted by
+# mistake, and a mismatched transcript hurts the clone more than no transcript at all.
+MAX_PROMPT_TEXT = 1000
+NETWORK_ERROR = "NetworkError"
+UNEXPECTED_RESPONSE = "UnexpectedResponse"
+
+
+class _QuietBelowInfo(logging.Filter):
+    """Drops DEBUG records: at DEBUG the SDK logs whole requests, the audio and signed headers included."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.INFO
+
+
+_QUIET = _QuietBelowInfo()
+
+
+def silence_sdk_debug_logging() -> None:
+    """Keep the SDK's logger at INFO or above whatever the root logger's level is."""
+    sdk_logger = logging.getLogger(SDK_LOGGER_NAME)
+    if sdk_logger.level < logging.INFO:  # NOTSET (0) would inherit DEBUG from the root
+        sdk_logger.setLevel(logging.INFO)
+    if _QUIET not in sdk_logger.filters:
+        sdk_logger.addFilter(_QUIET)
+
+
+silence_sdk_debug_logging()
+
+
+# Latin letters that NFKD does not decompose into an ASCII letter plus accents.
+_LATIN_LETTERS = str.maketrans(
+    {
+        "ß": "ss",
+        "ẞ": "SS",
+        "æ": "ae",
+        "Æ": "AE",
+        "œ": "oe",
+        "Œ": "OE",
+        "ø": "o",
+        "Ø": "O",
+        "ł": "l",
+        "Ł": "L",
+        "đ": "d",
+        "Đ": "D",
+        "ð": "d",
+        "Ð": "D",
+        "þ": "th",
+        "Þ": "Th",
+        "ı": "i",
+    }
+)
+
+
+def validate_voice_name(name: str) -> str:
+    """Return `name` if TRTC accepts it as a VoiceName (letters, digits, underscore, 1-36), else raise."""
+    if not isinstance(name, str) or not VOICE_NAME_RE.fullmatch(name):
+        raise InvalidVoiceNameError(str(name))
+    return name
+
+
+def default_voice_name(filename: str) -> str:
+    """A valid VoiceName derived from a file name: "Voice Memo 12.m4a" -> "Voice_Memo_12"."""
+    stem = filename.replace("\\", "/").rsplit("/", 1)[-1]
+    stem = re.sub(r"\.[A-Za-z0-9]{1,5}$", "", stem)
+    # NFKD splits "é" into "e" + accent, so it keeps its "e"; scripts with no ASCII form drop out.
+    latin = unicodedata.normalize("NFKD", stem.translate(_LATIN_LETTERS))
+    ascii_only = latin.encode("ascii", "ignore").decode("ascii")
+    name = re.sub(r"[^A-Za-z0-9]+", "_", ascii_only).strip("_")
+    name = name[:MAX_VOICE_NAME].rstrip("_")
+    return name or "voice"
+
+
+@dataclass(frozen=True)
+class CloneOutcome:
+    """What VoiceClone returned."""
+
+    voice_id: str
+    request_id: str | None
+
+
+class VoiceCloneClient:
+    """Clones voices through TRTC VoiceClone, paced by a sliding-window limiter, retrying transient errors."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+        limiter: SlidingWindowLimiter | None = None,
+    ):
+        missing = {
+            key: "missing"
+            for key, value in (
+                ("TENCENTCLOUD_SECRET_ID", settings.tencent_secret_id),
+                ("TENCENTCLOUD_SECRET_KEY", settings.tencent_secret_key),
+                ("TRTC_SDK_APP_ID", settings.trtc_sdk_app_id),
+            )
+            if not value
+        }
+        if missing:
+            raise ConfigError(missing)
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        assert settings.tencent_secret_id is not None and settings.tencent_secret_key is not None
+        assert settings.trtc_sdk_app_id is not None
+        silence_sdk_debug_logging()
+        self.settings = settings
+        self.sdk_app_id = settings.trtc_sdk_app_id
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        # Shared by every call of this client; each attempt holds its place in it while it runs.
+        self.limiter = limiter or SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
+        self.timeout = settings.trtc_timeout
+
+        parts = urlsplit(settings.trtc_url)
+        http_profile = HttpProfile(
+            protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=settings.trtc_timeout
+        )
+        # The region breaker would fail over to a backup endpoint in another region; English error messages.
+        profile = ClientProfile(httpProfile=http_profile, language="en-US", disable_region_breaker=True)
+        credential = Credential(settings.tencent_secret_id.get(), settings.tencent_secret_key.get())
+        self._sdk = TrtcClient(credential, settings.trtc_region, profile)
+        # The SDK would turn any non-200 answer into ServerNetworkError carrying the raw page as its message.
+        self._sdk.http_client.event_hooks["response"].append(_check_status)
+
+    async def clone(
+        self,
+        *,
+        name: str,
+        wav: bytes,
+        text: str | None = None,
+        model: str | None = None,
+        language: str | None = None,
+    ) -> CloneOutcome:
+        """Clone a voice from a 16 kHz mono WAV; raises InputError before any call, ApiError on failure."""
+        validate_voice_name(name)
+        text = text.strip() if text else None
+        if text and len(text) > MAX_PROMPT_TEXT:
+            raise PromptTextError(len(text), MAX_PROMPT_TEXT)
+
+        request = models.VoiceCloneRequest()
+        request.SdkAppId = self.sdk_app_id
+        request.VoiceName = name
+        request.PromptAudio = base64.b64encode(wav).decode("ascii")
+        request.PromptText = text or None
+        request.Model = model or self.settings.voiceclone_model
+        request.Language = language or self.settings.voiceclone_language
+
+        # Hand-written rather than tenacity (a dependency for ten lines) or the SDK's StandardRetryer, which
+        # retries inside the SDK where our limiter cannot pace each attempt and does not retry InternalError.
+        attempt = 1
+        while True:
+            try:
+                async with self.limiter:
+                    return await self._attempt(request)
+            except ApiError as error:
+                if not error.transient or attempt >= self.max_attempts:
+                    raise
+                delay = self._backoff(attempt)
+                log.warning(
+                    "VoiceClone attempt %d/%d failed with %s (RequestId %s); retrying in %.2f s",
+                    attempt,
+                    self.max_attempts,
+                    error.code,
+                    error.request_id,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            attempt += 1
+
+    def _backoff(self, attempt: int) -> float:
+        """Exponential backoff with equal jitter: half fixed, half random, capped at backoff_max."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
+        return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+    async def _attempt(self, request: models.VoiceCloneRequest) -> CloneOutcome:
+        try:
+            response = await self._sdk.VoiceClone(request)
+        except TencentCloudSDKException as exc:
+            raise _from_sdk(exc) from None
+        except httpx.TimeoutException as exc:
+            raise ApiError(
+                NETWORK_ERROR,
+                f"Tencent Cloud did not answer within {self.timeout:g} s ({type(exc).__name__})",
+            ) from exc
+        except httpx.TransportError as exc:
+            raise ApiError(NETWORK_ERROR, f"could not reach Tencent Cloud ({type(exc).__name__})") from exc
+        except (ValueError, KeyError) as exc:  # a 200 answer that is not Tencent's JSON envelope
+            raise ApiError(UNEXPECTED_RESPONSE, "Tencent Cloud's answer could not be read") from exc
+        if not response.VoiceId:
+            raise ApiError(UNEXPECTED_RESPONSE, "Tencent Cloud's answer has no VoiceId", response.RequestId)
+        return CloneOutcome(voice_id=response.VoiceId, request_id=response.RequestId)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._sdk.close()
+
+    async def __aenter__(self) -> VoiceCloneClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+async def _check_status(response: httpx.Response) -> None:
+    """Raise a summarised ApiError for a non-200 answer (gateways send HTML pages; we never pass them on)."""
+    status = response.status_code
+    if status == 200:
+        return
+    if status == 429:
+        code = "RequestLimitExceeded"
+    elif status >= 500:
+        code = "ServerNetworkError"  # the SDK's code for it, which the retry policy knows as transient
+    else:
+        code = UNEXPECTED_RESPONSE  # a 4xx from a proxy or a wrong endpoint: retrying will not help
+    raise ApiError(code, f"HTTP {status} from Tencent Cloud")
+
+
+def _from_sdk(exc: TencentCloudSDKException) -> ApiError:
+    code = exc.get_code() or "InternalError"
+    message = exc.get_message()
+    if code == "ServerNetworkError" or not isinstance(message, str):
+        message = "unexpected HTTP answer from Tencent Cloud"  # the SDK puts the raw page here
+    return ApiError(code, message, exc.get_request_id())

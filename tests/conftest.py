@@ -1,0 +1,12 @@
+"""Shared fixtures. Test audio: `media`, a session-wide cache of generated files (see tests/media.py)."""
+
+from __future__ import annotations
+
+import pytest
+from media import MediaCache
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> MediaCache:
+    """Test media built once per session: `media.speech(12, ".m4a", "-c:a", "aac")`, `media.get(...)`."""
+    return MediaCache(tmp_path_factory.mktemp("media"))

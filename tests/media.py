@@ -1,0 +1,257 @@
+"""Real test media made with ffmpeg (and espeak-ng when installed), for any test module.
+
+Import as `from media import ...` (tests/ has no __init__.py, so pytest puts tests/ on sys.path).
+Stateless helpers write one file each; `MediaCache` (the session-scoped `media` fixture in conftest.py)
+builds each named file once per test run. Typical use:
+
+    clip = media.speech(12, ".m4a", "-c:a", "aac", "-b:a", "48k")      # 12 s of speech as AAC
+    long = media.speech(3600, ".mp3", "-c:a", "libmp3lame", "-b:a", "32k")  # an hour, built in ~1 s
+    tone = media.get("tone.wav", lambda p: make_signal(p, "sine=frequency=440", 12))
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import random
+import shutil
+import subprocess
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+SPEECH_TEXT = (
+    "Hello, this is a short recording of my voice for the cloning test. "
+    "The quick brown fox jumps over the lazy dog, and then it rests for a while. "
+    "She sells sea shells by the sea shore, while Peter Piper picks a peck of pickled peppers."
+)
+# Speech-like without a speech engine: harmonics of a 130 Hz voice, four syllables a second, a 0.6 s pause
+# every 3 s. Loud and varied enough to pass bot.audio's voice check like espeak-ng speech does.
+SYNTHETIC_SPEECH = (
+    "aevalsrc='0.25*(sin(2*PI*130*t)+0.6*sin(2*PI*260*t)+0.4*sin(2*PI*390*t)"
+    "+0.3*sin(2*PI*650*t)+0.2*sin(2*PI*1040*t))*pow(sin(PI*4*t),2)*lt(mod(t,3),2.4)':s=22050"
+)
+# Longer compressed files are made by stream-copying a chunk in a loop: an hour of MP3 in about a second.
+LOOP_ABOVE_SECONDS = 60.0
+LOOP_CHUNK_SECONDS = 30.0
+# Containers where a packet-level loop decodes cleanly (FLAC frame headers carry sample numbers: re-encode).
+_LOOPABLE = frozenset({".m4a", ".mp4", ".mov", ".mp3", ".ogg", ".opus", ".webm", ".mkv", ".aac"})
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    """The ffmpeg that makes test media (looked up once): the system one, else imageio-ffmpeg's."""
+    return shutil.which("ffmpeg") or bundled_ffmpeg()
+
+
+def bundled_ffmpeg() -> str:
+    """imageio-ffmpeg's static binary (a newer ffmpeg than most distributions ship)."""
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+@functools.cache
+def espeak_exe() -> str | None:
+    """espeak-ng, if installed (looked up once: tests may empty PATH later)."""
+    return shutil.which("espeak-ng")
+
+
+def has_espeak() -> bool:
+    """True when espeak-ng is installed."""
+    return espeak_exe() is not None
+
+
+def run_ffmpeg(*args: str | Path, exe: str | None = None) -> None:
+    """Run ffmpeg quietly, overwriting outputs; raise with its error text on failure."""
+    command = [exe or ffmpeg_exe(), "-nostdin", "-hide_banner", "-v", "error", "-y", *map(str, args)]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode:
+        raise RuntimeError(f"ffmpeg failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+
+
+def make_speech(
+    path: str | Path, seconds: float, *out_args: str, voice: str = "en", synthetic: bool | None = None
+) -> Path:
+    """Write `seconds` of speech to `path`, looping the sample as needed; format from the extension.
+
+    `out_args` are ffmpeg output options (codec, bitrate, sample rate, filters). Speech comes from espeak-ng;
+    with synthetic=True, or when espeak-ng is missing, from SYNTHETIC_SPEECH.
+    """
+    path = Path(path)
+    if synthetic is None:
+        synthetic = not has_espeak()
+    if synthetic:
+        run_ffmpeg("-f", "lavfi", "-i", SYNTHETIC_SPEECH, "-t", f"{seconds}", *out_args, path)
+        return path
+    sample = path.with_name(f".{path.name}.espeak.wav")
+    subprocess.run(
+        [espeak_exe() or "espeak-ng", "-v", voice, "-w", str(sample), SPEECH_TEXT],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        run_ffmpeg("-stream_loop", "-1", "-i", sample, "-t", f"{seconds}", *out_args, path)
+    finally:
+        sample.unlink(missing_ok=True)
+    return path
+
+
+def make_signal(path: str | Path, source: str, seconds: float, *out_args: str) -> Path:
+    """Write `seconds` of an ffmpeg lavfi audio source, e.g. "sine=frequency=440", "anullsrc=r=16000",
+    "anoisesrc=color=white:amplitude=0.001"."""
+    path = Path(path)
+    run_ffmpeg("-f", "lavfi", "-i", source, "-t", f"{seconds}", *out_args, path)
+    return path
+
+
+def make_video(path: str | Path, seconds: float, audio: str | Path | None = None, *out_args: str) -> Path:
+    """Write a small test-pattern video (MPEG-4 part 2), with `audio` as its AAC track when given."""
+    path = Path(path)
+    inputs: list[str | Path] = ["-f", "lavfi", "-i", "testsrc=size=64x64:rate=5"]
+    codecs = ["-c:v", "mpeg4"]
+    if audio is not None:
+        inputs += ["-i", audio]
+        codecs += ["-map", "0:v", "-map", "1:a", "-c:a", "aac", "-b:a", "48k"]
+    run_ffmpeg(*inputs, "-t", f"{seconds}", *codecs, *out_args, path)
+    return path
+
+
+def make_image(path: str | Path) -> Path:
+    """Write one test-pattern frame as an image (format from the extension: .png, .jpg, .gif)."""
+    path = Path(path)
+    run_ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64", "-frames:v", "1", path)
+    return path
+
+
+def encode(src: str | Path, dst: str | Path, *out_args: str, exe: str | None = None) -> Path:
+    """Convert `src` to `dst` with ffmpeg output options `out_args`; format from dst's extension."""
+    run_ffmpeg("-i", src, *out_args, dst, exe=exe)
+    return Path(dst)
+
+
+def loop(src: str | Path, dst: str | Path, seconds: float) -> Path:
+    """Repeat `src` up to `seconds` without re-encoding (cheap for long files; same container as src)."""
+    run_ffmpeg("-stream_loop", "-1", "-i", src, "-t", f"{seconds}", "-map", "0", "-c", "copy", dst)
+    return Path(dst)
+
+
+def set_peak(src: str | Path, dst: str | Path, peak_dbfs: float) -> Path:
+    """Scale the WAV `src` so its peak sits at `peak_dbfs`; write WAV `dst`."""
+    from pydub import AudioSegment
+
+    segment = AudioSegment.from_wav(str(src))
+    segment.apply_gain(peak_dbfs - segment.max_dBFS).export(str(dst), format="wav")
+    return Path(dst)
+
+
+def truncate(src: str | Path, dst: str | Path, keep: float = 0.4) -> Path:
+    """Copy the first `keep` fraction of src's bytes: an upload or recording cut short."""
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: int(len(data) * keep)])
+    return Path(dst)
+
+
+def mp3_frame_offsets(path: str | Path) -> list[int]:
+    """Byte offsets where the MPEG audio layer III frames of an MP3 file start (after any ID3v2 tag)."""
+    data = Path(path).read_bytes()
+    position = 10 + int.from_bytes(bytes(b & 0x7F for b in data[6:10]), "big") if data[:3] == b"ID3" else 0
+    offsets = []
+    while position + 4 <= len(data) and data[position] == 0xFF and data[position + 1] & 0xE0 == 0xE0:
+        version = (data[position + 1] >> 3) & 3  # 3: MPEG-1, 2: MPEG-2, 0: MPEG-2.5
+        bitrate_index, rate_index = data[position + 2] >> 4, (data[position + 2] >> 2) & 3
+        padding = (data[position + 2] >> 1) & 1
+        if version == 3:
+            kbps = (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320)[bitrate_index]
+            rate = (44100, 48000, 32000)[rate_index]
+            length = 144_000 * kbps // rate + padding
+        else:
+            kbps = (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)[bitrate_index]
+            rate = (22050, 24000, 16000)[rate_index] // (1 if version == 2 else 2)
+            length = 72_000 * kbps // rate + padding
+        offsets.append(position)
+        position += length
+    return offsets
+
+
+def truncate_mp3(src: str | Path, dst: str | Path, keep: float = 0.4) -> Path:
+    """Copy an MP3 up to the frame boundary nearest `keep` of its size: cut short, yet every frame whole."""
+    offsets = mp3_frame_offsets(src)
+    target = Path(src).stat().st_size * keep
+    cut = min(offsets[1:], key=lambda offset: abs(offset - target))
+    Path(dst).write_bytes(Path(src).read_bytes()[:cut])
+    return Path(dst)
+
+
+def corrupt(src: str | Path, dst: str | Path, at: float = 0.5, length: int = 2000, seed: int = 1) -> Path:
+    """Copy src with `length` random bytes written over it at fraction `at` of its size."""
+    data = bytearray(Path(src).read_bytes())
+    start = int(len(data) * at)
+    noise = random.Random(seed).randbytes(length)
+    data[start : start + length] = noise[: len(data) - start]
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
+def flac_bits(path: str | Path) -> int:
+    """Bits per sample from a FLAC file's STREAMINFO block."""
+    data = Path(path).read_bytes()[:42]
+    if data[:4] != b"fLaC":
+        raise ValueError(f"{path} is not FLAC")
+    info = data[8:]  # after "fLaC" and the 4-byte metadata block header
+    return (((info[12] & 0x01) << 4) | (info[13] >> 4)) + 1
+
+
+@dataclass(frozen=True)
+class WavInfo:
+    """The format of a WAV file."""
+
+    rate: int
+    channels: int
+    sample_width: int  # bytes
+    frames: int
+
+    @property
+    def seconds(self) -> float:
+        return self.frames / self.rate
+
+
+def read_wav(data: bytes | str | Path) -> WavInfo:
+    """Read a WAV header (bytes, or a path) with the wave module."""
+    import io
+
+    source = io.BytesIO(data) if isinstance(data, bytes) else open(data, "rb")  # noqa: SIM115
+    with source, wave.open(source) as wav:
+        return WavInfo(wav.getframerate(), wav.getnchannels(), wav.getsampwidth(), wav.getnframes())
+
+
+class MediaCache:
+    """Builds each named file once in `root` (the session-scoped `media` fixture: one per test run)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        # Pin the tools now, before a test empties PATH to hide ffmpeg from the code under test.
+        ffmpeg_exe()
+        espeak_exe()
+
+    def get(self, name: str, build: Callable[[Path], object]) -> Path:
+        """The file `name`, made by `build(path)` the first time it is asked for."""
+        path = self.root / name
+        if not path.exists():
+            part = path.with_name(f"{path.stem}.part{path.suffix}")  # keep the extension: ffmpeg reads it
+            build(part)
+            part.replace(path)
+        return path
+
+    def speech(
+        self, seconds: float, suffix: str = ".wav", *out_args: str, synthetic: bool | None = None
+    ) -> Path:
+        """`seconds` of speech in the format of `suffix`, encoded with ffmpeg output options `out_args`."""
+        tag = hashlib.sha1(repr((out_args, synthetic)).encode()).hexdigest()[:8]
+        name = f"speech-{seconds:g}s-{tag}{suffix}"
+        if seconds > LOOP_ABOVE_SECONDS and suffix in _LOOPABLE:
+            chunk = self.speech(LOOP_CHUNK_SECONDS, suffix, *out_args, synthetic=synthetic)
+            return self.get(name, lambda path: loop(chunk, path, seconds))
+        return self.get(name, lambda path: make_speech(path, seconds, *out_args, synthetic=synthetic))

@@ -1,0 +1,356 @@
+"""Helpers for the reliability, security and fuzz tests: the bot as a real subprocess, a foreign file host,
+the job table as stored, and what a thread looks like to the user."""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from harness import (
+    APP_ID,
+    APP_TOKEN,
+    BOT_TOKEN,
+    SECRET_ID,
+    SECRET_KEY,
+    SIGNING_SECRET,
+    bot_environ,
+    free_port,
+)
+
+from bot.standins.slack import SlackStandIn, post_signed
+from bot.standins.trtc import TrtcStandIn
+
+FINAL_REACTIONS = ("white_check_mark", "x")
+WORKING = "hourglass_flowing_sand"
+
+
+@contextlib.contextmanager
+def standins(max_rps: int | None = None) -> Iterator[tuple[SlackStandIn, TrtcStandIn]]:
+    """A running Slack stand-in and TRTC stand-in with the harness's credentials."""
+    slack = SlackStandIn(bot_token=BOT_TOKEN, app_token=APP_TOKEN, signing_secret=SIGNING_SECRET)
+    trtc = TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID, max_rps=max_rps)
+    slack.start()
+    trtc.start()
+    try:
+        yield slack, trtc
+    finally:
+        slack.stop()
+        trtc.stop()
+
+
+class BotProcess:
+    """`python -m bot run` as a real subprocess aimed at the stand-ins; each start() logs to its own file."""
+
+    def __init__(
+        self,
+        slack: SlackStandIn,
+        trtc: TrtcStandIn,
+        tmp: Path,
+        *,
+        socket_mode: bool = False,
+        **env: str,
+    ):
+        self.slack = slack
+        self.tmp = tmp
+        self.db_path = tmp / "jobs.db"
+        # The bot downloads into tempfile.gettempdir(), which TMPDIR points here: tests can see leftovers.
+        self.temp_dir = tmp / "downloads"
+        self.temp_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_mode = socket_mode
+        self.env = {
+            **bot_environ(slack, trtc, self.db_path),
+            "PATH": os.environ.get("PATH", ""),
+            "TMPDIR": str(self.temp_dir),
+            "PYTHONUNBUFFERED": "1",
+            **{k: os.environ[k] for k in ("PYTHONPATH",) if k in os.environ},
+            **({"SLACK_APP_TOKEN": APP_TOKEN} if socket_mode else {}),
+            **env,
+        }
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.logs: list[Path] = []
+
+    @property
+    def url(self) -> str:
+        """The bot's Slack request URL (HTTP mode)."""
+        return f"http://127.0.0.1:{self.port}/slack/events"
+
+    def start(self, timeout: float = 20.0) -> BotProcess:
+        """Spawn the bot and return once it serves (/healthz 200, or a Socket Mode connection)."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.port = free_port()
+        log = self.tmp / f"bot-{len(self.logs) + 1}.log"
+        self.logs.append(log)
+        command = [sys.executable, "-m", "bot", "--env-file", str(self.tmp / "no.env"), "run"]
+        if not self.socket_mode:
+            command += ["--http", "--host", "127.0.0.1", "--port", str(self.port)]
+        sockets_before = self.slack.connection_count
+        with open(log, "wb") as stderr:
+            self.proc = subprocess.Popen(
+                command, env=self.env, cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"bot exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
+            if self.socket_mode:
+                if self.slack.wait_for(lambda: self.slack.connection_count > sockets_before, 0.05):
+                    return self
+                continue
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.03)
+        raise RuntimeError(f"bot did not start:\n{self.log_text()[-3000:]}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown code runs at all."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for the exit status."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        """Kill the process if it is still running (test clean-up)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.kill()
+
+    def __enter__(self) -> BotProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def deliver(self, body: Any, *, kind: str = "event", retry_num: int | None = None) -> httpx.Response:
+        """A signed request to the bot, exactly as Slack sends it."""
+        return deliver(self.url, body, kind=kind, retry_num=retry_num)
+
+    def share(
+        self, content: bytes, name: str, mimetype: str, filetype: str, **kwargs: Any
+    ) -> tuple[Any, Any]:
+        """Upload a file and deliver its file_share event; returns (response, body)."""
+        return share(self.slack, self.url, content, name, mimetype, filetype, **kwargs)
+
+    def log_text(self) -> str:
+        """Everything every run of the process wrote (stdout and stderr)."""
+        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
+
+
+def deliver(url: str, body: Any, *, kind: str = "event", retry_num: int | None = None) -> httpx.Response:
+    """A signed request to the bot at `url`."""
+    return post_signed(
+        url,
+        body,
+        kind=kind,
+        signing_secret=SIGNING_SECRET,
+        retry_num=retry_num,
+        retry_reason="http_timeout" if retry_num else None,
+    )
+
+
+def share(
+    slack: SlackStandIn,
+    url: str,
+    content: bytes,
+    name: str,
+    mimetype: str,
+    filetype: str,
+    *,
+    channel: str = "C0GENERAL",
+    text: str = "",
+    file_extra: dict[str, Any] | None = None,
+    retry_num: int | None = None,
+) -> tuple[httpx.Response, dict[str, Any]]:
+    """Upload a file to the Slack stand-in and deliver the file_share event to the bot at `url`."""
+    file = slack.add_file(content, name, mimetype, filetype, **(file_extra or {}))
+    body = slack.user_message(channel, "U0USER", [file], text=text)
+    return deliver(url, body, retry_num=retry_num), body
+
+
+def modal_values(file: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    """The state of a filled-in `/clone` form: one recording, consent given."""
+    return {
+        "audio": {"audio": {"type": "file_input", "files": [file]}},
+        "name": {"name": {"type": "plain_text_input", "value": name}},
+        "text": {"text": {"type": "plain_text_input", "value": None}},
+        "language": {"language": {"type": "static_select", "selected_option": None}},
+        "model": {"model": {"type": "static_select", "selected_option": None}},
+        "consent": {"consent": {"type": "checkboxes", "selected_options": [{"value": "yes"}]}},
+    }
+
+
+def share_key(body: dict[str, Any]) -> str:
+    """The job store's dedupe key for the (single) file of a file_share body."""
+    event = body["event"]
+    return f"share:{event['channel']}:{event['ts']}:{event['files'][0]['id']}"
+
+
+def where(body: dict[str, Any]) -> tuple[str, str]:
+    """(channel, ts) of a share."""
+    return body["event"]["channel"], body["event"]["ts"]
+
+
+def is_final(slack: SlackStandIn, channel: str, ts: str) -> bool:
+    """True once the share carries a final reaction."""
+    return any(r in slack.reactions(channel, ts) for r in FINAL_REACTIONS)
+
+
+def wait_finals(slack: SlackStandIn, bodies: list[dict[str, Any]], timeout: float = 60) -> None:
+    """Wait until every share carries a final reaction."""
+    ok = slack.wait_for(lambda: all(is_final(slack, *where(b)) for b in bodies), timeout)
+    missing = [where(b) for b in bodies if not is_final(slack, *where(b))]
+    assert ok, f"no final answer for {missing}"
+
+
+def replies(slack: SlackStandIn, channel: str, ts: str) -> list[dict[str, Any]]:
+    """The bot's messages in the thread of `ts`, as they are now (after edits)."""
+    return [m for m in slack.thread(channel, ts) if m.get("ts") != ts]
+
+
+def reply_text(message: dict[str, Any]) -> str:
+    """Everything a user can read in a message: its text and its blocks."""
+    return message.get("text", "") + "\n" + json.dumps(message.get("blocks", []), ensure_ascii=False)
+
+
+def final_adds(slack: SlackStandIn, channel: str, ts: str) -> int:
+    """How many successful or failed final reactions the bot asked Slack to add to a share."""
+    return sum(
+        1
+        for call in slack.calls_to("reactions.add")
+        if call.get("channel") == channel
+        and call.get("timestamp") == ts
+        and call.get("name") in FINAL_REACTIONS
+    )
+
+
+def assert_one_final_answer(slack: SlackStandIn, body: dict[str, Any]) -> dict[str, Any]:
+    """Exactly one bot message in the share's thread, one final reaction (added once); return the message."""
+    channel, ts = where(body)
+    thread = replies(slack, channel, ts)
+    assert len(thread) == 1, [m.get("text") for m in thread]
+    reactions = slack.reactions(channel, ts)
+    assert len([r for r in reactions if r in FINAL_REACTIONS]) == 1 and WORKING not in reactions, reactions
+    assert final_adds(slack, channel, ts) == 1
+    return thread[0]
+
+
+def read_jobs(db_path: Path) -> list[dict[str, Any]]:
+    """Every row of the job table, read with a connection of our own (the bot may be running or dead)."""
+    conn = sqlite3.connect(db_path, timeout=10)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(row) for row in conn.execute("SELECT * FROM jobs ORDER BY id")]
+    finally:
+        conn.close()
+
+
+def wait_jobs(db_path: Path, statuses: set[str], count: int | None = None, timeout: float = 30) -> bool:
+    """Poll the job table until every job has one of `statuses` (and there are `count` jobs, if given).
+
+    Polled: the bot's database gives no event to wait on.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        jobs = read_jobs(db_path)
+        if jobs and {j["status"] for j in jobs} <= statuses and count in (None, len(jobs)):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+
+
+def jobs_by_key(db_path: Path) -> dict[str, dict[str, Any]]:
+    """The job table keyed by dedupe key."""
+    return {row["dedupe_key"]: row for row in read_jobs(db_path)}
+
+
+def max_in_window(times: list[float], window: float = 1.0) -> int:
+    """The most events in any half-open window [t, t + window)."""
+    ordered = sorted(times)
+    best, start = 0, 0
+    for end, t in enumerate(ordered):
+        while ordered[start] <= t - window:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
+
+
+class ForeignHost:
+    """A loopback HTTP server posing as a host that is not Slack's; records every request it gets."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        host = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+                host.requests.append((self.path, dict(self.headers)))
+                body = b"ID3" + bytes(4096)
+                self.send_response(200)
+                self.send_header("Content-Type", "audio/mpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                return None
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> ForeignHost:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def ffmpeg_recorder(bin_dir: Path, log: Path, real: str) -> Path:
+    """An `ffmpeg` first on PATH that runs the real one and logs when each run starts and ends."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    script = bin_dir / "ffmpeg"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'echo "start $$ $(date +%s.%N)" >> "{log}"\n'
+        f'"{real}" "$@"\n'
+        "rc=$?\n"
+        f'echo "end $$ $(date +%s.%N)" >> "{log}"\n'
+        "exit $rc\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def max_overlap(log: Path) -> tuple[int, int]:
+    """(most ffmpeg runs alive at once, runs seen) from an ffmpeg_recorder log."""
+    events = []
+    for line in log.read_text().splitlines():
+        kind, _, stamp = line.split()
+        events.append((float(stamp), 0 if kind == "end" else 1))
+    alive = best = 0
+    for _, starts in sorted(events):  # at equal times an end sorts first
+        alive += 1 if starts else -1
+        best = max(best, alive)
+    return best, sum(1 for _, s in events if s)

@@ -1,0 +1,421 @@
+"""bot.audio on real files made by real ffmpeg: every format, the limits, every way a file can be wrong."""
+
+from __future__ import annotations
+
+import array
+import math
+import os
+import random
+import resource
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from media import (
+    MediaCache,
+    bundled_ffmpeg,
+    corrupt,
+    encode,
+    flac_bits,
+    make_image,
+    make_signal,
+    make_video,
+    read_wav,
+    set_peak,
+    truncate,
+    truncate_mp3,
+)
+
+from bot import audio
+from bot.audio import AudioLimits, find_ffmpeg, prepare_audio, prepare_audio_sync
+from bot.errors import (
+    DamagedAudioError,
+    NoAudioStreamError,
+    NotAudioError,
+    NoVoiceError,
+    TooLargeError,
+    TooShortError,
+)
+
+AAC = (".m4a", "-c:a", "aac", "-b:a", "32k")
+MP3 = (".mp3", "-c:a", "libmp3lame", "-b:a", "32k")
+OPUS = (".ogg", "-c:a", "libopus", "-b:a", "24k")
+FLAC = (".flac", "-c:a", "flac")
+
+
+@pytest.fixture(params=["system", "bundled"])
+def which_ffmpeg(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[str]:
+    """Run the test with the system ffmpeg, then with no ffmpeg on PATH (imageio-ffmpeg's binary)."""
+    if request.param == "system" and shutil.which("ffmpeg") is None:
+        pytest.skip("no ffmpeg on PATH")
+    if request.param == "bundled":
+        monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no ffmpeg, no ffprobe
+        monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
+    find_ffmpeg.cache_clear()
+    yield request.param
+    find_ffmpeg.cache_clear()
+
+
+def speech(media: MediaCache, seconds: float = 12) -> Path:
+    return media.speech(seconds)
+
+
+def check_wav(wav: bytes, seconds: float) -> None:
+    """A complete 16 kHz mono s16 WAV whose header sizes match its data, `seconds` long (within 0.1 s)."""
+    info = read_wav(wav)
+    assert (info.rate, info.channels, info.sample_width) == (16000, 1, 2)
+    assert len(wav) == 44 + info.frames * 2
+    assert info.seconds == pytest.approx(seconds, abs=0.1)
+
+
+def peak_dbfs(wav: bytes) -> float:
+    """Peak of a 16-bit WAV (bytes from its start), in dBFS."""
+    samples = array.array("h", wav[44:])
+    peak = max(max(samples), -min(samples))
+    return 20 * math.log10(peak / 32768) if peak else -math.inf
+
+
+# --- formats ---------------------------------------------------------------------------------------------
+
+FORMATS = {
+    "m4a-aac": AAC,
+    "mp3": MP3,
+    "ogg-opus": OPUS,
+    "webm-opus": (".webm", "-c:a", "libopus", "-b:a", "24k"),
+    "flac-24bit-96k": (*FLAC, "-sample_fmt", "s32", "-bits_per_raw_sample", "24", "-ar", "96000"),
+    "wav-u8-8k": (".wav", "-c:a", "pcm_u8", "-ar", "8000"),
+    "wav-s16-44k-stereo": (".wav", "-c:a", "pcm_s16le", "-ar", "44100", "-ac", "2"),
+    "wav-f32-48k": (".wav", "-c:a", "pcm_f32le", "-ar", "48000"),
+    "ogg-vorbis": (".ogg", "-c:a", "libvorbis", "-q:a", "0"),
+}
+
+
+@pytest.mark.parametrize("suffix", [".mp3", ".m4a"])
+async def test_cover_art_is_ignored(media: MediaCache, suffix: str) -> None:
+    # Cover art is a picture "stream": the audio must still decode, and the length check still apply.
+    def build(path: Path) -> None:
+        encode(
+            speech(media), path, "-i", str(media.get("cover.png", make_image)), "-map", "0:a", "-map", "1:v",
+            "-c:v", "png", "-disposition:v", "attached_pic", "-b:a", "32k",
+        )  # fmt: skip
+
+    result = await prepare_audio(media.get(f"cover-art{suffix}", build))
+    check_wav(result.wav, 12.0)
+
+
+@pytest.mark.parametrize("kind", FORMATS)
+async def test_audio_formats_become_16k_mono_s16_wav(media: MediaCache, kind: str) -> None:
+    suffix, *args = FORMATS[kind]
+    result = await prepare_audio(media.speech(12, suffix, *args))
+    check_wav(result.wav, 12.0)
+    assert result.duration == read_wav(result.wav).seconds
+    assert result.source_duration == pytest.approx(12.0, abs=0.1)
+    assert not result.trimmed
+
+
+@pytest.mark.parametrize("suffix", [".mp4", ".mov"])
+async def test_video_with_an_audio_track_gives_its_audio(media: MediaCache, suffix: str) -> None:
+    video = media.get(f"video{suffix}", lambda p: make_video(p, 12, speech(media)))
+    result = await prepare_audio(video)
+    check_wav(result.wav, 12.0)
+
+
+@pytest.mark.parametrize(
+    "name, args",
+    [
+        # A Slack clip: AAC at 48 kHz, index up front.
+        ("audio_message.m4a", ("-c:a", "aac", "-ar", "48000", "-b:a", "64k", "-movflags", "+faststart")),
+        # Mobile clips labelled video/mp4 with no video in them.
+        ("audio_message.mp4", ("-c:a", "aac", "-ar", "44100", "-b:a", "64k")),
+    ],
+)
+async def test_slack_clips(media: MediaCache, name: str, args: tuple[str, ...]) -> None:
+    clip = media.get(name, lambda p: encode(speech(media), p, *args))
+    result = await prepare_audio(clip)
+    check_wav(result.wav, 12.0)
+
+
+async def test_flac_32bit(media: MediaCache) -> None:
+    # ffmpeg 5.1 writes 24 bits when asked for 32 and decodes 32-bit FLAC to nothing, silently; the
+    # bundled ffmpeg does both, and prepare_audio falls back to it.
+    flac = media.get(
+        "speech-32bit.flac",
+        lambda p: encode(
+            speech(media), p, "-c:a", "flac", "-sample_fmt", "s32", "-bits_per_raw_sample", "32",
+            "-strict", "experimental", "-ar", "48000", exe=bundled_ffmpeg(),
+        ),
+    )  # fmt: skip
+    if flac_bits(flac) != 32:
+        pytest.skip("this ffmpeg cannot encode 32-bit FLAC")
+    result = await prepare_audio(flac)
+    check_wav(result.wav, 12.0)
+
+
+@pytest.mark.parametrize("kind", ["m4a-aac", "ogg-opus"])
+async def test_works_without_ffmpeg_on_path(
+    media: MediaCache, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kind: str
+) -> None:
+    suffix, *args = FORMATS[kind]
+    source = media.speech(12, suffix, *args)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
+    find_ffmpeg.cache_clear()
+    try:
+        assert find_ffmpeg() == bundled_ffmpeg()
+        result = await prepare_audio(source)
+    finally:
+        find_ffmpeg.cache_clear()
+    check_wav(result.wav, 12.0)
+
+
+def test_find_ffmpeg_prefers_path() -> None:
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("no ffmpeg on PATH")
+    find_ffmpeg.cache_clear()
+    assert find_ffmpeg() == shutil.which("ffmpeg")
+
+
+def test_sync_wrapper(media: MediaCache) -> None:
+    result = prepare_audio_sync(speech(media))
+    check_wav(result.wav, 12.0)
+
+
+# --- length ----------------------------------------------------------------------------------------------
+
+
+async def test_long_input_keeps_the_first_max_seconds(media: MediaCache) -> None:
+    suffix, *args = AAC
+    result = await prepare_audio(media.speech(200, suffix, *args))
+    check_wav(result.wav, 180.0)
+    assert read_wav(result.wav).frames == 180 * 16000
+    assert result.trimmed
+    assert result.source_duration == pytest.approx(200, abs=0.5)
+
+
+async def test_trimming_keeps_the_start(media: MediaCache) -> None:
+    # 20 s of silence, then speech: the first 180 s start silent, the last 180 s would not.
+    source = media.get(
+        "silence-then-speech.wav",
+        lambda p: make_signal(p, "anullsrc=r=16000:cl=mono", 20, "-c:a", "pcm_s16le"),
+    )
+    joined = media.get(
+        "silence-then-speech-200s.wav",
+        lambda p: encode(
+            source,
+            p,
+            "-i",
+            str(media.speech(180)),
+            "-filter_complex",
+            "[0][1]concat=n=2:v=0:a=1",
+            "-ar",
+            "16000",
+        ),
+    )
+    result = await prepare_audio(joined)
+    assert result.trimmed
+    check_wav(result.wav, 180.0)
+    assert peak_dbfs(result.wav[: 44 + 19 * 32000]) < -80  # opening silence kept (and not amplified)
+
+
+async def test_exactly_max_seconds_is_not_trimmed(media: MediaCache) -> None:
+    suffix, *args = AAC
+    result = await prepare_audio(media.speech(180, suffix, *args))
+    check_wav(result.wav, 180.0)
+    assert not result.trimmed
+
+
+async def test_custom_limits(media: MediaCache) -> None:
+    result = await prepare_audio(speech(media), AudioLimits(min_seconds=2, max_seconds=5))
+    check_wav(result.wav, 5.0)
+    assert result.trimmed
+
+
+async def test_too_short(media: MediaCache) -> None:
+    suffix, *args = AAC
+    with pytest.raises(TooShortError) as caught:
+        await prepare_audio(media.speech(5, suffix, *args))
+    assert caught.value.seconds == pytest.approx(5.0, abs=0.1)
+    assert caught.value.minimum == 10.0
+
+
+def test_an_hour_costs_what_three_minutes_do(media: MediaCache) -> None:
+    suffix, *args = MP3
+    hour, short = media.speech(3600, suffix, *args), media.speech(200, suffix, *args)
+
+    def child_cpu(path: Path) -> tuple[float, audio.PreparedAudio]:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        result = prepare_audio_sync(path)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, result
+
+    hour_cpu, result = child_cpu(hour)
+    short_cpu, _ = child_cpu(short)
+    assert result.trimmed and result.source_duration == pytest.approx(3600, abs=1)
+    check_wav(result.wav, 180.0)
+    # Decoding the whole hour would take ~18x the CPU of 200 s.
+    assert hour_cpu < 2 * short_cpu + 0.2
+
+
+# --- no voice --------------------------------------------------------------------------------------------
+
+SIGNALS = {
+    "digital-silence": "anullsrc=r=16000:cl=mono",
+    "noise-60dBFS": "anoisesrc=color=white:amplitude=0.001",
+    "tone-440Hz": "sine=frequency=440",
+    "white-noise": "anoisesrc=color=white:amplitude=0.3",
+    "pink-noise": "anoisesrc=color=pink:amplitude=0.3",
+    "brown-noise": "anoisesrc=color=brown:amplitude=0.3",
+}
+
+
+@pytest.mark.parametrize("kind", SIGNALS)
+async def test_no_voice(media: MediaCache, kind: str) -> None:
+    source = media.get(f"{kind}.flac", lambda p: make_signal(p, SIGNALS[kind], 12, "-c:a", "flac"))
+    with pytest.raises(NoVoiceError) as caught:
+        await prepare_audio(source)
+    if kind == "digital-silence":
+        assert caught.value.peak_dbfs == -math.inf
+    elif kind == "noise-60dBFS":
+        assert caught.value.peak_dbfs < -50
+    else:
+        assert caught.value.peak_dbfs > -50  # refused for its steadiness, not its level
+
+
+async def test_synthetic_speech_passes_as_speech(media: MediaCache) -> None:
+    # The fallback for machines without espeak-ng must behave like speech.
+    result = await prepare_audio(media.speech(12, synthetic=True))
+    check_wav(result.wav, 12.0)
+
+
+async def test_quiet_speech_is_normalized(media: MediaCache) -> None:
+    quiet = media.get("quiet.wav", lambda p: set_peak(speech(media), p, -35.0))
+    result = await prepare_audio(quiet)
+    assert result.gain_db == pytest.approx(34.0, abs=0.5)
+    assert peak_dbfs(result.wav) == pytest.approx(-1.0, abs=0.3)
+
+
+async def test_speech_below_the_silence_floor_is_no_voice(media: MediaCache) -> None:
+    # Speech-shaped but at -60 dBFS: a recording of nothing much, not to be amplified 59 dB.
+    faint = media.get("faint.wav", lambda p: set_peak(speech(media), p, -60.0))
+    with pytest.raises(NoVoiceError) as caught:
+        await prepare_audio(faint)
+    assert caught.value.peak_dbfs == pytest.approx(-60.0, abs=0.5)
+
+
+async def test_loud_speech_is_left_alone(media: MediaCache) -> None:
+    loud = media.get("loud.wav", lambda p: set_peak(speech(media), p, -0.5))
+    result = await prepare_audio(loud)
+    assert result.gain_db == 0.0
+    assert peak_dbfs(result.wav) > -1.5
+
+
+# --- not audio, no audio ---------------------------------------------------------------------------------
+
+
+def _random(path: Path, seed: int = 0) -> None:
+    path.write_bytes(random.Random(seed).randbytes(50_000))
+
+
+def _pdf(path: Path) -> None:
+    path.write_text("%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\ntrailer\n%%EOF\n" * 40)
+
+
+NOT_AUDIO = {
+    "random.m4a": _random,
+    # These random bytes pass a weak probe as raw H.263 video (as ~1 in 700 random files do).
+    "random-h263.m4a": lambda p: _random(p, seed=1713),
+    "document.pdf": _pdf,
+    "empty.m4a": lambda p: p.write_bytes(b""),
+    "notes.txt": lambda p: p.write_text("hello there, this is not audio\n" * 50),  # ffmpeg's tty demuxer
+    "captions.srt": lambda p: p.write_text("1\n00:00:01,000 --> 00:00:02,000\nHello\n\n"),
+    "page.html": lambda p: p.write_text("<!doctype html><html><body>Sign in</body></html>\n"),
+}
+
+
+@pytest.mark.parametrize("name", NOT_AUDIO)
+async def test_not_audio(media: MediaCache, which_ffmpeg: str, name: str) -> None:
+    with pytest.raises(NotAudioError):
+        await prepare_audio(media.get(name, NOT_AUDIO[name]))
+
+
+async def test_silent_video_has_no_audio_stream(media: MediaCache, which_ffmpeg: str) -> None:
+    with pytest.raises(NoAudioStreamError):
+        await prepare_audio(media.get("silent.mp4", lambda p: make_video(p, 3)))
+
+
+async def test_image_has_no_audio_stream(media: MediaCache, which_ffmpeg: str) -> None:
+    # ffmpeg opens a PNG as a one-frame video: media, but no audio track.
+    with pytest.raises(NoAudioStreamError):
+        await prepare_audio(media.get("picture.png", make_image))
+
+
+async def test_too_large_is_refused_before_decoding(media: MediaCache) -> None:
+    # Random bytes would be NotAudioError if ffmpeg had looked at them.
+    with pytest.raises(TooLargeError) as caught:
+        await prepare_audio(media.get("random.m4a", _random), AudioLimits(max_input_bytes=10_000))
+    assert (caught.value.size, caught.value.limit) == (50_000, 10_000)
+
+
+def test_missing_file() -> None:
+    with pytest.raises(FileNotFoundError):
+        prepare_audio_sync("/nonexistent/recording.m4a")
+
+
+# --- damaged ---------------------------------------------------------------------------------------------
+
+DAMAGED = {
+    # Cut mid-frame: "invalid new backstep" (ffmpeg 5.1), or nothing at all in some builds.
+    "truncated.mp3": (MP3, lambda src, p: truncate(src, p, 0.4)),
+    # Cut between two frames: no decode error at all. The Xing header still promises 12 s and only ~5 s
+    # decode: caught by the decoded-vs-declared shortfall.
+    "frame-truncated.mp3": (MP3, lambda src, p: truncate_mp3(src, p, 0.4)),
+    # "invalid residual" / "decode_frame() failed", and STREAMINFO promises more samples.
+    "truncated.flac": (FLAC, lambda src, p: truncate(src, p, 0.4)),
+    # moov atom written last and lost: ffmpeg cannot open it, but the ftyp box says it is a real M4A.
+    "truncated.m4a": (AAC, lambda src, p: truncate(src, p, 0.4)),
+    # Index up front (as in Slack clips), data cut: "partial file", "Input buffer exhausted".
+    "truncated-faststart.m4a": ((*AAC, "-movflags", "+faststart"), lambda src, p: truncate(src, p, 0.4)),
+    # Matroska: "File ended prematurely".
+    "truncated.webm": (FORMATS["webm-opus"], lambda src, p: truncate(src, p, 0.4)),
+    # Ogg pages fail their CRC: "CRC mismatch!".
+    "corrupted.ogg": (OPUS, lambda src, p: corrupt(src, p, 0.4, 3000)),
+    # A few flipped bytes in FLAC frames: only -err_detect crccheck notices ("CRC error at PTS").
+    "bitflip.flac": (FLAC, lambda src, p: corrupt(src, p, 0.5, 8)),
+    # MP3 frames overwritten: "Header missing".
+    "corrupted.mp3": (MP3, lambda src, p: corrupt(src, p, 0.4, 3000)),
+}
+
+
+@pytest.mark.parametrize("name", DAMAGED)
+async def test_damaged(media: MediaCache, which_ffmpeg: str, name: str) -> None:
+    (suffix, *args), damage = DAMAGED[name]
+    intact = media.speech(12, suffix, *args)
+    with pytest.raises(DamagedAudioError):
+        await prepare_audio(media.get(name, lambda p: damage(intact, p)))
+
+
+def _children() -> list[int]:
+    """Processes (zombies included) whose parent is this one."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == os.getpid():
+                children.append(int(entry))
+    return children
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+async def test_timeout_kills_ffmpeg(media: MediaCache) -> None:
+    suffix, *args = AAC
+    source = media.speech(200, suffix, *args)
+    before = set(_children())
+    with pytest.raises(DamagedAudioError, match="did not finish"):
+        await prepare_audio(source, AudioLimits(timeout=0.05))
+    assert set(_children()) <= before

@@ -1,0 +1,233 @@
+"""Friendly messages: one specific sentence per error, RequestIds shown, nothing raw leaked into Slack."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from typing import Any
+
+import pytest
+
+import bot.errors as errors
+from bot.errors import (
+    ApiError,
+    BotError,
+    ConfigError,
+    FileAccessError,
+    InvalidVoiceNameError,
+    OptionError,
+    PromptTextError,
+    TooLargeError,
+    TooShortError,
+    UnsafeURLError,
+)
+from bot.messages import API_FALLBACK, API_MESSAGES, GENERIC, api_message, describe, is_user_fixable
+
+VOICECLONE_CODES = [
+    "InvalidParameter.AudioPrompt",
+    "InvalidParameter.Pitch",
+    "InvalidParameter.SampleRate",
+    "InvalidParameter.Speed",
+    "InvalidParameter.TextLength",
+    "InvalidParameter.VoiceId",
+    "InvalidParameter.VoiceName",
+    "InvalidParameter.Volume",
+    "MissingParameter.APIKey",
+    "UnsupportedOperation.InternalError",
+    "UnsupportedOperation.NotAllowed",
+    "UnsupportedOperation.VoiceCloneError",
+]
+COMMON_CODES = [
+    "LimitExceeded.VoiceCloneMaxNumLimit",
+    "AuthFailure.SignatureFailure",
+    "AuthFailure.SignatureExpire",
+    "AuthFailure.SecretIdNotFound",
+    "AuthFailure.InvalidSecretId",
+    "AuthFailure.UnauthorizedOperation",
+    "AuthFailure",
+    "RequestLimitExceeded",
+    "InternalError",
+    "ServerNetworkError",
+    "NetworkError",
+    "InvalidParameter",
+    "MissingParameter",
+    "ResourceUnavailable",
+    "UnsupportedOperation",
+]
+
+# Arguments by parameter name, for building any BotError subclass.
+SAMPLE_ARGS: dict[str, Any] = {
+    "problems": {"TENCENTCLOUD_SECRET_KEY": "missing"},
+    "name": "bad name!",
+    "length": 1200,
+    "limit": 1000,
+    "option": "model",
+    "value": "flow_99",
+    "allowed": "flow_01_turbo, flow_01_ex",
+    "peak_dbfs": -70.0,
+    "seconds": 4.2,
+    "minimum": 10.0,
+    "size": 150 * 1024 * 1024,
+    "reason": "HTTP error",
+    "status": 503,
+    "code": "InternalError",
+    "message": "boom",
+    "request_id": "req-123",
+}
+
+
+def bot_error_classes() -> list[type[BotError]]:
+    found: list[type[BotError]] = []
+    stack: list[type[BotError]] = [BotError]
+    while stack:
+        cls = stack.pop()
+        for sub in cls.__subclasses__():
+            if sub.__module__ == errors.__name__ and sub not in found:
+                found.append(sub)
+                stack.append(sub)
+    return found
+
+
+def sample(cls: type[BotError]) -> BotError:
+    if cls.__init__ is Exception.__init__:
+        return cls()
+    params = [p for p in inspect.signature(cls).parameters.values() if p.default is inspect.Parameter.empty]
+    missing = [p.name for p in params if p.name not in SAMPLE_ARGS]
+    assert not missing, f"add sample values for {cls.__name__}({', '.join(missing)}) to SAMPLE_ARGS"
+    if cls is TooLargeError:
+        return cls(size=150 * 1024 * 1024, limit=100 * 1024 * 1024)
+    return cls(**{p.name: SAMPLE_ARGS[p.name] for p in params})
+
+
+def test_every_documented_code_has_its_own_sentence() -> None:
+    codes = VOICECLONE_CODES + COMMON_CODES
+    assert set(codes) <= set(API_MESSAGES)
+    texts = [api_message(code) for code in codes]
+    assert len(set(texts)) == len(texts)
+
+
+def test_every_message_in_the_table_is_distinct() -> None:
+    assert len(set(API_MESSAGES.values())) == len(API_MESSAGES)
+
+
+@pytest.mark.parametrize(
+    ("code", "family"),
+    [
+        ("AuthFailure.MFAFailure", "AuthFailure"),
+        ("InvalidParameter.Model", "InvalidParameter"),
+        ("MissingParameter.SdkAppId", "MissingParameter"),
+        ("ResourceUnavailable.ServiceStopped", "ResourceUnavailable"),
+        ("UnsupportedOperation.Other", "UnsupportedOperation"),
+        ("RequestLimitExceeded.UinLimitExceeded", "RequestLimitExceeded"),
+    ],
+)
+def test_unknown_codes_fall_back_to_their_family(code: str, family: str) -> None:
+    assert api_message(code) == API_MESSAGES[family]
+
+
+def test_unknown_families_get_the_general_fallback_naming_the_code() -> None:
+    text = describe(ApiError("Strange.<Code>", "raw server words", "rid-9"))
+    assert text.startswith(API_FALLBACK)
+    assert "`Strange.&lt;Code&gt;`" in text and "raw server words" not in text
+
+
+@pytest.mark.parametrize("code", VOICECLONE_CODES + COMMON_CODES)
+def test_the_request_id_ends_the_message(code: str) -> None:
+    text = describe(ApiError(code, "server text", "c0ffee-42"))
+    assert text == api_message(code) + " (RequestId: c0ffee-42)"
+    assert "server text" not in text
+    assert "(RequestId" not in describe(ApiError(code, "server text"))
+
+
+def test_auth_messages_name_what_to_fix() -> None:
+    assert "TENCENTCLOUD_SECRET_KEY" in api_message("AuthFailure.SignatureFailure")
+    assert "clock" in api_message("AuthFailure.SignatureExpire")
+    assert "TENCENTCLOUD_SECRET_ID" in api_message("AuthFailure.SecretIdNotFound")
+
+
+def test_every_bot_error_subclass_gets_a_specific_message() -> None:
+    classes = bot_error_classes()
+    assert len(classes) >= 16
+    texts: dict[str, str] = {}
+    for cls in classes:
+        text = describe(sample(cls))
+        assert text and text != GENERIC, cls.__name__
+        texts[cls.__name__] = text
+    # Subclasses never borrow their parent's wording.
+    for cls in classes:
+        for parent in cls.__mro__[1:]:
+            if parent.__name__ in texts:
+                assert texts[cls.__name__] != texts[parent.__name__], (cls.__name__, parent.__name__)
+
+
+def test_messages_use_the_errors_fields() -> None:
+    assert "4.2 seconds" in describe(TooShortError(4.29, 10.0))
+    assert "10 seconds" in describe(TooShortError(4, 10))
+    assert "9.9 seconds" in describe(TooShortError(9.96, 10.0)), "never rounds up to the minimum"
+    large = describe(TooLargeError(size=150 * 1024 * 1024, limit=100 * 1024 * 1024))
+    assert "150 MB" in large and "100 MB" in large
+    assert "100 MB" in describe(TooLargeError(size=None, limit=100 * 1024 * 1024))
+    assert "1200" in describe(PromptTextError(1200, 1000)) and "1000" in describe(PromptTextError(1200, 1000))
+    config = describe(ConfigError({"TRTC_SDK_APP_ID": "missing", "SLACK_BOT_TOKEN": "must start with xoxb-"}))
+    assert "`TRTC_SDK_APP_ID`" in config and "`SLACK_BOT_TOKEN`" in config
+    option = describe(OptionError("model", "flow_99", "flow_01_turbo, flow_01_ex"))
+    assert "`model=flow_99`" in option and "flow_01_turbo, flow_01_ex" in option
+    assert "HTTP 503" in describe(errors.DownloadError("gateway", 503))
+
+
+def test_file_access_names_the_scope_and_visibility() -> None:
+    text = describe(FileAccessError("sign-in page", 200))
+    assert "`files:read`" in text
+    assert "see the file" in text
+
+
+def test_unsafe_url_says_why_nothing_was_fetched() -> None:
+    assert "Slack" in describe(UnsafeURLError("https://evil.example/x"))
+    assert "evil.example" not in describe(UnsafeURLError("https://evil.example/x"))
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "<!channel>",
+        "<https://evil.example|click>",
+        "a & b",
+        "*bold* _it_ ~s~",
+        "back`tick`",
+        "x" * 500,
+        "a\nb",
+    ],
+)
+def test_user_input_is_shown_inert(name: str) -> None:
+    text = describe(InvalidVoiceNameError(name))
+    assert "<" not in text and ">" not in text
+    assert "\n" not in text
+    assert len(text) < 250
+    [shown, *_] = re.findall(r"`([^`]*)`", text)
+    unescaped = shown.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").rstrip("…")
+    assert unescaped in " ".join(name.replace("`", "'").split())
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("database password=hunter2 at /srv/secret"),
+        KeyError("xoxb-123-secret-token"),
+        ValueError("<!channel> look"),
+        Exception("boom"),
+    ],
+)
+def test_unknown_exceptions_never_leak_their_text(error: BaseException) -> None:
+    text = describe(error)
+    assert text == GENERIC
+    assert str(error).strip("'") not in text
+
+
+def test_user_fixable() -> None:
+    assert is_user_fixable(TooShortError(3, 10))
+    assert is_user_fixable(InvalidVoiceNameError("a b"))
+    assert is_user_fixable(ApiError("InvalidParameter.AudioPrompt"))
+    assert not is_user_fixable(ApiError("AuthFailure.SignatureFailure"))
+    assert not is_user_fixable(ApiError("NetworkError"))
+    assert not is_user_fixable(ConfigError({"X": "missing"}))
+    assert not is_user_fixable(RuntimeError("x"))
