@@ -11,7 +11,7 @@ from pathlib import Path
 from bot.errors import ApiError, BotError, ConfigError, InputError
 from bot.logs import configure_logging
 from bot.messages import describe
-from bot.settings import SLACK_HTTP_KEYS, SLACK_SOCKET_KEYS, TRTC_KEYS, MODELS, Settings, load_settings
+from bot.settings import MODELS, SLACK_HTTP_KEYS, SLACK_SOCKET_KEYS, TRTC_KEYS, Settings, load_settings
 
 EXIT_OK, EXIT_API, EXIT_INPUT = 0, 1, 2
 

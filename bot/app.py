@@ -9,10 +9,12 @@ import signal
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+import aiohttp
 import httpx
 import uvicorn
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
@@ -33,11 +35,13 @@ from bot.worker import JobRunner
 log = logging.getLogger(__name__)
 
 
-def create_web_client(settings: Settings) -> AsyncWebClient:
+def create_web_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """The Slack Web API client: SLACK_API_URL, and retries for 429 (Retry-After), 5xx and dropped connections."""
     return AsyncWebClient(
         token=settings.slack_bot_token.get() if settings.slack_bot_token else None,
         base_url=settings.slack_api_url,
+        # One session for every call: without it slack_sdk opens (and TLS-handshakes) a connection per call.
+        session=session,
         timeout=30,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=3),
@@ -72,6 +76,7 @@ class Runtime:
     http: httpx.AsyncClient
     runner: JobRunner
     app: AsyncApp
+    session: aiohttp.ClientSession | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def close(self) -> None:
@@ -79,19 +84,33 @@ class Runtime:
         await self.runner.stop()
         await self.trtc.aclose()
         await self.http.aclose()
+        if self.session is not None:
+            await self.session.close()
         self.store.close()
+
+    async def check_token(self) -> None:
+        """Call auth.test once before serving, and hand the answer to Bolt's authorization middleware.
+
+        Bolt caches auth.test lazily and without a lock: every event arriving before the first answer makes its own
+        call (200 calls for a burst of 200 shares, measured). Doing it here also fails fast on a bad token.
+        """
+        result = await self.client.auth_test()
+        for middleware in getattr(self.app, "_async_middleware_list", []):
+            if isinstance(middleware, AsyncSingleTeamAuthorization) and middleware.auth_test_result is None:
+                middleware.auth_test_result = result
 
 
 def build_runtime(settings: Settings, *, pace_interval: float = 1.0, workers: int | None = None) -> Runtime:
     """Wire store, clients, runner and app together (call inside a running event loop)."""
     store = JobStore(settings.database_path)
-    client = create_web_client(settings)
+    session = aiohttp.ClientSession()
+    client = create_web_client(settings, session)
     trtc = VoiceCloneClient(settings)
     # Downloads never follow redirects: a redirect means Slack's sign-in page (see bot.slack_files).
     http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
     runner = JobRunner(settings, store, client, trtc, http, pace_interval=pace_interval, workers=workers)
     app = create_app(settings, client=client, runner=runner)
-    return Runtime(settings, store, client, trtc, http, runner, app)
+    return Runtime(settings, store, client, trtc, http, runner, app, session)
 
 
 def create_asgi(runtime: Runtime) -> Starlette:
@@ -153,6 +172,7 @@ async def serve_http(
         backlog=2048,
     )
     server = _Server(config)
+    await runtime.check_token()
     await runtime.runner.start()
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
@@ -168,7 +188,9 @@ async def serve_http(
         await runtime.close()
 
 
-async def serve_socket(settings: Settings, *, stop: asyncio.Event | None = None, runtime: Runtime | None = None) -> None:
+async def serve_socket(
+    settings: Settings, *, stop: asyncio.Event | None = None, runtime: Runtime | None = None
+) -> None:
     """Run the bot over Socket Mode until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -176,6 +198,7 @@ async def serve_socket(settings: Settings, *, stop: asyncio.Event | None = None,
     runtime = runtime or build_runtime(settings)
     stop = stop or _stop_event()
     handler = AsyncSocketModeHandler(runtime.app, settings.slack_app_token.get())
+    await runtime.check_token()
     await runtime.runner.start()
     await handler.connect_async()
     runtime.ready.set()

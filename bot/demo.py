@@ -102,7 +102,7 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
         shown = 0
         done = False
         while not done and time.monotonic() - started < 120:
-            await asyncio.to_thread(slack.wait_for, lambda: len(slack.calls) > shown, 1.0)
+            await asyncio.to_thread(slack.wait_for, lambda seen=shown: len(slack.calls) > seen, 1.0)
             calls = list(slack.calls)
             for call in calls[shown:]:
                 line = _show(call)
