@@ -34,6 +34,8 @@ TRANSIENT_API_CODES = frozenset(
     }
 )
 
+_TRANSIENT_FAMILIES = frozenset({"RequestLimitExceeded", "InternalError"})
+
 
 class BotError(Exception):
     """Base of every error the bot turns into a friendly message."""
@@ -150,4 +152,5 @@ class ApiError(BotError):
     @property
     def transient(self) -> bool:
         """True when retrying may succeed."""
-        return self.code in TRANSIENT_API_CODES
+        # Sub-codes of a throttling or internal error (RequestLimitExceeded.UinLimitExceeded...) are transient too.
+        return self.code in TRANSIENT_API_CODES or self.code.split(".", 1)[0] in _TRANSIENT_FAMILIES
