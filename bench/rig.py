@@ -21,9 +21,9 @@ from bot.standins.slack import SLACK_USER_AGENT, SlackStandIn, sign
 from bot.standins.trtc import TrtcStandIn
 
 # Fake credentials shared by the stand-ins and the bot (the same shapes tests/harness.py uses).
-BOT_TOKEN = "xoxb-1111111111-2222222222-benchtokenvalue"
+BOT_TOKEN = "xoxb-bench-stand-in-bot-token"
 SIGNING_SECRET = "bench-signing-secret-7a3c"
-SECRET_ID = "AKIDbench00000000000000000000000"
+SECRET_ID = "AKID-bench-stand-in-id"
 SECRET_KEY = "bench-tencent-secret-key-4e81"
 APP_ID = 1400123456
 USER = "U0BENCH"

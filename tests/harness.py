@@ -18,10 +18,10 @@ from bot.settings import Settings, load_settings
 from bot.standins.slack import SlackStandIn, post_signed
 from bot.standins.trtc import TrtcStandIn
 
-BOT_TOKEN = "xoxb-1111111111-2222222222-harnesstokenvalue"
-APP_TOKEN = "xapp-1-A0TEST-3333333333-harnessapptokenvalue"
+BOT_TOKEN = "xoxb-harness-stand-in-bot-token"
+APP_TOKEN = "xapp-harness-stand-in-app-token"
 SIGNING_SECRET = "harness-signing-secret-5f1e"
-SECRET_ID = "AKIDharness0000000000000000000000"
+SECRET_ID = "AKID-harness-stand-in-id"
 SECRET_KEY = "harness-tencent-secret-key-9c2d"
 APP_ID = 1400123456
 

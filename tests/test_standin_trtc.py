@@ -28,7 +28,7 @@ from tencentcloud.trtc.v20190722.trtc_client import TrtcClient
 
 from bot.standins.trtc import TrtcStandIn
 
-SECRET_ID = "AKIDstandintest0000000000000000000"
+SECRET_ID = "AKID-standin-test-id"
 SECRET_KEY = "standin-secret-key-0123456789abcdef"
 APP_ID = 1400000001
 

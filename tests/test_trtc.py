@@ -29,7 +29,7 @@ from bot.trtc import (
     validate_voice_name,
 )
 
-SECRET_ID = "AKIDclienttest00000000000000000000"
+SECRET_ID = "AKID-client-test-id"
 SECRET_KEY = "client-secret-key-do-not-log-0123456789"
 APP_ID = 1400000002
 ATTEMPTS = 4

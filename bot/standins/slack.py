@@ -32,8 +32,8 @@ import httpx
 from aiohttp import WSCloseCode, WSMsgType, web
 from yarl import URL
 
-DEFAULT_BOT_TOKEN = "xoxb-0000000000-0000000000-standinbottoken"
-DEFAULT_APP_TOKEN = "xapp-1-A0TEST-0000000000-standinapptoken"
+DEFAULT_BOT_TOKEN = "xoxb-stand-in-bot-token"
+DEFAULT_APP_TOKEN = "xapp-stand-in-app-token"
 DEFAULT_SIGNING_SECRET = "5tand1n0s1gn1ng0secret0000000000"
 DEFAULT_TEAM_ID = "T0TEST"
 DEFAULT_TEAM_DOMAIN = "standin"
