@@ -17,6 +17,7 @@ import httpx
 import psutil
 
 from bench.media import Recording
+from bot.standins import bot_environ as standin_environ
 from bot.standins.slack import SLACK_USER_AGENT, SlackStandIn, sign
 from bot.standins.trtc import TrtcStandIn
 
@@ -58,22 +59,9 @@ def free_port() -> int:
 
 
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
-    """The settings of a bot aimed at the stand-ins (as tests/harness.py's bot_environ)."""
-    env = {
-        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-        "TRTC_SDK_APP_ID": str(APP_ID),
-        "TRTC_ENDPOINT": trtc.url,
-        "TRTC_TIMEOUT": "30",
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "DATABASE_URL": f"sqlite:///{db_path}",
-        "SHUTDOWN_GRACE_SECONDS": "10",
-        "LOG_LEVEL": "WARNING",
-    }
-    env.update(extra)
-    return env
+    """The settings of a bot aimed at the stand-ins, as the bench runs it."""
+    defaults = {"TRTC_TIMEOUT": "30", "SHUTDOWN_GRACE_SECONDS": "10", "LOG_LEVEL": "WARNING"}
+    return standin_environ(slack, trtc, db_path, **{**defaults, **extra})
 
 
 @dataclass

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.app import serve_http
 from bot.settings import TRTC_KEYS, load_settings
+from bot.standins import bot_environ
 from bot.standins.slack import SlackStandIn, post_signed
 from bot.standins.speech import make_speech
 from bot.standins.trtc import TrtcStandIn
@@ -64,20 +65,12 @@ def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
 
 def run_demo(seconds: float = 14.0) -> int:
     """Run the demo end to end; return 0 when the thread ends with a VoiceId."""
-    with tempfile.TemporaryDirectory(prefix="voiceclone-demo-") as tmp, SlackStandIn(
-        bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET
-    ) as slack, TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID) as trtc:
-        environ = {
-            "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-            "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-            "TRTC_SDK_APP_ID": str(APP_ID),
-            "TRTC_ENDPOINT": trtc.url,
-            "SLACK_BOT_TOKEN": BOT_TOKEN,
-            "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-            "SLACK_API_URL": slack.api_url,
-            "DATABASE_URL": f"sqlite:///{Path(tmp) / 'demo.db'}",
-            "LOG_LEVEL": "WARNING",
-        }
+    with (
+        tempfile.TemporaryDirectory(prefix="voiceclone-demo-") as tmp,
+        SlackStandIn(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET) as slack,
+        TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID) as trtc,
+    ):
+        environ = bot_environ(slack, trtc, Path(tmp) / "demo.db", LOG_LEVEL="WARNING")
         settings = load_settings(TRTC_KEYS, environ=environ)
         _say("Making a voice memo with espeak-ng (or a synthetic voice)...")
         clip = make_speech(Path(tmp) / "Voice Memo 1.m4a", seconds, codec_args=("-c:a", "aac", "-b:a", "64k"))

@@ -15,6 +15,7 @@ import httpx
 
 from bot.app import Runtime, build_runtime, serve_http
 from bot.settings import Settings, load_settings
+from bot.standins import bot_environ as standin_environ
 from bot.standins.slack import SlackStandIn, post_signed
 from bot.standins.trtc import TrtcStandIn
 
@@ -34,21 +35,8 @@ def free_port() -> int:
 
 
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
-    """The environment a bot aimed at the stand-ins runs with."""
-    env = {
-        "TENCENTCLOUD_SECRET_ID": SECRET_ID,
-        "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
-        "TRTC_SDK_APP_ID": str(APP_ID),
-        "TRTC_ENDPOINT": trtc.url,
-        "TRTC_TIMEOUT": "5",
-        "SLACK_BOT_TOKEN": BOT_TOKEN,
-        "SLACK_SIGNING_SECRET": SIGNING_SECRET,
-        "SLACK_API_URL": slack.api_url,
-        "DATABASE_URL": f"sqlite:///{db_path}",
-        "SHUTDOWN_GRACE_SECONDS": "10",
-    }
-    env.update(extra)
-    return env
+    """The environment a bot aimed at the stand-ins runs with in tests."""
+    return standin_environ(slack, trtc, db_path, **{"TRTC_TIMEOUT": "5", "SHUTDOWN_GRACE_SECONDS": "10", **extra})
 
 
 @dataclass

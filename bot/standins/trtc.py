@@ -168,6 +168,11 @@ class TrtcStandIn:
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
 
+    @property
+    def secret_key(self) -> str:
+        """The key requests must be signed with (a stand-in's own, never a real one)."""
+        return self._secret_key
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     def start(self) -> TrtcStandIn:
