@@ -89,7 +89,6 @@ def _try_settings(env_file: str) -> Settings | None:
 
 
 def _clone(args: argparse.Namespace) -> int:
-    from bot.audio import prepare_audio  # noqa: F401  (fail here, not mid-run, if ffmpeg cannot be found)
     from bot.pipeline import CloneRequest, clone_recording
     from bot.trtc import VoiceCloneClient, default_voice_name
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bot.messages import escape
 from bot.pipeline import CloneResult
 from bot.settings import MODELS
 
@@ -50,11 +51,6 @@ USAGE = (
     "Any audio or video works: voice memos (m4a), Slack clips, mp3, ogg, webm, flac, wav, mp4, mov. "
     "Longer recordings are cut to their first 3 minutes."
 )
-
-
-def escape(text: str) -> str:
-    """Escape user text for mrkdwn so `<!channel>` or a fake link cannot be injected."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def _section(text: str) -> dict[str, Any]:

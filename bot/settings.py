@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -71,7 +71,6 @@ class Settings:
     workers: int = 8
     shutdown_grace: float = 30.0
     log_level: str = "INFO"
-    extra: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def trtc_url(self) -> str:

@@ -45,6 +45,9 @@ class ChannelPacer:
     async def wait(self, channel: str) -> None:
         """Return when a message may be posted to `channel`."""
         now = time.monotonic()
+        if len(self._next) > 1000:
+            # Forget channels whose next slot is already past, so a long-running bot does not grow without end.
+            self._next = {c: t for c, t in self._next.items() if t > now}
         start = max(now, self._next.get(channel, 0.0))
         self._next[channel] = start + self.interval
         if start > now:
