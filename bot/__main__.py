@@ -130,7 +130,7 @@ def _clone(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from bot.app import serve_http, serve_socket
+    from bot.serve import serve_http, serve_socket
 
     env = load_settings(env_file=args.env_file)
     socket_mode = bool(env.slack_app_token) and not getattr(args, "http", False)

@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import signal
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
 import httpx
-import uvicorn
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
@@ -79,6 +75,10 @@ class Runtime:
     session: aiohttp.ClientSession | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
+    async def start(self) -> None:
+        """Start the background work: job workers and the Slack outbox sender."""
+        await self.runner.start()
+
     async def close(self) -> None:
         """Stop the workers (within the grace period) and close every client."""
         await self.runner.stop()
@@ -113,108 +113,23 @@ def build_runtime(settings: Settings, *, pace_interval: float = 1.0, workers: in
     return Runtime(settings, store, client, trtc, http, runner, app, session)
 
 
-def create_asgi(runtime: Runtime) -> Starlette:
-    """The HTTP front: POST /slack/events (events, commands, interactivity) and GET /healthz."""
-    handler = AsyncSlackRequestHandler(runtime.app)
+def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:
+    """The HTTP front: POST /slack/events (events, commands, interactivity; HTTP mode only) and GET /healthz."""
+    routes = [Route("/healthz", _healthz(runtime), methods=["GET"])]
+    if slack:
+        handler = AsyncSlackRequestHandler(runtime.app)
 
-    async def slack_events(request: Request) -> Response:
-        return await handler.handle(request)
+        async def slack_events(request: Request) -> Response:
+            return await handler.handle(request)
 
+        routes.insert(0, Route("/slack/events", slack_events, methods=["POST"]))
+    return Starlette(routes=routes)
+
+
+def _healthz(runtime: Runtime):  # noqa: ANN202
     async def healthz(request: Request) -> Response:
         if not runtime.ready.is_set() or not runtime.runner.accepting:
             return JSONResponse({"ok": False, "status": "starting or stopping"}, status_code=503)
         return JSONResponse({"ok": True})
 
-    return Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-        ]
-    )
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: the runtime owns shutdown so jobs can finish first."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-def _stop_event() -> asyncio.Event:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
-
-
-async def serve_http(
-    settings: Settings,
-    *,
-    host: str = "0.0.0.0",
-    port: int | None = None,
-    stop: asyncio.Event | None = None,
-    runtime: Runtime | None = None,
-) -> None:
-    """Run the bot behind uvicorn until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
-    runtime = runtime or build_runtime(settings)
-    stop = stop or _stop_event()
-    config = uvicorn.Config(
-        create_asgi(runtime),
-        host=host,
-        port=port or settings.port,
-        lifespan="off",
-        log_level=settings.log_level.lower() if settings.log_level != "DEBUG" else "info",
-        access_log=False,
-        # Slack waits 3 s; a deep backlog answered late is worse than a fast 503.
-        backlog=2048,
-    )
-    server = _Server(config)
-    await runtime.check_token()
-    await runtime.runner.start()
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.01)
-    runtime.ready.set()
-    log.info("listening on http://%s:%s/slack/events", host, config.port)
-    try:
-        await _wait_either(stop, serving)
-    finally:
-        runtime.ready.clear()
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
-        await runtime.close()
-
-
-async def serve_socket(
-    settings: Settings, *, stop: asyncio.Event | None = None, runtime: Runtime | None = None
-) -> None:
-    """Run the bot over Socket Mode until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
-    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
-
-    assert settings.slack_app_token is not None
-    runtime = runtime or build_runtime(settings)
-    stop = stop or _stop_event()
-    handler = AsyncSocketModeHandler(runtime.app, settings.slack_app_token.get())
-    await runtime.check_token()
-    await runtime.runner.start()
-    await handler.connect_async()
-    runtime.ready.set()
-    log.info("connected to Slack over Socket Mode")
-    try:
-        await stop.wait()
-    finally:
-        runtime.ready.clear()
-        # Stop taking envelopes first, so nothing new is acknowledged while jobs drain.
-        await handler.close_async()
-        await runtime.close()
-
-
-async def _wait_either(event: asyncio.Event, task: asyncio.Task[None]) -> None:
-    waiter = asyncio.create_task(event.wait())
-    try:
-        await asyncio.wait({waiter, task}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        waiter.cancel()
+    return healthz

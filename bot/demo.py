@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.app import serve_http
+from bot.serve import serve_http
 from bot.settings import TRTC_KEYS, load_settings
 from bot.standins import bot_environ
 from bot.standins.slack import SlackStandIn, post_signed

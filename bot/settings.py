@@ -71,6 +71,13 @@ class Settings:
     workers: int = 8
     shutdown_grace: float = 30.0
     log_level: str = "INFO"
+    log_format: str = "text"
+    # How long the outbox keeps trying to deliver an answer (Slack outages of any length, up to this).
+    answer_ttl_hours: float = 24.0
+    # One attempt at a job (download, convert, clone) may take this long; 3 timed-out attempts end the job.
+    job_timeout: float = 900.0
+    # ffmpeg's wall-clock limit per file: a hung decoder is killed after this.
+    ffmpeg_timeout: float = 120.0
 
     @property
     def trtc_url(self) -> str:
@@ -194,6 +201,11 @@ def load_settings(
         if value and not value.startswith(prefix):
             problems[key] = f"must start with {prefix}"
 
+    log_format = (text("LOG_FORMAT") or "text").lower()
+    if log_format not in ("text", "json"):
+        problems["LOG_FORMAT"] = f"must be text or json, got {log_format!r}"
+        log_format = "text"
+
     settings = Settings(
         tencent_secret_id=secret("TENCENTCLOUD_SECRET_ID"),
         tencent_secret_key=secret("TENCENTCLOUD_SECRET_KEY"),
@@ -214,6 +226,10 @@ def load_settings(
         workers=integer("WORKERS", 8, low=1, high=256) or 8,
         shutdown_grace=number("SHUTDOWN_GRACE_SECONDS", 30.0),
         log_level=(text("LOG_LEVEL") or "INFO").upper(),
+        log_format=log_format,
+        answer_ttl_hours=number("ANSWER_TTL_HOURS", 24.0),
+        job_timeout=number("JOB_TIMEOUT_SECONDS", 900.0),
+        ffmpeg_timeout=number("FFMPEG_TIMEOUT_SECONDS", 120.0),
     )
     if problems:
         raise ConfigError(problems)

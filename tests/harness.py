@@ -13,7 +13,8 @@ from typing import Any
 
 import httpx
 
-from bot.app import Runtime, build_runtime, serve_http
+from bot.app import Runtime, build_runtime
+from bot.serve import serve_http
 from bot.settings import Settings, load_settings
 from bot.standins import bot_environ as standin_environ
 from bot.standins.slack import SlackStandIn, post_signed

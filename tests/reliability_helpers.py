@@ -96,10 +96,12 @@ class BotProcess:
         command = [sys.executable, "-m", "bot", "--env-file", str(self.tmp / "no.env"), "run"]
         if not self.socket_mode:
             command += ["--http", "--host", "127.0.0.1", "--port", str(self.port)]
+        # Socket Mode serves /healthz and /metrics on PORT too.
+        env = {**self.env, "PORT": str(self.port)}
         sockets_before = self.slack.connection_count
         with open(log, "wb") as stderr:
             self.proc = subprocess.Popen(
-                command, env=self.env, cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
+                command, env=env, cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
