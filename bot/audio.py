@@ -67,6 +67,35 @@ FRAME_SECONDS = 0.03
 TARGET_PEAK_DBFS = -1.0
 MIN_GAIN_DB = 1.0
 
+# The only demuxers ffmpeg may use: containers that carry their media inside themselves. Anything else is
+# refused when opened ("Format not on whitelist"), above all the formats that make ffmpeg open other files or
+# URLs named inside the upload: hls and dash playlists, concat lists, image2 sequences, imf, sdp, avisynth.
+# Without this an uploaded playlist or ffconcat list decodes another recording on the bot's disk.
+_DEMUXERS = ",".join(
+    (
+        "mov",  # the "mov,mp4,m4a,3gp,3g2,mj2" demuxer: m4a, mp4, mov, 3gp (external tracks stay off: below)
+        "mp3",
+        "ogg",  # opus, vorbis, flac in ogg
+        "matroska",  # the "matroska,webm" demuxer
+        "flac",
+        "wav",
+        "aac",  # raw ADTS
+        "aiff",
+        "caf",
+        "amr",
+        "amrnb",
+        "amrwb",
+        "asf",  # wma
+        "png_pipe",  # a PNG: reported as a picture without audio (NoAudioStreamError), not as "not audio"
+    )
+)
+# mov/mp4 can take a track's samples from another file (a "dref" alias). ffmpeg keeps that off by default;
+# it is also set off explicitly when the file starts like one (the option is mov's own: ffmpeg refuses it for
+# any other demuxer), and a file that names an external track is refused (see _Log.external).
+_MOV_ATOMS = frozenset(
+    {b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"junk", b"uuid", b"moof", b"udta", b"pict"}
+)
+_MOV_SAFETY = ("-enable_drefs", "0", "-use_absolute_path", "0")
 # Text and bitmap-font files that ffmpeg's tty/bintext demuxers render as "video": not media a user meant.
 _TEXT_CODECS = frozenset({"ansi", "bintext", "xbin", "idf"})
 _LOG_LINE = re.compile(r"^(?:\[[^\]]*\] )*?\[(panic|fatal|error|warning|info|verbose|debug|trace)\] (.*)$")
@@ -129,14 +158,14 @@ async def prepare_audio(path: str | os.PathLike[str], limits: AudioLimits = Audi
     head = _file_head(path)  # also surfaces a permission problem as itself, not as "not audio"
 
     exe = find_ffmpeg()
-    decoded = await _decode(exe, path, limits)
+    decoded = await _decode(exe, path, head, limits)
     if decoded.silently_short:
         # An old system ffmpeg can skip what it cannot decode without a word (5.1 outputs nothing for 32-bit
         # FLAC): ask the newer bundled one before calling the file damaged.
         with contextlib.suppress(RuntimeError):
             bundled = _bundled_ffmpeg()
             if os.path.realpath(bundled) != os.path.realpath(exe):
-                decoded = await _decode(bundled, path, limits)
+                decoded = await _decode(bundled, path, head, limits)
     decoded.raise_for_problems(head)
     return await asyncio.to_thread(_finish, decoded.pcm, decoded.log.duration, limits)
 
@@ -155,6 +184,8 @@ class _Log:
     duration_estimated: bool = False
     moov_missing: bool = False
     guessed: bool = False  # ffmpeg named the format "only with low score": random bytes get that
+    refused_format: bool = False  # a demuxer outside _DEMUXERS was chosen and refused
+    external: bool = False  # a mov track refers to media in another file (not opened)
     streams: list[tuple[str, str, bool]] = field(default_factory=list)  # (kind, codec, attached picture)
     errors: list[str] = field(default_factory=list)
     error_count: int = 0
@@ -171,7 +202,9 @@ class _Log:
             if len(self.errors) < 10:
                 self.errors.append(message)
             self.moov_missing |= "moov atom not found" in message
+            self.refused_format |= "not on whitelist" in message
             return
+        self.external |= "external track" in message  # mov: "Skipped opening external track: ..."
         self.guessed |= "detected only with low score" in message
         if "Estimating duration from bitrate" in message:
             self.duration_estimated = True
@@ -231,7 +264,12 @@ class _Decoded:
                 # missing: an upload or recording cut short. That is damage, not a wrong file type; a
                 # truncated MP3 or FLAC by contrast opens fine and is caught by the shortfall check below.
                 raise DamagedAudioError("MP4/M4A without its moov index: the file is incomplete")
+            if log.refused_format:
+                # A playlist, a list of files, an image sequence, a subtitle or text file, an exotic format.
+                raise NotAudioError("ffmpeg reads the file as a format the bot does not accept")
             raise NotAudioError(_summary(log.errors) or "ffmpeg cannot open the file")
+        if log.external:
+            raise NotAudioError("the file refers to media stored in another file")
         if log.guessed and (self.errors_seen or not log.kinds("Audio")):
             # About 1 random file in 700 passes for raw H.263 video or LRC lyrics on a weak probe; real
             # media probes with a high score. A guess that yields no audio, or only errors, is no media.
@@ -250,13 +288,15 @@ class _Decoded:
             )
 
 
-async def _decode(exe: str, path: str, limits: AudioLimits) -> _Decoded:
+async def _decode(exe: str, path: str, head: bytes, limits: AudioLimits) -> _Decoded:
     """Run ffmpeg on `path` and collect at most max_seconds + margin of 16 kHz mono s16 PCM."""
     args = [
         *("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info"),
-        # Input side: local files only (a playlist inside an "audio" upload must not fetch URLs), and check
-        # frame CRCs: without it a FLAC with flipped bits decodes silently wrong.
-        *("-protocol_whitelist", "file", "-err_detect", "crccheck"),
+        # Input side: ffmpeg reads the upload and nothing else. Only self-contained container formats (no
+        # playlist or list naming other files), only the file protocol (nothing fetched from a URL); and
+        # check frame CRCs: without it a FLAC with flipped bits decodes silently wrong.
+        *("-format_whitelist", _DEMUXERS, "-protocol_whitelist", "file", "-err_detect", "crccheck"),
+        *(_MOV_SAFETY if head[4:8] in _MOV_ATOMS else ()),
         *("-i", "file:" + path),  # "file:" so a name like "http:..." or "concat:..." stays a file name
         *("-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE)),
         *("-t", f"{limits.max_seconds + DECODE_MARGIN:.3f}"),
