@@ -20,7 +20,10 @@ import hashlib
 import hmac
 import itertools
 import json
+import math
 import secrets
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -48,6 +51,8 @@ SLACK_USER_AGENT = "Slackbot 1.0 (+https://api.slack.com/robots)"
 TRIGGER_TTL = 3.0  # seconds a trigger_id can be exchanged, once
 RESPONSE_URL_USES = 5  # a response_url takes 5 posts within 30 minutes
 RESPONSE_URL_TTL = 30 * 60
+
+OUTAGE_MODES = ("refuse", "html")
 
 JsonDict = dict[str, Any]
 
@@ -79,6 +84,15 @@ class ResponseURLPost(NamedTuple):
     status: int
 
 
+class OutageRequest(NamedTuple):
+    """One request turned away by an outage: proof that traffic really hit it (status 0: connection reset)."""
+
+    time: float
+    mode: str
+    path: str
+    status: int
+
+
 class _SlackError(Exception):
     """A Web API error answered as {"ok": false, "error": ...}."""
 
@@ -86,6 +100,14 @@ class _SlackError(Exception):
         self.error = error
         self.extra = extra
         super().__init__(error)
+
+
+class _Throttled(Exception):
+    """A call over a rate limit: HTTP 429 with Retry-After (whole seconds) and error "ratelimited"."""
+
+    def __init__(self, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__("ratelimited")
 
 
 class _Failure(NamedTuple):
@@ -406,6 +428,20 @@ _SIGN_IN_PAGE = """<!DOCTYPE html>
 </html>
 """
 
+# What Slack's edge answers while the service behind it is down: HTML, not the Web API's JSON.
+_EDGE_ERROR_PAGE = """<!DOCTYPE html>
+<html lang="en-US">
+<head>
+<meta charset="utf-8">
+<title>Slack is temporarily unavailable</title>
+</head>
+<body>
+<h1>503 Service Temporarily Unavailable</h1>
+<p>Slack is having some trouble right now. We're looking into it: check https://slack-status.com for updates.</p>
+</body>
+</html>
+"""
+
 _JSON_FIELDS = ("blocks", "attachments", "view", "files", "metadata")
 
 
@@ -428,7 +464,9 @@ class SlackStandIn:
         *,
         app_id: str = DEFAULT_APP_ID,
         team_domain: str = DEFAULT_TEAM_DOMAIN,
+        post_limit: tuple[float, float] | None = None,
     ):
+        """post_limit: (per_second, burst) for chat.postMessage per channel (see limit_posts); None: no limit."""
         self.bot_token = bot_token
         self.app_token = app_token or DEFAULT_APP_TOKEN
         self.signing_secret = signing_secret
@@ -446,13 +484,18 @@ class SlackStandIn:
         self._ids = itertools.count(1)
         self._files: dict[str, JsonDict] = {}
         self._channels: dict[str, JsonDict] = {}
+        self._dms: dict[str, str] = {}  # user id -> the app's DM channel with that user
+        self._post_limit: tuple[float, float] | None = None
         self._clear_recordings()
+        if post_limit is not None:
+            self.limit_posts(*post_limit)
 
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._sockets: list[web.WebSocketResponse] = []
         self._release_stalls: asyncio.Event | None = None
+        self._halt: asyncio.Event | None = None  # set on stop: wakes calls held by delay_next
         self._stopping = False
 
     def _clear_recordings(self) -> None:
@@ -475,6 +518,17 @@ class SlackStandIn:
         self._pending: list[JsonDict] = []
         self._stalls: dict[str, int] = {}
         self._file_failures: dict[str, list[int]] = {}
+        # Faults: outages, slow methods, permanent error states and the posting limit's buckets.
+        self._outage: str | None = None
+        self.outage_requests: list[OutageRequest] = []
+        self._delays: dict[str, list[float]] = {}
+        self.delayed_calls: list[Call] = []
+        self._removed_from: set[str] = set()
+        self._archived: set[str] = set()
+        self._deleted: set[tuple[str, str]] = set()
+        self._dead_tokens: dict[str, str] = {}  # token -> the error every call with it answers
+        self._buckets: dict[str, tuple[float, float]] = {}  # channel -> (tokens, monotonic time)
+        self.post_refusals = 0
 
     # lifecycle --------------------------------------------------------------------------------------
 
@@ -537,7 +591,7 @@ class SlackStandIn:
             self._notify()
 
     async def _startup(self) -> None:
-        app = web.Application(client_max_size=1024**3)
+        app = web.Application(client_max_size=1024**3, middlewares=[self._outage_gate])
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_get("/files-pri/{key}/download/{name:.+}", self._serve_file)
         app.router.add_get("/files-pri/{key}/{name:.+}", self._serve_file)
@@ -546,6 +600,7 @@ class SlackStandIn:
         app.router.add_post("/commands/{team}/{n}/{secret}", self._response_url)
         app.router.add_get("/link/", self._socket)
         self._release_stalls = asyncio.Event()
+        self._halt = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -557,6 +612,8 @@ class SlackStandIn:
     async def _shutdown(self) -> None:
         if self._release_stalls is not None:
             self._release_stalls.set()
+        if self._halt is not None:
+            self._halt.set()
         await self._close_sockets(None)
         if self._runner is not None:
             await self._runner.cleanup()
@@ -635,7 +692,11 @@ class SlackStandIn:
             return self._files[file_id]["content"]
 
     def reset(self) -> None:
-        """Forget calls, messages, reactions, views, acks and injected failures; keep files and channels."""
+        """Forget calls, messages, reactions, views, acks and injected failures; keep files and channels.
+
+        Injected failures include every fault below: an outage ends, delays, revoked tokens, removed-from and
+        archived channels and deleted messages are forgotten; a posting limit stays set with full buckets.
+        """
         with self._cond:
             self._clear_recordings()
         self._notify()
@@ -678,6 +739,184 @@ class SlackStandIn:
         """Let stalled downloads finish."""
         if self._loop is not None and self._release_stalls is not None:
             self._loop.call_soon_threadsafe(self._release_stalls.set)
+
+    # faults: outages -----------------------------------------------------------------------------------
+
+    def outage(self, mode: str = "refuse") -> None:
+        """Take Slack down until restore(); files, messages, channels and every other state are kept.
+
+        "refuse": every request on the port (Web API, file host, uploads, Socket Mode, response_urls) has its
+        connection reset (TCP RST) before any HTTP answer, open connections (Socket Mode included) are reset
+        at once, as when a load balancer loses its backends. "html": /api/*, file downloads and uploads answer
+        HTTP 503 with a text/html page, as Slack's edge does; open Socket Mode connections stay up.
+        Requests turned away are recorded in `outage_requests` (never in `calls`): see outage_hits.
+        """
+        if mode not in OUTAGE_MODES:
+            raise ValueError(f"mode must be one of {OUTAGE_MODES}, not {mode!r}")
+        with self._cond:
+            self._outage = mode
+        if mode == "refuse" and self._loop is not None:
+            self._run(self._reset_connections())
+        self._notify()
+
+    def restore(self) -> None:
+        """End an outage: the same port answers normally again (a no-op when there is none)."""
+        with self._cond:
+            self._outage = None
+        self._notify()
+
+    @property
+    def in_outage(self) -> str | None:
+        """The current outage mode, or None."""
+        with self._cond:
+            return self._outage
+
+    @property
+    def outage_hits(self) -> int:
+        """How many requests an outage turned away (reset or answered 503) since start or reset()."""
+        with self._cond:
+            return len(self.outage_requests)
+
+    def outage_api_calls(self, method: str | None = None) -> int:
+        """How many Web API calls (optionally to one method) an outage turned away."""
+        prefix = "/api/" + (method or "")
+        with self._cond:
+            return sum(
+                1 for r in self.outage_requests if r.path == prefix or (method is None and r.path.startswith(prefix))
+            )
+
+    @web.middleware
+    async def _outage_gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        with self._cond:
+            mode = self._outage
+        if mode is None or (mode == "html" and not request.path.startswith(("/api/", "/files-pri/", "/upload/"))):
+            return await handler(request)
+        status = 0 if mode == "refuse" else 503
+        with self._cond:
+            self.outage_requests.append(OutageRequest(time.time(), mode, request.path, status))
+        self._notify()
+        if mode == "refuse":
+            _reset_connection(request.transport)
+            return web.Response(status=503)  # never sent: the connection is gone
+        return web.Response(status=503, text=_EDGE_ERROR_PAGE, content_type="text/html", charset="utf-8")
+
+    async def _reset_connections(self) -> None:
+        if self._runner is not None and self._runner.server is not None:
+            for connection in list(self._runner.server.connections):
+                _reset_connection(connection.transport)
+
+    # faults: slow methods ------------------------------------------------------------------------------
+
+    def delay_next(self, method: str, seconds: float, times: int = 1) -> None:
+        """Hold the next `times` calls to a Web API method for `seconds` on arrival, then answer them.
+
+        The method runs after the hold (a trigger_id older than 3 s by then has expired, as on a slow Slack).
+        Other requests are served meanwhile; stop() wakes held calls. Each held call is recorded in
+        `delayed_calls` when its hold starts, so a test can wait_for it.
+        """
+        with self._cond:
+            self._delays.setdefault(method, []).extend([seconds] * times)
+
+    async def _hold(self, method: str, params: JsonDict) -> None:
+        with self._cond:
+            queue = self._delays.get(method)
+            seconds = queue.pop(0) if queue else 0.0
+            if seconds > 0:
+                self.delayed_calls.append(Call(time.time(), method, copy.deepcopy(params)))
+        if seconds <= 0 or self._halt is None:
+            return
+        self._notify()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._halt.wait(), seconds)
+
+    # faults: permanent error states ---------------------------------------------------------------------
+
+    def remove_bot_from(self, channel: str) -> None:
+        """The bot leaves a channel: posting, updating and reacting there answer "not_in_channel"."""
+        with self._cond:
+            self._removed_from.add(channel)
+
+    def add_bot_to(self, channel: str) -> None:
+        """Undo remove_bot_from."""
+        with self._cond:
+            self._removed_from.discard(channel)
+
+    def archive_channel(self, channel: str) -> None:
+        """Archive a channel: posting (and updating, reacting, sharing files) there answers "is_archived"."""
+        with self._cond:
+            self._archived.add(channel)
+
+    def delete_message(self, channel: str, ts: str) -> JsonDict:
+        """Delete a message (a person's or the bot's): chat.update and reactions on it answer "message_not_found".
+
+        Returns the `message_deleted` event_callback body Slack would send (to deliver if a test wants to).
+        """
+        with self._cond:
+            previous = self._messages.get(channel, {}).pop(ts, None)
+            self._deleted.add((channel, ts))
+            self._reactions.pop((channel, ts), None)
+        self._notify()
+        now = new_ts()
+        event: JsonDict = {
+            "type": "message",
+            "subtype": "message_deleted",
+            "hidden": True,
+            "deleted_ts": ts,
+            "channel": channel,
+            "ts": now,
+            "event_ts": now,
+            "channel_type": {"private": "group"}.get(_kind_from_id(channel) or "channel", "channel"),
+        }
+        if previous is not None:
+            event["previous_message"] = previous
+        return event_callback(event, team_id=self.team_id, api_app_id=self.app_id, bot_user_id=self.bot_user_id)
+
+    def revoke_token(self, token: str | None = None) -> None:
+        """Revoke a token (default: the bot's): every Web API call with it answers "token_revoked" and the file
+        host treats it as no token (redirect to sign-in), as after an uninstall."""
+        with self._cond:
+            self._dead_tokens[token or self.bot_token] = "token_revoked"
+
+    def deactivate_account(self, token: str | None = None) -> None:
+        """The bot user (or workspace) is deactivated: every call with its token answers "account_inactive"."""
+        with self._cond:
+            self._dead_tokens[token or self.bot_token] = "account_inactive"
+
+    def dm_channel(self, user: str) -> str:
+        """The app's DM ("im") channel with a user: created on first use, the same id every time (D...)."""
+        with self._cond:
+            channel = self._dms.get(user)
+            if channel is None:
+                digest = hashlib.sha256(f"{self.team_id}:{user}".encode()).hexdigest()
+                channel = "D" + digest[:10].upper()
+                self._dms[user] = channel
+                self._channels.setdefault(channel, _channel_object(channel, "im", None, False, user))
+            return channel
+
+    # faults: posting limit ------------------------------------------------------------------------------
+
+    def limit_posts(self, per_second: float | None = 1.0, burst: int = 1) -> None:
+        """Limit chat.postMessage per channel like Slack (about 1/s, short bursts allowed): a token bucket of
+        `burst` posts refilled at `per_second`. Over it: HTTP 429, Retry-After, error "ratelimited", counted in
+        `post_refusals`. per_second=None removes the limit (the default: existing tests post freely)."""
+        if per_second is not None and (per_second <= 0 or burst < 1):
+            raise ValueError("per_second must be > 0 and burst >= 1")
+        with self._cond:
+            self._post_limit = None if per_second is None else (float(per_second), float(burst))
+            self._buckets.clear()
+
+    def _take_post_token(self, channel: str) -> None:
+        if self._post_limit is None:
+            return
+        rate, burst = self._post_limit
+        now = time.monotonic()
+        tokens, last = self._buckets.get(channel, (burst, now))
+        tokens = min(burst, tokens + (now - last) * rate)
+        if tokens < 1.0:
+            self._buckets[channel] = (tokens, now)
+            self.post_refusals += 1
+            raise _Throttled(max(1, math.ceil((1.0 - tokens) / rate)))
+        self._buckets[channel] = (tokens - 1.0, now)
 
     def issue_trigger_id(self, age: float = 0.0) -> str:
         """A trigger_id views.open accepts once within 3 s; `age` backdates it (age=4: already expired)."""
@@ -887,6 +1126,7 @@ class SlackStandIn:
         params = await _read_params(request)
         token = _bearer(request) or params.pop("token", None)
         try:
+            await self._hold(method, params)
             return await self._answer_api(method, params, token)
         finally:
             self._record_call(method, params)
@@ -906,6 +1146,10 @@ class SlackStandIn:
             return web.json_response({"ok": False, "error": "not_authed"})
         if token not in (self.bot_token, self.app_token):
             return web.json_response({"ok": False, "error": "invalid_auth"})
+        with self._cond:
+            dead = self._dead_tokens.get(token)
+        if dead is not None:
+            return web.json_response({"ok": False, "error": dead})
         wants_app_token = method == "apps.connections.open"
         if method != "auth.test" and (token == self.app_token) != wants_app_token:
             return web.json_response({"ok": False, "error": "not_allowed_token_type"})
@@ -914,6 +1158,11 @@ class SlackStandIn:
                 result = handler(params)
         except _SlackError as exc:
             return web.json_response({"ok": False, "error": exc.error, **exc.extra})
+        except _Throttled as exc:
+            self._notify()
+            return web.json_response(
+                {"ok": False, "error": "ratelimited"}, status=429, headers={"Retry-After": str(exc.retry_after)}
+            )
         self._notify()
         return web.json_response({"ok": True, **result})
 
@@ -951,6 +1200,13 @@ class SlackStandIn:
             raise _SlackError("channel_not_found")
         return channel
 
+    def _writable(self, channel: str, member: bool = True) -> None:
+        """Slack's order: an archived channel says is_archived before the bot's membership is looked at."""
+        if channel in self._archived:
+            raise _SlackError("is_archived")
+        if member and channel in self._removed_from:
+            raise _SlackError("not_in_channel")
+
     def _bot_message(self, channel: str, params: JsonDict, ts: str) -> JsonDict:
         message: JsonDict = {
             "user": self.bot_user_id,
@@ -985,7 +1241,12 @@ class SlackStandIn:
         return message
 
     def _chat_post_message(self, params: JsonDict) -> JsonDict:
-        channel = self._channel(params)
+        # Posting to a user id posts into the app's DM with that user and answers with the D... id.
+        target = params.get("channel")
+        user = target if isinstance(target, str) and _is_user_id(target) else None
+        channel = self.dm_channel(user) if user else self._channel(params)
+        self._take_post_token(channel)
+        self._writable(channel)
         if not (params.get("text") or params.get("blocks") or params.get("attachments")):
             raise _SlackError("no_text")
         ts = new_ts()
@@ -995,6 +1256,7 @@ class SlackStandIn:
 
     def _chat_update(self, params: JsonDict) -> JsonDict:
         channel = self._channel(params)
+        self._writable(channel)
         ts = params.get("ts") or ""
         message = self._messages.get(channel, {}).get(ts)
         if message is None:
@@ -1012,6 +1274,7 @@ class SlackStandIn:
 
     def _chat_post_ephemeral(self, params: JsonDict) -> JsonDict:
         channel = self._channel(params)
+        self._writable(channel, member=False)  # Slack documents is_archived, not not_in_channel, here
         if not params.get("user"):
             raise _SlackError("user_not_in_channel")
         if not (params.get("text") or params.get("blocks") or params.get("attachments")):
@@ -1031,11 +1294,14 @@ class SlackStandIn:
 
     def _reaction_target(self, params: JsonDict) -> tuple[str, str, str]:
         channel = self._channel(params)
+        self._writable(channel)
         ts, name = params.get("timestamp"), params.get("name")
         if not ts:
             raise _SlackError("no_item_specified")
         if not name:
             raise _SlackError("invalid_name")
+        if (channel, ts) in self._deleted:
+            raise _SlackError("message_not_found")
         # Messages posted by people before the stand-in saw them are assumed to exist.
         return channel, ts, name.strip(":")
 
@@ -1087,6 +1353,7 @@ class SlackStandIn:
         channel = params.get("channel_id") or (params.get("channels") or "").split(",")[0] or None
         if channel is not None:
             channel = self._channel({"channel": channel})
+            self._writable(channel)
         done = []
         for item in items:
             upload = by_id.get(item.get("id", ""))
@@ -1189,10 +1456,14 @@ class SlackStandIn:
 
     def _conversations_info(self, params: JsonDict) -> JsonDict:
         channel_id = self._channel(params)
-        channel = self._channels.get(channel_id) or _channel_object(
-            channel_id, _kind_from_id(channel_id) or "channel", None, False, DEFAULT_USER_ID
+        channel = copy.deepcopy(
+            self._channels.get(channel_id)
+            or _channel_object(channel_id, _kind_from_id(channel_id) or "channel", None, False, DEFAULT_USER_ID)
         )
-        return {"channel": copy.deepcopy(channel)}
+        channel["is_archived"] = channel_id in self._archived
+        if "is_member" in channel:
+            channel["is_member"] = channel_id not in self._removed_from
+        return {"channel": channel}
 
     def _apps_connections_open(self, params: JsonDict) -> JsonDict:
         ticket = str(uuid.uuid4())
@@ -1210,7 +1481,8 @@ class SlackStandIn:
 
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         header = request.headers.get("Authorization")
-        authorized = header == f"Bearer {self.bot_token}"
+        with self._cond:
+            authorized = header == f"Bearer {self.bot_token}" and self.bot_token not in self._dead_tokens
         team, _, file_id = request.match_info["key"].partition("-")
         with self._cond:
             stored = self._files.get(file_id) if team == self.team_id else None
@@ -1503,6 +1775,21 @@ async def _read_params(request: web.Request) -> JsonDict:
         for key, value in form.items():
             params[key] = value if isinstance(value, str) else value.file.read()
     return params
+
+
+def _reset_connection(transport: asyncio.BaseTransport | None) -> None:
+    """Close a connection with a TCP RST (SO_LINGER 0), not a FIN: the client sees "connection reset"."""
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()  # type: ignore[attr-defined]
+
+
+def _is_user_id(value: str) -> bool:
+    return len(value) > 1 and value[0] in "UW" and value.isalnum() and value == value.upper()
 
 
 def _json_value(value: Any) -> Any:
