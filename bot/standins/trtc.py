@@ -2,8 +2,8 @@
 
 It verifies TC3-HMAC-SHA256 signatures with the secret key, enforces the documented VoiceClone body
 rules, answers in Tencent's envelope ({"Response": {...}} over HTTP 200), and can be scripted to fail,
-answer slowly, send a gateway error page or drop the connection. It runs its own event loop in a daemon
-thread, so synchronous and asynchronous callers can use it alike.
+answer slowly, send a gateway error page, drop the connection or go down altogether (outage). It runs its own
+event loop in a daemon thread, so synchronous and asynchronous callers can use it alike.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import io
 import json
 import re
 import secrets
+import socket
+import struct
 import threading
 import time
 import uuid
@@ -53,6 +55,7 @@ REGIONS = frozenset(
         "eu-frankfurt",
     }
 )
+OUTAGE_MODES = ("refuse", "html")
 MODELS = frozenset({"flow_01_turbo", "flow_01_ex", "flow_02_turbo"})
 BODY_KEYS = frozenset(
     {"SdkAppId", "VoiceName", "PromptAudio", "APIKey", "PromptText", "Model", "Language", "ExtraParams"}
@@ -111,7 +114,7 @@ class TrtcRequest:
     prompt_text: str | None
     model: str | None
     language: str | None
-    outcome: str  # "ok", an error code, "HTTP 502" or "dropped"
+    outcome: str  # "ok", an error code, "HTTP 502", "dropped" or "reset" (an outage)
     request_id: str | None
 
 
@@ -163,6 +166,7 @@ class TrtcStandIn:
         self._window: deque[float] = deque()
         self._answers: deque[_Script] = deque()
         self._delays: deque[float] = deque()
+        self._outage: tuple[str, int] | None = None  # (mode, HTTP status for "html")
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -233,7 +237,7 @@ class TrtcStandIn:
 
     async def _serve(self) -> None:
         self._stopping = asyncio.Event()
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._outage_gate])
         app.router.add_post("/", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
@@ -272,6 +276,69 @@ class TrtcStandIn:
         with self._cond:
             self._answers.extend([script] * times)
 
+    def outage(self, mode: str = "refuse", status: int = 502) -> None:
+        """Take the API down until restore().
+
+        "refuse": every request's connection is reset (TCP RST) before any HTTP answer, and open keep-alive
+        connections are reset at once. "html": every request answers `status` (502 or 503) with an HTML page,
+        as a load balancer without backends does. Either way each request is still recorded (outcome "reset"
+        or "HTTP <status>", no RequestId) and still passes through the max_rps window, so `refusals` also
+        counts requests over the limit sent during an outage; scripted answers and delays wait for restore().
+        """
+        if mode not in OUTAGE_MODES:
+            raise ValueError(f"mode must be one of {OUTAGE_MODES}, not {mode!r}")
+        with self._cond:
+            self._outage = (mode, status)
+        if mode == "refuse" and self._loop is not None and threading.current_thread() is not self._thread:
+            asyncio.run_coroutine_threadsafe(self._reset_connections(), self._loop).result(timeout=10)
+
+    def restore(self) -> None:
+        """End an outage: the same port answers normally again (a no-op when there is none)."""
+        with self._cond:
+            self._outage = None
+
+    @property
+    def in_outage(self) -> str | None:
+        """The current outage mode, or None."""
+        with self._cond:
+            return self._outage[0] if self._outage else None
+
+    @web.middleware
+    async def _outage_gate(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        with self._cond:
+            outage = self._outage
+        if outage is None:
+            return await handler(request)
+        arrived = time.monotonic()
+        self._rate_limited(arrived)
+        mode, status = outage
+        self._record(
+            TrtcRequest(
+                time=arrived,
+                action=request.headers.get("X-TC-Action"),
+                secret_id=_secret_id(request.headers.get("Authorization", "")),
+                sdk_app_id=None,
+                voice_name=None,
+                audio_seconds=None,
+                sample_rate=None,
+                channels=None,
+                prompt_text=None,
+                model=None,
+                language=None,
+                outcome="reset" if mode == "refuse" else f"HTTP {status}",
+                request_id=None,
+            )
+        )
+        if mode == "refuse":
+            _reset_connection(request.transport)
+            return web.Response(status=status)  # never sent: the connection is gone
+        return web.Response(status=status, text=_gateway_page(status), content_type="text/html")
+
+    async def _reset_connections(self) -> None:
+        if self._runner is not None and self._runner.server is not None:
+            for connection in list(self._runner.server.connections):
+                _reset_connection(connection.transport)
+
     # -- records ---------------------------------------------------------------------------------
 
     @property
@@ -285,6 +352,18 @@ class TrtcStandIn:
         """How many requests were refused by the max_rps limit."""
         with self._cond:
             return self._refusals
+
+    def max_requests_per_second(self) -> int:
+        """The most requests that arrived within any 1-second sliding window (every request seen since start or
+        reset(): answered, refused, scripted or turned away by an outage)."""
+        with self._cond:
+            times = sorted(r.time for r in self._requests)
+        most, first = 0, 0
+        for last, now in enumerate(times):
+            while times[first] <= now - 1.0:
+                first += 1
+            most = max(most, last - first + 1)
+        return most
 
     def wait_for_requests(self, n: int, timeout: float) -> bool:
         """Block until at least `n` requests were seen; False on timeout."""
@@ -487,6 +566,26 @@ class TrtcStandIn:
         expected = tc3_signature(self._secret_key, date, SERVICE, string_to_sign)
         if not hmac.compare_digest(expected, match["signature"]):
             raise _Refusal("AuthFailure.SignatureFailure")
+
+
+def _reset_connection(transport: asyncio.BaseTransport | None) -> None:
+    """Close a connection with a TCP RST (SO_LINGER 0), not a FIN: the client sees "connection reset"."""
+    if transport is None or transport.is_closing():
+        return
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()  # type: ignore[attr-defined]
+
+
+def _gateway_page(status: int) -> str:
+    """A load balancer's error page (nginx's wording: what a gateway without backends typically sends)."""
+    reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}.get(status, "Error")
+    return (
+        f"<html>\r\n<head><title>{status} {reason}</title></head>\r\n<body>\r\n"
+        f"<center><h1>{status} {reason}</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+    )
 
 
 def tc3_signature(secret_key: str, date: str, service: str, string_to_sign: str) -> str:
