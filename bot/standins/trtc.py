@@ -233,6 +233,11 @@ class TrtcStandIn:
         try:
             loop.run_forever()
         finally:
+            # A connection reset by an outage can leave its handler task waiting: cancel it, don't destroy it.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
             loop.close()
 
     async def _serve(self) -> None:
