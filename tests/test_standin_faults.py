@@ -165,7 +165,7 @@ async def test_delay_next_runs_the_method_late_so_a_trigger_id_can_expire(slack:
     assert time.monotonic() - started >= 0.4
     assert late.response["error"] == "expired_trigger_id"
     # Only one call was held: the next one is immediate and its fresh trigger works.
-    assert (await client.views_open(trigger_id=slack.issue_trigger_id(age=2.8), view=MODAL))["ok"]
+    assert (await client.views_open(trigger_id=slack.issue_trigger_id(), view=MODAL))["ok"]
     assert len(slack.delayed_calls) == 1
 
 
@@ -214,6 +214,7 @@ async def test_delete_message_makes_updates_and_reactions_answer_message_not_fou
 
     assert event["event"]["subtype"] == "message_deleted" and event["event"]["deleted_ts"] == status["ts"]
     assert event["event"]["previous_message"]["text"] == "Working on it"
+    assert slack.delete_message("D0DM", "1.000001")["event"]["channel_type"] == "im"
     assert slack.messages("C0TEST") == []
     gone = await slack_error(client.chat_update(channel="C0TEST", ts=status["ts"], text="Done"))
     assert gone.response["error"] == "message_not_found"

@@ -865,7 +865,7 @@ class SlackStandIn:
             "channel": channel,
             "ts": now,
             "event_ts": now,
-            "channel_type": {"private": "group"}.get(_kind_from_id(channel) or "channel", "channel"),
+            "channel_type": {"private": "group"}.get(kind := _kind_from_id(channel) or "channel", kind),
         }
         if previous is not None:
             event["previous_message"] = previous
