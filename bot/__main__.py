@@ -1,19 +1,39 @@
-"""Command line: `python -m bot [run|clone|demo]` (also installed as `voiceclone-bot`)."""
+"""Command line: `python -m bot [run|clone|demo|standins]` (also installed as `voiceclone-bot`).
+
+Everything printed here is for the operator at a terminal: plain text, one message per failure, no traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from bot.errors import ApiError, BotError, ConfigError, InputError
+from bot.errors import ApiError, BotError, ConfigError, InputError, OptionError, StartupError
 from bot.logs import configure_logging
-from bot.messages import describe
-from bot.settings import MODELS, SLACK_HTTP_KEYS, SLACK_SOCKET_KEYS, TRTC_KEYS, Settings, load_settings
+from bot.messages import config_report, describe_for_operator
+from bot.options import MODELS, check_language, check_model
+from bot.settings import (
+    TRTC_KEYS,
+    Settings,
+    load_settings,
+    read_environment,
+    run_requirements,
+    slack_configured,
+)
 
-EXIT_OK, EXIT_API, EXIT_INPUT = 0, 1, 2
+EXIT_OK, EXIT_API, EXIT_INPUT, EXIT_STARTUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+DEFAULT_ENV_FILE = ".env"
+
+EXIT_CODES = """exit status:
+  0    done (the bot stopped on SIGTERM/SIGINT, or the command succeeded)
+  1    Tencent Cloud refused the clone (clone)
+  2    bad input or configuration: the message names every problem
+  3    the bot could not start: token refused, Slack unreachable, port in use, database not writable
+  130  interrupted before the bot was running"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,9 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voiceclone-bot",
         description="A Slack app that turns a voice recording into a Tencent Cloud TRTC cloned voice. "
-        "With no command: run the bot if Slack credentials are configured, else the offline demo.",
+        "With no command: run the bot, unless there is no .env file and no SLACK_* variable at all, "
+        "in which case the offline demo runs.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--env-file", default=".env", help="settings file read after the environment (default .env)")
+    parser.add_argument(
+        "--env-file",
+        default=None,
+        help="settings file read before the environment, which wins (default: $VOICECLONE_ENV_FILE, else .env "
+        "in the current directory; scripts/run sets VOICECLONE_ENV_FILE to the repository's .env)",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     run = commands.add_parser(
@@ -31,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the Slack bot (Socket Mode when SLACK_APP_TOKEN is set, else HTTP)",
         description="Run the Slack bot. Socket Mode when SLACK_APP_TOKEN is set and --http is not given; "
         "otherwise an HTTP server with POST /slack/events and GET /healthz.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     run.add_argument("--http", action="store_true", help="serve HTTP even when SLACK_APP_TOKEN is set")
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: PORT, else 3000)")
@@ -40,12 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
         "clone",
         help="clone a voice from a local recording and print its VoiceId",
         description="Convert FILE to a 16 kHz mono WAV (first 3 minutes at most) and clone it. Prints the "
-        "VoiceId as the last line of stdout. Exit status: 0 done, 1 API error, 2 bad input or configuration.",
+        "VoiceId as the last line of stdout. FILE is relative to the current directory.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     clone.add_argument("file", type=Path, help="any audio or video file (m4a, mp3, ogg, webm, flac, wav, mp4...)")
     clone.add_argument("--name", help="voice name: letters, digits, _ (default: from the file name)")
     clone.add_argument("--text", help="what the recording says (dropped if the recording is trimmed)")
-    clone.add_argument("--model", choices=MODELS, help="Model (default: VOICECLONE_MODEL, else the API's)")
+    clone.add_argument("--model", help=f"one of {', '.join(MODELS)} (default: VOICECLONE_MODEL, else the API's)")
     clone.add_argument("--language", help="ISO 639-1 code such as en, zh (default: VOICECLONE_LANGUAGE, else auto)")
 
     commands.add_parser(
@@ -54,54 +86,79 @@ def build_parser() -> argparse.ArgumentParser:
         description="Needs no credentials and no network: starts local stand-ins of Slack and of the TRTC "
         "API, shares a generated speech clip and prints the thread as a user would see it.",
     )
+    standins = commands.add_parser(
+        "standins",
+        help="start local stand-ins of Slack and TRTC and print the settings to use with them",
+        description="Starts the Slack and TRTC stand-ins on loopback until Ctrl-C or SIGTERM, and prints the "
+        "settings (KEY=VALUE lines) that aim `clone` or the bot at them. With --write FILE the same lines are "
+        "written to FILE, for `--env-file FILE`.",
+    )
+    standins.add_argument("--write", type=Path, metavar="FILE", help="also write the settings to FILE")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if args.env_file is not None and not Path(args.env_file).is_file():
+        print(f"No settings file {args.env_file} (from --env-file): check the path.", file=sys.stderr)
+        return EXIT_INPUT
+    # scripts/run names the repository's .env this way; unlike --env-file, it may not exist (fresh clone: demo).
+    env_file = args.env_file or os.environ.get("VOICECLONE_ENV_FILE") or DEFAULT_ENV_FILE
     command = args.command
-    if command is None:
-        settings = _try_settings(args.env_file)
-        command = "run" if settings and settings.slack_bot_token else "demo"
-        if command == "demo":
-            print("No Slack credentials configured (see README): running the offline demo.\n", flush=True)
     try:
+        if command is None:
+            # Once an operator has started configuring (a .env, or any SLACK_* variable), never fall back to the
+            # demo: a typo must end in a message naming it, not in a demo that exits 0.
+            if not Path(env_file).is_file() and not slack_configured(read_environment(None)):
+                print("No .env here and no SLACK_* settings (see README): running the offline demo.\n", flush=True)
+                command = "demo"
+            else:
+                command = "run"
         if command == "clone":
-            return _clone(args)
+            return _clone(args, env_file)
         if command == "demo":
             from bot.demo import run_demo
 
             return run_demo()
-        return _run(args)
+        if command == "standins":
+            from bot.standins.serve import serve_standins
+
+            return serve_standins(write=args.write)
+        return _run(args, env_file)
     except ConfigError as exc:
-        print(describe(exc), file=sys.stderr)
+        source = str(Path(env_file).resolve()) if Path(env_file).is_file() else None
+        print(config_report(exc, source), file=sys.stderr)
         return EXIT_INPUT
+    except StartupError as exc:
+        print(f"voiceclone-bot could not start: {exc.reason}", file=sys.stderr)
+        return EXIT_STARTUP
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
 
 
-def _try_settings(env_file: str) -> Settings | None:
-    try:
-        return load_settings(env_file=env_file)
-    except ConfigError:
-        return None
+def _logging(settings: Settings, level: str | None = None) -> None:
+    configure_logging(level or settings.log_level, settings.secrets(), fmt=settings.log_format)
 
 
-def _clone(args: argparse.Namespace) -> int:
+def _clone(args: argparse.Namespace, env_file: str) -> int:
     from bot.pipeline import CloneRequest, clone_recording
     from bot.trtc import VoiceCloneClient, default_voice_name
 
-    settings = load_settings(TRTC_KEYS, env_file=args.env_file)
-    configure_logging("ERROR", settings.secrets())
+    settings = load_settings(TRTC_KEYS, env_file=env_file)
+    _logging(settings, "ERROR")
+    try:
+        # The same checks as Slack's `lang=` and `model=`, so a value refused there is refused here.
+        language = check_language(args.language, "--language") if args.language else None
+        model = check_model(args.model, "--model") if args.model else None
+    except OptionError as exc:
+        print(describe_for_operator(exc), file=sys.stderr)
+        return EXIT_INPUT
     if not args.file.is_file():
-        print(f"No such file: {args.file}", file=sys.stderr)
+        print(f"No such file: {args.file} (looked in {Path.cwd()})", file=sys.stderr)
         return EXIT_INPUT
     request = CloneRequest(
-        name=args.name or default_voice_name(args.file.name),
-        text=args.text,
-        model=args.model,
-        language=args.language,
+        name=args.name or default_voice_name(args.file.name), text=args.text, model=model, language=language
     )
 
     async def clone() -> int:
@@ -119,28 +176,31 @@ def _clone(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(clone())
     except ApiError as exc:
-        print(describe(exc), file=sys.stderr)
+        print(describe_for_operator(exc), file=sys.stderr)
         return EXIT_API
     except InputError as exc:
-        print(describe(exc), file=sys.stderr)
+        print(describe_for_operator(exc), file=sys.stderr)
         return EXIT_INPUT
     except BotError as exc:
-        print(describe(exc), file=sys.stderr)
+        print(describe_for_operator(exc), file=sys.stderr)
         return EXIT_API
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, env_file: str) -> int:
     from bot.serve import serve_http, serve_socket
 
-    env = load_settings(env_file=args.env_file)
-    socket_mode = bool(env.slack_app_token) and not getattr(args, "http", False)
-    required = (*TRTC_KEYS, *(SLACK_SOCKET_KEYS if socket_mode else SLACK_HTTP_KEYS))
-    settings = load_settings(required, env_file=args.env_file)
-    configure_logging(settings.log_level, settings.secrets())
+    env = read_environment(env_file)
+    socket_mode, required = run_requirements(env, http=getattr(args, "http", False))
+    settings = load_settings(required, environ=env)
+    _logging(settings)
+    host = getattr(args, "host", "0.0.0.0")
+    port = getattr(args, "port", None)
+    if port is not None and not 1 <= port <= 65535:
+        raise ConfigError({"--port": f"must be between 1 and 65535, got {port}"})
     if socket_mode:
-        asyncio.run(serve_socket(settings))
+        asyncio.run(serve_socket(settings, host=host, port=port))
     else:
-        asyncio.run(serve_http(settings, host=getattr(args, "host", "0.0.0.0"), port=getattr(args, "port", None)))
+        asyncio.run(serve_http(settings, host=host, port=port))
     return EXIT_OK
 
 

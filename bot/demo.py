@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.messages import plain_text
 from bot.serve import serve_http
 from bot.settings import TRTC_KEYS, load_settings
 from bot.standins import bot_environ
@@ -36,22 +37,31 @@ def _say(line: str = "") -> None:
     print(line, flush=True)
 
 
+_REACTIONS = {
+    "hourglass_flowing_sand": "hourglass (working)",
+    "white_check_mark": "check mark (done)",
+    "x": "cross (failed)",
+}
+
+
 def _show(call: tuple[Any, ...]) -> str | None:
-    """One Slack Web API call as the user would notice it in the channel."""
+    """One Slack Web API call as the user would notice it in the channel, in plain text for a terminal."""
     _, method, params = call
+    name = str(params.get("name"))
+    reaction = _REACTIONS.get(name, name.replace("_", " "))
     if method == "reactions.add":
-        return f"  [reaction] :{params.get('name')}: on your message"
+        return f"  reaction {reaction} added to your message"
     if method == "reactions.remove":
-        return f"  [reaction] :{params.get('name')}: removed"
+        return f"  reaction {reaction} removed"
     if method == "chat.postMessage":
-        return f"  voiceclone (in thread): {params.get('text')}"
+        return f"  voiceclone (in thread): {plain_text(str(params.get('text')))}"
     if method == "chat.update":
-        return f"  voiceclone (edited):    {params.get('text')}"
+        return f"  voiceclone (edited):    {plain_text(str(params.get('text')))}"
     return None
 
 
 def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
-    """Block Kit as plain lines, roughly as Slack shows it."""
+    """Block Kit as plain lines, roughly as Slack shows it (mrkdwn and emoji codes turned into plain text)."""
     lines: list[str] = []
     for block in blocks:
         if "text" in block:
@@ -60,7 +70,7 @@ def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
             lines.append(item["text"].replace("\n", ": ", 1))
         for item in block.get("elements", []):
             lines.append(f"({item.get('text', '')})")
-    return lines
+    return [plain_text(line) for line in lines]
 
 
 def run_demo(seconds: float = 14.0) -> int:
@@ -107,7 +117,7 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
         _say("\nThe thread now reads:")
         for message in slack.thread(CHANNEL, share_ts)[1:]:
             _say("  voiceclone:")
-            for line in render_blocks(message.get("blocks") or []) or [str(message.get("text"))]:
+            for line in render_blocks(message.get("blocks") or []) or [plain_text(str(message.get("text")))]:
                 _say(f"    {line}")
         ok = "white_check_mark" in slack.reactions(CHANNEL, share_ts)
         _say("\nDemo finished: " + ("the voice was cloned." if ok else "the clone failed (see above)."))

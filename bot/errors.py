@@ -1,7 +1,9 @@
 """The bot's exception tree, documented in one place.
 
     BotError                      anything the bot explains to a user (never shown raw: see bot.messages)
-    ├── ConfigError               settings missing or invalid; names every key at once
+    ├── ConfigError               settings missing, invalid or unknown; names every key at once
+    ├── StartupError              the bot cannot start serving (token refused, Slack unreachable, port in use,
+    │                             database not writable); its text is the one line the operator sees
     ├── InputError                the user's input cannot be used; no API call was made
     │   ├── InvalidVoiceNameError
     │   ├── PromptTextError       transcript too long
@@ -48,6 +50,14 @@ class ConfigError(BotError):
         self.problems = dict(problems)
         lines = "; ".join(f"{key}: {why}" for key, why in self.problems.items())
         super().__init__(f"configuration error: {lines}")
+
+
+class StartupError(BotError):
+    """The bot cannot start: the text says what failed and what to change, in one line, no secret in it."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+        super().__init__(reason)
 
 
 class InputError(BotError):

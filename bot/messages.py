@@ -1,8 +1,13 @@
-"""What the bot tells users when something fails: short, specific, and safe to post as Slack mrkdwn."""
+"""What the bot tells people when something fails: short, specific, and right for where it is read.
+
+Two readers: the Slack user (mrkdwn, escaped; a fix in the configuration is for "your Slack admin") and the
+operator at a terminal (`describe_for_operator`: plain text, says what to change).
+"""
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 
 from bot.errors import (
@@ -19,13 +24,15 @@ from bot.errors import (
     NoVoiceError,
     OptionError,
     PromptTextError,
+    StartupError,
     TooLargeError,
     TooShortError,
     UnsafeURLError,
 )
 
-GENERIC = "Something went wrong on our side. Please try again; if it keeps happening, tell the bot's admin."
-ADMIN = "the bot's admin"
+GENERIC = "Something went wrong on our side. Please try again; if it keeps happening, tell your Slack admin."
+# Slack users never see the bot's configuration: a fix there goes through whoever runs the app.
+ADMIN = "your Slack admin"
 
 # One sentence per Tencent Cloud error code. A code with a dot falls back to its family (the part before
 # the dot), then to API_FALLBACK.
@@ -47,9 +54,7 @@ API_MESSAGES: dict[str, str] = {
         "Tencent Cloud rejected the voice name. Use only letters, digits and underscores, at most 36 "
         "characters, for example `Alice_2`."
     ),
-    "InvalidParameter.VoiceId": (
-        "Tencent Cloud does not know that voice ID. Check the ID, or clone the voice again."
-    ),
+    "InvalidParameter.VoiceId": ("Tencent Cloud does not know that voice ID. Check the ID, or clone the voice again."),
     "InvalidParameter.Pitch": "Tencent Cloud rejected the pitch: it must be a whole number from -12 to 12.",
     "InvalidParameter.Speed": "Tencent Cloud rejected the speed: it must be between 0.5 and 2.0.",
     "InvalidParameter.Volume": "Tencent Cloud rejected the volume: it must be above 0 and at most 10.",
@@ -112,9 +117,7 @@ API_MESSAGES: dict[str, str] = {
     "RequestLimitExceeded": (
         "Tencent Cloud is getting too many requests from this bot right now. Wait a minute and try again."
     ),
-    "InternalError": (
-        "Tencent Cloud had an internal error, several times in a row. Try again in a few minutes."
-    ),
+    "InternalError": ("Tencent Cloud had an internal error, several times in a row. Try again in a few minutes."),
     "ServerNetworkError": (
         "Tencent Cloud's servers answered with an error page, several times in a row. They are probably "
         "having trouble: try again in a few minutes."
@@ -133,12 +136,8 @@ API_MESSAGES: dict[str, str] = {
         "Tencent Cloud rejected part of the request. Check the voice name and the recording and try again; "
         f"if it keeps failing, tell {ADMIN}."
     ),
-    "MissingParameter": (
-        f"Tencent Cloud said the request was incomplete. That is a bug on our side: tell {ADMIN}."
-    ),
-    "UnsupportedOperation": (
-        f"Tencent Cloud does not allow this operation for the bot's account. Tell {ADMIN}."
-    ),
+    "MissingParameter": (f"Tencent Cloud said the request was incomplete. That is a bug on our side: tell {ADMIN}."),
+    "UnsupportedOperation": (f"Tencent Cloud does not allow this operation for the bot's account. Tell {ADMIN}."),
     "FailedOperation": "Tencent Cloud could not complete the clone. Try again later.",
     "LimitExceeded": f"This Tencent Cloud account has reached one of its limits. Please tell {ADMIN}.",
     "UnauthorizedOperation": (
@@ -162,14 +161,93 @@ USER_FIXABLE_CODES = frozenset(
 )
 
 
+# The same codes for the operator at a terminal (`clone`): what to change, where. Codes not listed here read the
+# same for both audiences (their fix is the recording, the name, or waiting).
+OPERATOR_API_MESSAGES: dict[str, str] = {
+    "InvalidParameter.SampleRate": (
+        "Tencent Cloud rejected the audio format the bot converted the recording to. That is a bug in the bot: "
+        "please report it with the RequestId."
+    ),
+    "MissingParameter.APIKey": (
+        "Tencent Cloud asked for a TTS API key: voice cloning is not enabled for the TRTC application "
+        "TRTC_SDK_APP_ID names. Enable it in the TRTC console."
+    ),
+    "UnsupportedOperation.NotAllowed": (
+        "Voice cloning is not enabled for this Tencent Cloud account. Ask Tencent Cloud support to enable it."
+    ),
+    "LimitExceeded.VoiceCloneMaxNumLimit": (
+        "This Tencent Cloud account has reached its maximum number of cloned voices, and voices cannot be "
+        "deleted through the API. Request a higher limit from Tencent Cloud support."
+    ),
+    "InvalidParameter.SdkAppId": "TRTC_SDK_APP_ID is not valid: set it to the SDKAppID shown in the TRTC console.",
+    "FailedOperation.SdkAppIdNotExist": (
+        "Tencent Cloud does not know the TRTC application TRTC_SDK_APP_ID names: set it to the SDKAppID shown "
+        "in the TRTC console."
+    ),
+    "UnauthorizedOperation.SdkAppId": (
+        "The Tencent Cloud key may not use the TRTC application TRTC_SDK_APP_ID names: use a key and an "
+        "application of the same account."
+    ),
+    "AuthFailure.SignatureFailure": (
+        "Tencent Cloud rejected the signature: TENCENTCLOUD_SECRET_KEY does not match TENCENTCLOUD_SECRET_ID. "
+        "Set both from the same API key (CAM console -> API keys)."
+    ),
+    "AuthFailure.SignatureExpire": (
+        "Tencent Cloud refused the request because this machine's clock is more than 5 minutes off. "
+        "Synchronise the clock (NTP) and try again."
+    ),
+    "AuthFailure.SecretIdNotFound": (
+        "Tencent Cloud does not recognise TENCENTCLOUD_SECRET_ID: it was deleted, disabled or mistyped. "
+        "Set it to an active key's SecretId (CAM console -> API keys)."
+    ),
+    "AuthFailure.InvalidSecretId": (
+        "TENCENTCLOUD_SECRET_ID is not a Tencent Cloud API key. Create an API key in the CAM console and set "
+        "TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY from it."
+    ),
+    "AuthFailure.UnauthorizedOperation": (
+        "The Tencent Cloud key is not allowed to clone voices. Grant it access to TRTC in the CAM console."
+    ),
+    "AuthFailure": (
+        "Tencent Cloud did not accept the credentials. Check TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY."
+    ),
+    "NetworkError": (
+        "Could not reach Tencent Cloud: the connection failed or timed out. Check the network, any proxy, and "
+        "TRTC_ENDPOINT."
+    ),
+    "UnexpectedResponse": (
+        "Tencent Cloud's answer was not one the bot understands, so the clone may not have worked. Check "
+        "TRTC_ENDPOINT (leave it unset for Tencent Cloud itself)."
+    ),
+    "InvalidParameter": (
+        "Tencent Cloud rejected part of the request. Check the voice name, the options and the recording."
+    ),
+    "MissingParameter": "Tencent Cloud said the request was incomplete. That is a bug in the bot: please report it.",
+    "UnsupportedOperation": (
+        "Tencent Cloud does not allow this operation for this account. Check the account's TRTC features in "
+        "the TRTC console."
+    ),
+    "LimitExceeded": "This Tencent Cloud account has reached one of its limits. Check its quotas in the console.",
+    "UnauthorizedOperation": (
+        "The Tencent Cloud key is not allowed to do this. Check its permissions in the CAM console."
+    ),
+}
+OPERATOR_API_FALLBACK = (
+    "Tencent Cloud refused the request. Try again later; if it keeps failing, contact Tencent Cloud support."
+)
+
+
 def api_message(code: str) -> str:
-    """The sentence for a Tencent Cloud error code: its own, its family's, or the general one."""
-    if code in API_MESSAGES:
-        return API_MESSAGES[code]
+    """The sentence for a Tencent Cloud error code: its own, else its family's or the general one naming the code."""
+    return _api_sentence(code, API_MESSAGES, API_FALLBACK)
+
+
+def _api_sentence(code: str, table: dict[str, str], fallback: str) -> str:
+    if code in table:
+        return table[code]
     family = code.split(".", 1)[0]
-    if family in API_MESSAGES:
-        return API_MESSAGES[family]
-    return f"{API_FALLBACK} (Error code {code_span(code)}.)"
+    general = table.get(family, API_MESSAGES[family]) if family in API_MESSAGES else fallback
+    # A code we have no sentence for keeps its name: it is what to search for or quote to Tencent support.
+    return f"{general} (Error code {code_span(code)}.)"
 
 
 def describe(error: BaseException) -> str:
@@ -179,6 +257,59 @@ def describe(error: BaseException) -> str:
         if describer is not None:
             return describer(error)
     return GENERIC
+
+
+def describe_for_operator(error: BaseException) -> str:
+    """What to tell the operator at a terminal about `error`: plain text, and what to change where."""
+    if isinstance(error, ApiError):
+        text = _api_sentence(error.code, {**API_MESSAGES, **OPERATOR_API_MESSAGES}, OPERATOR_API_FALLBACK)
+        if error.request_id:
+            text += f" (RequestId: {error.request_id})"
+        return plain_text(text)
+    if isinstance(error, OptionError):
+        allowed = error.allowed if error.allowed.startswith(("a ", "an ")) else f"one of {error.allowed}"
+        return f"{error.option} {error.value!r} can't be used: it should be {allowed}."
+    if isinstance(error, ConfigError):
+        return config_report(error)
+    if isinstance(error, StartupError):
+        return error.reason
+    return plain_text(describe(error))
+
+
+def config_report(error: ConfigError, source: str | None = None) -> str:
+    """Every configuration problem, one line each, for the operator; no secret value is ever in a problem."""
+    count = len(error.problems)
+    where = f" (read from the environment and {source})" if source else ""
+    lines = [f"The configuration has {count} problem{'s' if count != 1 else ''}{where}:"]
+    lines += [f"  {key} {why}" for key, why in error.problems.items()]
+    lines.append("Change these in .env or the environment (every setting is described in .env.example).")
+    return "\n".join(lines)
+
+
+_LINK = re.compile(r"<([^<>|]+)(?:\|([^<>]+))?>")
+_CODE = re.compile(r"`([^`\n]*)`")
+_BOLD = re.compile(r"(?<![\w*])\*([^*\n]+)\*(?![\w*])")
+_STRIKE = re.compile(r"(?<![\w~])~([^~\n]+)~(?![\w~])")
+_EMOJI = re.compile(r"(?<![\w:]):([a-z0-9_+\-]+):(?![\w:])")
+EMOJI_WORDS = {"white_check_mark": "[done]", "x": "[failed]", "hourglass_flowing_sand": "[working]", "warning": "[!]"}
+
+
+def plain_text(mrkdwn: str) -> str:
+    """Slack mrkdwn as a terminal should show it: no *bold*, backticks or :emoji: codes; links spelled out."""
+
+    def link(match: re.Match[str]) -> str:
+        target, label = match.group(1), match.group(2)
+        if target.startswith(("@", "#", "!")):
+            return label or target
+        return f"{label} ({target})" if label and label != target else target
+
+    text = _LINK.sub(link, mrkdwn)
+    text = _CODE.sub(r"\1", text)
+    text = _BOLD.sub(r"\1", text)
+    text = _STRIKE.sub(r"\1", text)
+    text = _EMOJI.sub(lambda m: EMOJI_WORDS.get(m.group(1), ""), text)
+    text = re.sub(r"(?<=\S)[ \t]{2,}", " ", text)
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
 def is_user_fixable(error: BaseException) -> bool:
@@ -276,6 +407,7 @@ def _api(error: ApiError) -> str:
 
 _DESCRIBERS: dict[type[BaseException], Callable[[BaseException], str]] = {
     ConfigError: _config,  # type: ignore[dict-item]
+    StartupError: lambda _: f"The bot is having trouble connecting to Slack. Please tell {ADMIN}.",
     InvalidVoiceNameError: _voice_name,  # type: ignore[dict-item]
     PromptTextError: _prompt_text,  # type: ignore[dict-item]
     OptionError: _option,  # type: ignore[dict-item]
@@ -284,8 +416,7 @@ _DESCRIBERS: dict[type[BaseException], Callable[[BaseException], str]] = {
         "ogg, webm, mp4 or a Slack voice clip."
     ),
     NoAudioStreamError: lambda _: (
-        "That file has no sound track (is it an image or a silent video?). "
-        "Send a recording of someone speaking."
+        "That file has no sound track (is it an image or a silent video?). Send a recording of someone speaking."
     ),
     DamagedAudioError: lambda _: (
         "That recording seems damaged or cut off, so it can't be decoded. Export or record it again and send "
@@ -294,9 +425,7 @@ _DESCRIBERS: dict[type[BaseException], Callable[[BaseException], str]] = {
     NoVoiceError: _no_voice,  # type: ignore[dict-item]
     TooShortError: _too_short,  # type: ignore[dict-item]
     TooLargeError: _too_large,  # type: ignore[dict-item]
-    AudioError: lambda _: (
-        "That recording can't be used for cloning. Try another recording of one person speaking."
-    ),
+    AudioError: lambda _: "That recording can't be used for cloning. Try another recording of one person speaking.",
     InputError: lambda _: "That input can't be used. Check it and try again.",
     FileAccessError: lambda _: (
         "Slack wouldn't let the bot download that file. Either the app lacks the `files:read` scope, "

@@ -7,7 +7,11 @@ import re
 from dataclasses import dataclass
 
 from bot.errors import OptionError
-from bot.settings import MODELS
+
+# The VoiceClone models the bot accepts; settings (VOICECLONE_MODEL), the CLI (--model) and Slack's `model=`
+# are all checked against this one tuple.
+MODELS = ("flow_01_turbo", "flow_01_ex", "flow_02_turbo")
+LANGUAGE_RULE = "a two-letter ISO 639-1 code such as en, zh or ja"
 
 # Slack clients and phones turn straight quotes into curly ones; treat them all alike.
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"})
@@ -51,11 +55,25 @@ def parse_options(message: str | None) -> CloneOptions:
         if value:
             found[key] = value
     model = found.get("model")
-    if model is not None and model not in MODELS:
-        raise OptionError("model", model, ", ".join(MODELS))
     language = found.get("language")
-    if language is not None:
-        language = language.lower() if "-" not in language else language
-        if not _LANGUAGE.match(language):
-            raise OptionError("lang", language, "a two-letter ISO 639-1 code such as en, zh or ja")
-    return CloneOptions(name=found.get("name"), language=language, model=model, text=found.get("text"))
+    return CloneOptions(
+        name=found.get("name"),
+        language=check_language(language) if language is not None else None,
+        model=check_model(model) if model is not None else None,
+        text=found.get("text"),
+    )
+
+
+def check_model(model: str, option: str = "model") -> str:
+    """Return `model` if the bot accepts it, else raise OptionError naming `option` as the user typed it."""
+    if model not in MODELS:
+        raise OptionError(option, model, ", ".join(MODELS))
+    return model
+
+
+def check_language(language: str, option: str = "lang") -> str:
+    """Normalise and check a Language value (`EN` -> `en`, `zh-Hant` kept); raise OptionError if unusable."""
+    normalised = language.lower() if "-" not in language else language
+    if not _LANGUAGE.match(normalised):
+        raise OptionError(option, language, LANGUAGE_RULE)
+    return normalised

@@ -1,19 +1,55 @@
-"""Serving the app: over HTTP (uvicorn) or Socket Mode, until SIGTERM/SIGINT, then a graceful stop."""
+"""Serving the app: over HTTP (uvicorn) or Socket Mode, until SIGTERM/SIGINT, then a graceful stop.
+
+Start-up is a sequence of steps that can each fail for a reason the operator must fix (database, port, bot
+token, app token, network). Each failure becomes a StartupError with one line saying what to change; each step
+is raced against SIGTERM/SIGINT so the bot stops in every state, connecting included.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
-from collections.abc import Iterator
+import socket
+import sqlite3
+from collections.abc import Awaitable, Iterator
+from typing import TypeVar
 
+import aiohttp
 import uvicorn
+from slack_sdk.errors import SlackApiError
 
 from bot.app import Runtime, build_runtime, create_asgi
+from bot.errors import StartupError
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Socket Mode: how long the first WebSocket connection may take (slack_sdk retries every 10 s meanwhile).
+SOCKET_CONNECT_TIMEOUT = 30.0
+
+_BOT_TOKEN_FIXES = {
+    "invalid_auth": "set it to the Bot User OAuth Token (xoxb-...) from OAuth & Permissions of this Slack app",
+    "not_authed": "set it to the Bot User OAuth Token (xoxb-...) from OAuth & Permissions of this Slack app",
+    "token_revoked": "the token was revoked: reinstall the app to the workspace and set the new Bot User OAuth Token",
+    "token_expired": "the token expired: reinstall the app (token rotation is off in manifest.yml) and set the new one",
+    "account_inactive": "the app was uninstalled or its workspace deactivated: reinstall it and set the new token",
+}
+_APP_TOKEN_FIXES = {
+    "invalid_auth": "generate an app-level token with connections:write (Basic Information -> App-Level Tokens) "
+    "and set SLACK_APP_TOKEN to it",
+    "not_authed": "set SLACK_APP_TOKEN to an app-level token (xapp-...) with connections:write",
+    "token_revoked": "the token was revoked: generate a new app-level token with connections:write",
+    "not_allowed_token_type": "SLACK_APP_TOKEN must be an app-level token (xapp-...), not a bot or user token",
+    "missing_scope": "the app-level token lacks connections:write: generate one with that scope",
+}
+
+
+class _Stopped(Exception):
+    """SIGTERM/SIGINT arrived while a start-up step was still running."""
 
 
 class _Server(uvicorn.Server):
@@ -22,6 +58,21 @@ class _Server(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+
+class _OneLineRetries(logging.Filter):
+    """slack_sdk logs each failed Socket Mode connection attempt with a traceback; the message says it all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Failed to connect"):
+            record.exc_info = None
+            record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+_socket_log = logging.getLogger("bot.socket_mode")
+_socket_log.addFilter(_OneLineRetries())
 
 
 def _stop_event() -> asyncio.Event:
@@ -41,21 +92,32 @@ async def serve_http(
     stop: asyncio.Event | None = None,
     runtime: Runtime | None = None,
 ) -> None:
-    """Run the bot behind uvicorn until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
-    runtime = runtime or build_runtime(settings)
+    """Run the bot behind uvicorn until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
+
+    Raises StartupError when it cannot start; returns quietly when stopped during start-up.
+    """
     stop = stop or _stop_event()
-    server = _server(runtime, host, port or settings.port, slack=True)
-    await runtime.check_token()
-    await runtime.start()
-    serving = await _start(server)
-    runtime.ready.set()
-    log.info("listening on http://%s:%s/slack/events", host, server.config.port)
+    port = port or settings.port
+    runtime = runtime or _build(settings)
+    server: _Server | None = None
+    serving: asyncio.Task[None] | None = None
+    listener: socket.socket | None = None
     try:
+        listener = _bind(host, port)
+        server = _server(runtime, host, port, slack=True)
+        await _until(stop, check_bot_token(runtime))
+        await runtime.start()
+        serving = await _start(server, listener)
+        runtime.ready.set()
+        log.info("listening on http://%s:%s/slack/events", host, port)
         await _wait_either(stop, serving)
+    except _Stopped:
+        log.info("stopped during start-up")
     finally:
         runtime.ready.clear()
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        await _stop_server(server, serving)
+        if listener is not None:
+            listener.close()
         await runtime.close()
 
 
@@ -67,30 +129,156 @@ async def serve_socket(
     stop: asyncio.Event | None = None,
     runtime: Runtime | None = None,
 ) -> None:
-    """Run the bot over Socket Mode until SIGTERM/SIGINT (or `stop`), then shut down gracefully."""
+    """Run the bot over Socket Mode until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
+
+    Raises StartupError when it cannot start; returns quietly when stopped during start-up.
+    """
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     assert settings.slack_app_token is not None
-    runtime = runtime or build_runtime(settings)
     stop = stop or _stop_event()
-    handler = AsyncSocketModeHandler(runtime.app, settings.slack_app_token.get())
-    # Socket Mode needs no inbound port for Slack, but orchestrators still probe /healthz and scrape /metrics.
-    server = _server(runtime, host, port or settings.port, slack=False)
-    await runtime.check_token()
-    await runtime.start()
-    serving = await _start(server)
-    await handler.connect_async()
-    runtime.ready.set()
-    log.info("connected to Slack over Socket Mode; health on port %s", server.config.port)
+    port = port or settings.port
+    runtime = runtime or _build(settings)
+    handler: AsyncSocketModeHandler | None = None
+    server: _Server | None = None
+    serving: asyncio.Task[None] | None = None
+    listener: socket.socket | None = None
     try:
+        # Socket Mode needs no inbound port for Slack, but orchestrators still probe /healthz and scrape /metrics.
+        listener = _bind(host, port)
+        server = _server(runtime, host, port, slack=False)
+        await _until(stop, check_bot_token(runtime))
+        url = await _until(stop, open_socket_url(runtime, settings))
+        handler = AsyncSocketModeHandler(runtime.app, settings.slack_app_token.get(), logger=_socket_log)
+        handler.client.wss_uri = url  # the URL just issued: no second apps.connections.open
+        await runtime.start()
+        serving = await _start(server, listener)
+        await _until(stop, _connect(handler))
+        runtime.ready.set()
+        log.info("connected to Slack over Socket Mode; health on port %s", port)
         await _wait_either(stop, serving)
+    except _Stopped:
+        log.info("stopped during start-up")
     finally:
         runtime.ready.clear()
         # Stop taking envelopes first, so nothing new is acknowledged while jobs drain.
-        await handler.close_async()
-        server.should_exit = True
-        await asyncio.gather(serving, return_exceptions=True)
+        if handler is not None:
+            with contextlib.suppress(Exception):
+                await handler.close_async()
+        await _stop_server(server, serving)
+        if listener is not None:
+            listener.close()
         await runtime.close()
+
+
+def _build(settings: Settings) -> Runtime:
+    """build_runtime, with the job store's failure to open named for the operator."""
+    try:
+        return build_runtime(settings)
+    except (sqlite3.Error, OSError) as exc:
+        path = settings.database_path
+        raise StartupError(
+            f"Cannot open the job store {path!r} (DATABASE_URL): {exc}. Make sure its folder exists and is "
+            "writable by this user, or set DATABASE_URL=sqlite:////absolute/path/voiceclone.db."
+        ) from None
+
+
+async def check_bot_token(runtime: Runtime) -> None:
+    """auth.test with SLACK_BOT_TOKEN; a refusal or an unreachable Slack becomes a StartupError."""
+    url = runtime.settings.slack_api_url
+    try:
+        await runtime.check_token()
+    except SlackApiError as exc:
+        error = _slack_error(exc)
+        fix = _BOT_TOKEN_FIXES.get(error, "check SLACK_BOT_TOKEN and that the app is installed to the workspace")
+        raise StartupError(f"Slack refused SLACK_BOT_TOKEN ({error}): {fix}.") from None
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        # slack_sdk's connection-error handler has already retried 3 times with backoff.
+        raise StartupError(
+            f"Cannot reach Slack at {url} ({_reason(exc)}), after 3 retries: check the network and any proxy"
+            + (", and SLACK_API_URL." if "slack.com" not in url else ".")
+        ) from None
+
+
+async def open_socket_url(runtime: Runtime, settings: Settings) -> str:
+    """apps.connections.open with SLACK_APP_TOKEN: a refused token stops start-up instead of retrying forever."""
+    assert settings.slack_app_token is not None
+    try:
+        response = await runtime.client.apps_connections_open(app_token=settings.slack_app_token.get())
+    except SlackApiError as exc:
+        error = _slack_error(exc)
+        fix = _APP_TOKEN_FIXES.get(error, "check SLACK_APP_TOKEN and that Socket Mode is on for this app")
+        raise StartupError(f"Slack refused SLACK_APP_TOKEN ({error}): {fix}.") from None
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise StartupError(
+            f"Cannot reach Slack at {settings.slack_api_url} to open Socket Mode ({_reason(exc)}): "
+            "check the network and any proxy."
+        ) from None
+    return str(response["url"])
+
+
+async def _connect(handler: object) -> None:
+    try:
+        await asyncio.wait_for(handler.connect_async(), SOCKET_CONNECT_TIMEOUT)  # type: ignore[attr-defined]
+    except TimeoutError:
+        raise StartupError(
+            f"Slack issued a Socket Mode URL but its WebSocket did not connect within {SOCKET_CONNECT_TIMEOUT:g} s: "
+            "check that outbound WebSocket (wss://) traffic is allowed, or use HTTP mode (run --http)."
+        ) from None
+
+
+def _slack_error(exc: SlackApiError) -> str:
+    response = exc.response
+    error = response.get("error") if response is not None else None
+    if error:
+        return str(error)
+    status = getattr(response, "status_code", None)
+    return f"HTTP {status}" if status else "no answer"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).splitlines()[0] if str(exc) else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _until(stop: asyncio.Event, step: Awaitable[T]) -> T:
+    """Await `step` unless `stop` is set first; then cancel it and raise _Stopped."""
+    if stop.is_set():
+        if asyncio.iscoroutine(step):
+            step.close()
+        raise _Stopped
+    task = asyncio.ensure_future(step)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if not task.done():
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        raise _Stopped
+    return task.result()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """Bind the listening socket here, so a port in use is one line naming it (uvicorn would sys.exit)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"Port {port} is already in use on {host}: stop whatever listens there, or set PORT "
+                "(or pass --port) to a free port."
+            ) from None
+        if exc.errno == errno.EACCES:
+            raise StartupError(f"Not allowed to listen on port {port}: use a port above 1023 (PORT).") from None
+        raise StartupError(f"Cannot listen on {host}:{port} ({exc.strerror}): check PORT and --host.") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _server(runtime: Runtime, host: str, port: int, *, slack: bool) -> _Server:
@@ -108,11 +296,20 @@ def _server(runtime: Runtime, host: str, port: int, *, slack: bool) -> _Server:
     return _Server(config)
 
 
-async def _start(server: _Server) -> asyncio.Task[None]:
-    serving = asyncio.create_task(server.serve())
+async def _start(server: _Server, listener: socket.socket) -> asyncio.Task[None]:
+    listener.listen(server.config.backlog)
+    serving = asyncio.create_task(server.serve(sockets=[listener]))
     while not server.started and not serving.done():
         await asyncio.sleep(0.01)
     return serving
+
+
+async def _stop_server(server: _Server | None, serving: asyncio.Task[None] | None) -> None:
+    if server is None:
+        return
+    server.should_exit = True
+    if serving is not None:
+        await asyncio.gather(serving, return_exceptions=True)
 
 
 async def _wait_either(event: asyncio.Event, task: asyncio.Task[None]) -> None:

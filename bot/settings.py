@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -10,7 +11,8 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from bot.errors import ConfigError
+from bot.errors import ConfigError, OptionError
+from bot.options import LANGUAGE_RULE, MODELS, check_language
 
 TRTC_KEYS = ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TRTC_SDK_APP_ID")
 SLACK_HTTP_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
@@ -18,7 +20,53 @@ SLACK_SOCKET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
 
 DEFAULT_TRTC_ENDPOINT = "trtc.intl.tencentcloudapi.com"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
-MODELS = ("flow_01_turbo", "flow_01_ex", "flow_02_turbo")
+# VoiceClone is served only here on the international site (see FIELD-NOTES); TRTC_REGION_OVERRIDE=1 lifts it.
+SUPPORTED_REGION = "ap-singapore"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+SECRET_KEYS = frozenset(
+    {"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"}
+)
+# Every setting the bot reads; .env.example lists each one (a test checks).
+KNOWN_KEYS = (
+    "TENCENTCLOUD_SECRET_ID",
+    "TENCENTCLOUD_SECRET_KEY",
+    "TRTC_SDK_APP_ID",
+    "TRTC_ENDPOINT",
+    "TRTC_REGION",
+    "TRTC_REGION_OVERRIDE",
+    "TRTC_TIMEOUT",
+    "TRTC_MAX_RPS",
+    "VOICECLONE_MODEL",
+    "VOICECLONE_LANGUAGE",
+    "SLACK_BOT_TOKEN",
+    "SLACK_SIGNING_SECRET",
+    "SLACK_APP_TOKEN",
+    "SLACK_API_URL",
+    "PORT",
+    "DATABASE_URL",
+    "MAX_DOWNLOAD_MB",
+    "WORKERS",
+    "SHUTDOWN_GRACE_SECONDS",
+    "LOG_LEVEL",
+    "LOG_FORMAT",
+    "ANSWER_TTL_HOURS",
+    "JOB_TIMEOUT_SECONDS",
+    "FFMPEG_TIMEOUT_SECONDS",
+    # Read by the command line, not by Settings: which settings file to read.
+    "VOICECLONE_ENV_FILE",
+)
+# Names with these prefixes are ours: an unknown one is a typo to report, never something to ignore.
+OUR_PREFIXES = ("SLACK_", "TRTC_", "TENCENTCLOUD_", "VOICECLONE_")
+# Where to find each required value, for the "missing" line.
+WHERE = {
+    "TENCENTCLOUD_SECRET_ID": "the SecretId of a Tencent Cloud API key (CAM console -> API keys)",
+    "TENCENTCLOUD_SECRET_KEY": "the SecretKey of the same API key",
+    "TRTC_SDK_APP_ID": "the SDKAppID of the TRTC application with voice cloning enabled (TRTC console)",
+    "SLACK_BOT_TOKEN": "the Bot User OAuth Token, xoxb-... (Slack app -> OAuth & Permissions)",
+    "SLACK_SIGNING_SECRET": "the Signing Secret (Slack app -> Basic Information) for HTTP mode, "
+    "or set SLACK_APP_TOKEN to use Socket Mode",
+    "SLACK_APP_TOKEN": "an app-level token, xapp-..., with connections:write (Slack app -> Basic Information)",
+}
 
 
 class Secret:
@@ -70,6 +118,7 @@ class Settings:
     max_download_bytes: int = 100 * 1024 * 1024
     workers: int = 8
     shutdown_grace: float = 30.0
+    trtc_region_override: bool = False
     log_level: str = "INFO"
     log_format: str = "text"
     # How long the outbox keeps trying to deliver an answer (Slack outages of any length, up to this).
@@ -114,7 +163,8 @@ def sqlite_path(url: str) -> str:
     return rest[3:]
 
 
-def _read_environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]:
+def read_environment(env_file: str | os.PathLike[str] | None = ".env") -> dict[str, str]:
+    """The settings file (if it exists), then the real environment on top; values stripped."""
     values: dict[str, str] = {}
     if env_file is not None and Path(env_file).is_file():
         values.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
@@ -123,14 +173,45 @@ def _read_environment(env_file: str | os.PathLike[str] | None) -> dict[str, str]
     return {k: v.strip() for k, v in values.items()}
 
 
+def unknown_keys(env: Mapping[str, str]) -> dict[str, str]:
+    """Keys that look like the bot's settings but are none of them, each with the nearest valid name."""
+    found: dict[str, str] = {}
+    for key in env:
+        if key in KNOWN_KEYS:
+            continue
+        ours = key.upper().startswith(OUR_PREFIXES)
+        # Other names only when they are very close to one of ours (LOG_LEVL, DATABASE_URI): PATH or HOME are not.
+        near = difflib.get_close_matches(key.upper(), KNOWN_KEYS, n=1, cutoff=0.6 if ours else 0.85)
+        if ours or near:
+            hint = f": did you mean {near[0]}?" if near else " (every setting is listed in .env.example)"
+            found[key] = f"is not a setting of this bot{hint}"
+    return found
+
+
+def slack_configured(env: Mapping[str, str]) -> bool:
+    """True when any SLACK_* variable has a value: then a bare `python -m bot` means "run the bot"."""
+    return any(key.upper().startswith("SLACK_") and value for key, value in env.items())
+
+
+def run_requirements(env: Mapping[str, str], *, http: bool = False) -> tuple[bool, tuple[str, ...]]:
+    """(socket_mode, required keys) for running the bot: Socket Mode when SLACK_APP_TOKEN is set and not --http."""
+    socket_mode = bool(env.get("SLACK_APP_TOKEN", "").strip()) and not http
+    return socket_mode, (*TRTC_KEYS, *(SLACK_SOCKET_KEYS if socket_mode else SLACK_HTTP_KEYS))
+
+
+def _shown(key: str, value: str) -> str:
+    """A value as a problem may quote it: secrets never."""
+    return "(value hidden)" if key in SECRET_KEYS else repr(value)
+
+
 def load_settings(
     require: Iterable[str] = (),
     *,
     env_file: str | os.PathLike[str] | None = ".env",
     environ: Mapping[str, str] | None = None,
 ) -> Settings:
-    """Read and validate settings; raise ConfigError naming every missing or invalid key."""
-    env = dict(environ) if environ is not None else _read_environment(env_file)
+    """Read and validate settings; raise ConfigError naming every missing, invalid and unknown key at once."""
+    env = dict(environ) if environ is not None else read_environment(env_file)
     problems: dict[str, str] = {}
 
     def text(key: str) -> str | None:
@@ -148,10 +229,11 @@ def load_settings(
         try:
             number = int(value)
         except ValueError:
-            problems[key] = f"must be an integer, got {value!r}"
+            problems[key] = f"must be an integer, got {_shown(key, value)}"
             return default
         if number < low or (high is not None and number > high):
-            problems[key] = f"must be between {low} and {high if high is not None else 'any'}"
+            bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+            problems[key] = f"must be {bounds}, got {number}"
             return default
         return number
 
@@ -164,42 +246,70 @@ def load_settings(
         except ValueError:
             problems[key] = f"must be a number, got {value!r}"
             return default
-        if result <= 0:
-            problems[key] = "must be greater than zero"
+        if not result > 0 or result == float("inf"):
+            problems[key] = f"must be greater than zero, got {value!r}"
             return default
         return result
 
+    def flag(key: str) -> bool:
+        value = (text(key) or "0").lower()
+        if value not in ("0", "1", "true", "false", "yes", "no"):
+            problems[key] = f"must be 1 or 0, got {value!r}"
+            return False
+        return value in ("1", "true", "yes")
+
     for key in require:
         if not text(key):
-            problems[key] = "missing"
+            where = WHERE.get(key)
+            problems[key] = "is missing: set it in .env" + (f" to {where}" if where else "")
 
     endpoint = text("TRTC_ENDPOINT") or DEFAULT_TRTC_ENDPOINT
     if "://" in endpoint:
         parts = urlsplit(endpoint)
         if parts.scheme not in ("http", "https") or not parts.netloc:
-            problems["TRTC_ENDPOINT"] = "must be a host name or an http(s):// URL"
+            problems["TRTC_ENDPOINT"] = f"must be a host name or an http(s):// URL, got {endpoint!r}"
 
     slack_api_url = text("SLACK_API_URL") or DEFAULT_SLACK_API_URL
     parts = urlsplit(slack_api_url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        problems["SLACK_API_URL"] = "must be an http(s):// URL"
+        problems["SLACK_API_URL"] = f"must be an http(s):// URL, got {slack_api_url!r}"
     elif not slack_api_url.endswith("/"):
         slack_api_url += "/"
 
     model = text("VOICECLONE_MODEL")
     if model and model not in MODELS:
-        problems["VOICECLONE_MODEL"] = f"must be one of {', '.join(MODELS)}"
+        problems["VOICECLONE_MODEL"] = f"must be one of {', '.join(MODELS)}, got {model!r}"
+
+    language = text("VOICECLONE_LANGUAGE")
+    if language:
+        try:
+            language = check_language(language)
+        except OptionError:
+            problems["VOICECLONE_LANGUAGE"] = f"must be {LANGUAGE_RULE}, got {language!r}"
+
+    region_override = flag("TRTC_REGION_OVERRIDE")
+    region = text("TRTC_REGION") or SUPPORTED_REGION
+    if region != SUPPORTED_REGION and not region_override:
+        problems["TRTC_REGION"] = (
+            f"must be {SUPPORTED_REGION} (the only region serving VoiceClone), got {region!r}; "
+            "set TRTC_REGION_OVERRIDE=1 as well if you know this region serves it"
+        )
 
     database_url = text("DATABASE_URL") or "sqlite:///voiceclone.db"
     try:
         sqlite_path(database_url)
     except ValueError as exc:
-        problems["DATABASE_URL"] = str(exc)
+        problems["DATABASE_URL"] = f"{exc}, got {database_url!r}"
 
     for key, prefix in (("SLACK_BOT_TOKEN", "xoxb-"), ("SLACK_APP_TOKEN", "xapp-")):
         value = text(key)
         if value and not value.startswith(prefix):
-            problems[key] = f"must start with {prefix}"
+            problems[key] = f"must start with {prefix} (the value is hidden; check you copied the right token)"
+
+    log_level = (text("LOG_LEVEL") or "INFO").upper()
+    if log_level not in LOG_LEVELS:
+        problems["LOG_LEVEL"] = f"must be one of {', '.join(LOG_LEVELS)}, got {text('LOG_LEVEL')!r}"
+        log_level = "INFO"
 
     log_format = (text("LOG_FORMAT") or "text").lower()
     if log_format not in ("text", "json"):
@@ -211,26 +321,28 @@ def load_settings(
         tencent_secret_key=secret("TENCENTCLOUD_SECRET_KEY"),
         trtc_sdk_app_id=integer("TRTC_SDK_APP_ID", None, low=1),
         trtc_endpoint=endpoint,
-        trtc_region=text("TRTC_REGION") or "ap-singapore",
+        trtc_region=region,
         trtc_timeout=number("TRTC_TIMEOUT", 30.0),
         trtc_max_rps=integer("TRTC_MAX_RPS", 20, low=1, high=1000) or 20,
         voiceclone_model=model,
-        voiceclone_language=text("VOICECLONE_LANGUAGE"),
+        voiceclone_language=language,
         database_url=database_url,
         slack_bot_token=secret("SLACK_BOT_TOKEN"),
         slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
         slack_app_token=secret("SLACK_APP_TOKEN"),
         slack_api_url=slack_api_url,
         port=integer("PORT", 3000, low=1, high=65535) or 3000,
-        max_download_bytes=integer("MAX_DOWNLOAD_MB", 100, low=1) * 1024 * 1024,  # type: ignore[operator]
+        max_download_bytes=(integer("MAX_DOWNLOAD_MB", 100, low=1) or 100) * 1024 * 1024,
         workers=integer("WORKERS", 8, low=1, high=256) or 8,
         shutdown_grace=number("SHUTDOWN_GRACE_SECONDS", 30.0),
-        log_level=(text("LOG_LEVEL") or "INFO").upper(),
+        trtc_region_override=region_override,
+        log_level=log_level,
         log_format=log_format,
         answer_ttl_hours=number("ANSWER_TTL_HOURS", 24.0),
         job_timeout=number("JOB_TIMEOUT_SECONDS", 900.0),
         ffmpeg_timeout=number("FFMPEG_TIMEOUT_SECONDS", 120.0),
     )
+    problems.update(unknown_keys(env))
     if problems:
         raise ConfigError(problems)
     return settings

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -17,6 +18,8 @@ def test_bare_command_without_credentials_runs_the_demo(tmp_path):
     assert "offline demo" in out
     # Progress first, then the VoiceId, as a user sees the thread.
     assert out.index("Downloading") < out.index("Cloning") < out.index("Voice cloned: demo_voice_")
-    assert ":white_check_mark:" in out
+    # Plain text at a terminal: no emoji codes, no mrkdwn.
+    assert "check mark (done)" in out and ":white_check_mark:" not in out
+    assert "`" not in out and not re.search(r"\*[A-Za-z][^*\n]*\*", out)
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.iterdir()), "the demo left files behind"

@@ -21,7 +21,18 @@ from bot.errors import (
     TooShortError,
     UnsafeURLError,
 )
-from bot.messages import API_FALLBACK, API_MESSAGES, GENERIC, api_message, describe, is_user_fixable
+from bot.messages import (
+    API_FALLBACK,
+    API_MESSAGES,
+    GENERIC,
+    OPERATOR_API_MESSAGES,
+    api_message,
+    config_report,
+    describe,
+    describe_for_operator,
+    is_user_fixable,
+    plain_text,
+)
 
 VOICECLONE_CODES = [
     "InvalidParameter.AudioPrompt",
@@ -121,8 +132,45 @@ def test_every_message_in_the_table_is_distinct() -> None:
         ("RequestLimitExceeded.UinLimitExceeded", "RequestLimitExceeded"),
     ],
 )
-def test_unknown_codes_fall_back_to_their_family(code: str, family: str) -> None:
-    assert api_message(code) == API_MESSAGES[family]
+def test_unknown_codes_fall_back_to_their_family_keeping_the_code(code: str, family: str) -> None:
+    assert api_message(code) == f"{API_MESSAGES[family]} (Error code `{code}`.)"
+    text = describe(ApiError(code, "", "rid-7"))
+    assert code in text and text.endswith("(RequestId: rid-7)")
+
+
+def test_config_fixes_are_for_the_slack_admin_in_slack_and_spelled_out_for_the_operator() -> None:
+    for code in OPERATOR_API_MESSAGES:
+        slack = describe(ApiError(code, "", "r"))
+        operator = describe_for_operator(ApiError(code, "", "r"))
+        assert "admin" not in operator, code
+        assert "`" not in operator and "&amp;" not in operator, code
+        assert operator != plain_text(slack), f"{code}: the operator needs different words"
+    for code in ("AuthFailure.SignatureFailure", "MissingParameter.APIKey", "InvalidParameter.SdkAppId"):
+        assert "ask your slack admin" in describe(ApiError(code)).lower()
+    assert "TENCENTCLOUD_SECRET_KEY" in describe_for_operator(ApiError("AuthFailure.SignatureFailure"))
+
+
+def test_the_operator_sees_every_config_problem_in_one_message() -> None:
+    report = config_report(ConfigError({"SLACK_BOT_TOKEN": "is missing: set it in .env", "PORT": "must be..."}))
+    lines = report.splitlines()
+    assert lines[0] == "The configuration has 2 problems:"
+    assert lines[1:3] == ["  SLACK_BOT_TOKEN is missing: set it in .env", "  PORT must be..."]
+    assert "admin" not in report
+
+
+@pytest.mark.parametrize(
+    ("mrkdwn", "plain"),
+    [
+        ("*Voice ID*: `alice_1a2b`", "Voice ID: alice_1a2b"),
+        (":white_check_mark: Voice cloned", "[done] Voice cloned"),
+        ("see <https://api.slack.com/apps|your apps>", "see your apps (https://api.slack.com/apps)"),
+        ("fish &amp; chips &lt;3", "fish & chips <3"),
+        ("snake_case_name stays", "snake_case_name stays"),
+        ("at 12:30:15 sharp", "at 12:30:15 sharp"),
+    ],
+)
+def test_plain_text_for_terminals(mrkdwn: str, plain: str) -> None:
+    assert plain_text(mrkdwn) == plain
 
 
 def test_unknown_families_get_the_general_fallback_naming_the_code() -> None:

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from bot.errors import ConfigError
-from bot.settings import TRTC_KEYS, Secret, load_settings, sqlite_path
+from bot.settings import KNOWN_KEYS, TRTC_KEYS, Secret, load_settings, sqlite_path, unknown_keys
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_missing_keys_are_all_named_at_once():
@@ -20,8 +24,10 @@ def test_invalid_values_are_named_with_the_reason():
     with pytest.raises(ConfigError) as info:
         load_settings(environ=env)
     problems = info.value.problems
-    assert "integer" in problems["TRTC_SDK_APP_ID"]
-    assert {"PORT", "VOICECLONE_MODEL", "SLACK_BOT_TOKEN"} <= set(problems)
+    assert problems["TRTC_SDK_APP_ID"] == "must be an integer, got 'abc'"
+    assert problems["PORT"] == "must be between 1 and 65535, got 99999"
+    assert "got 'gpt'" in problems["VOICECLONE_MODEL"]
+    assert "nope" not in problems["SLACK_BOT_TOKEN"], "a secret's value is never shown"
 
 
 def test_secrets_never_print():
@@ -36,11 +42,11 @@ def test_secrets_never_print():
 
 def test_environment_wins_over_dotenv(tmp_path, monkeypatch):
     env_file = tmp_path / ".env"
-    env_file.write_text("TRTC_REGION=from-file\nTRTC_SDK_APP_ID=7   # a comment\n")
-    monkeypatch.setenv("TRTC_REGION", "from-env")
+    env_file.write_text("TRTC_ENDPOINT=from-file.example\nTRTC_SDK_APP_ID=7   # a comment\n")
+    monkeypatch.setenv("TRTC_ENDPOINT", "from-env.example")
     monkeypatch.delenv("TRTC_SDK_APP_ID", raising=False)
     settings = load_settings(env_file=env_file)
-    assert settings.trtc_region == "from-env"
+    assert settings.trtc_endpoint == "from-env.example"
     assert settings.trtc_sdk_app_id == 7
 
 
@@ -58,3 +64,76 @@ def test_database_urls():
     assert sqlite_path("sqlite://") == ":memory:"
     with pytest.raises(ConfigError):
         load_settings(environ={"DATABASE_URL": "postgresql://x/y"})
+
+
+def test_missing_invalid_and_unknown_keys_come_in_one_error():
+    env = {"SLACK_BOT_TOKN": "xoxb-x", "TRTC_SDK_APP_ID": "my-trtc-app", "LOG_LEVL": "DEBUG", "TENCENTCLOUD_KEY": "k"}
+    with pytest.raises(ConfigError) as info:
+        load_settings(TRTC_KEYS, environ=env)
+    problems = info.value.problems
+    assert problems["TENCENTCLOUD_SECRET_ID"].startswith("is missing: set it in .env")
+    assert problems["TRTC_SDK_APP_ID"] == "must be an integer, got 'my-trtc-app'"
+    assert problems["SLACK_BOT_TOKN"].endswith("did you mean SLACK_BOT_TOKEN?")
+    assert problems["LOG_LEVL"].endswith("did you mean LOG_LEVEL?")
+    assert "TENCENTCLOUD_KEY" in problems
+    assert all("xoxb-x" not in why for why in problems.values())
+
+
+def test_other_programs_variables_are_not_ours():
+    assert unknown_keys({"PATH": "/bin", "HOME": "/root", "HOSTNAME": "h", "PWD": "/", "LOGNAME": "me"}) == {}
+
+
+@pytest.mark.parametrize("level", ["debug", "INFO", "Warning", "error", "CRITICAL"])
+def test_log_levels_are_case_insensitive(level):
+    assert load_settings(environ={"LOG_LEVEL": level}).log_level == level.upper()
+
+
+@pytest.mark.parametrize("level", ["verbose", "WARN", "5"])
+def test_unknown_log_levels_are_refused(level):
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"LOG_LEVEL": level})
+    assert info.value.problems["LOG_LEVEL"].startswith("must be one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+
+
+def test_region_is_singapore_unless_overridden():
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"TRTC_REGION": "ap-beijing"})
+    assert "TRTC_REGION_OVERRIDE=1" in info.value.problems["TRTC_REGION"]
+    settings = load_settings(environ={"TRTC_REGION": "ap-beijing", "TRTC_REGION_OVERRIDE": "1"})
+    assert settings.trtc_region == "ap-beijing" and settings.trtc_region_override
+
+
+def test_default_language_is_checked_as_slack_checks_lang():
+    assert load_settings(environ={"VOICECLONE_LANGUAGE": "EN"}).voiceclone_language == "en"
+    with pytest.raises(ConfigError):
+        load_settings(environ={"VOICECLONE_LANGUAGE": "english"})
+
+
+def docker_env_file(path: Path) -> dict[str, str]:
+    """Parse a file as `docker run --env-file` does: KEY=VALUE per line, whole-line # comments, no quote or
+    inline-comment handling, leading whitespace dropped, the value kept byte for byte."""
+    values: dict[str, str] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        assert sep, f"Docker would pass {key!r} through from the host environment: give it a value"
+        values[key] = value
+    return values
+
+
+def test_env_example_works_with_docker_env_file():
+    values = docker_env_file(ROOT / ".env.example")
+    for key, value in values.items():
+        assert "#" not in value and not value.startswith(("'", '"')), f"{key}={value!r} would reach the bot as is"
+    # Docker passes every line, empty ones included, into the container's environment: they must all load.
+    settings = load_settings(environ=values)
+    assert "DATABASE_URL" not in values, "the image's /data job store must not be overridden"
+    assert settings.database_url == "sqlite:///voiceclone.db"
+
+
+def test_env_example_documents_every_setting():
+    text = (ROOT / ".env.example").read_text()
+    documented = {line.lstrip("# ").split("=", 1)[0] for line in text.splitlines() if "=" in line}
+    assert set(KNOWN_KEYS) - {"VOICECLONE_ENV_FILE"} <= documented
