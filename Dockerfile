@@ -7,7 +7,7 @@ RUN apt-get update \
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY bot ./bot
 COPY handlers ./handlers
 RUN pip install .
@@ -18,4 +18,8 @@ ENV DATABASE_URL=sqlite:////data/voiceclone.db PORT=3000
 VOLUME ["/data"]
 EXPOSE 3000
 STOPSIGNAL SIGTERM
+# /healthz answers 200 once the bot serves (HTTP or Socket Mode) and 503 while starting or stopping; urlopen
+# raises on anything but 2xx. Python is the one tool the slim image is sure to have.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+  CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('PORT', '3000'), timeout=4)"]
 CMD ["voiceclone-bot", "run"]
