@@ -54,7 +54,8 @@ OTHER_USES = {
     r"\.command\(": "commands",  # a slash command listener
 }
 # A Web API method on a Slack client (called, or passed on to be called): `client.chat_update(`, `self.slack.x_y`.
-_CALL = re.compile(r"(?:client|slack)\.(chat|reactions|files|views|conversations|users|auth|apps|pins|bookmarks)_(\w+)\b")
+_FAMILIES = "chat|reactions|files|views|conversations|users|auth|apps|pins|bookmarks"
+_CALL = re.compile(rf"(?:client|slack)\.({_FAMILIES})_(\w+)\b")
 _QUOTED = re.compile(r"[\"'](chat|reactions|files|views|conversations|users|pins|bookmarks)\.(\w+)[\"']")
 _EVENT = re.compile(r"\.event\(\s*(?:\{[^}]*[\"']type[\"']\s*:\s*)?[\"'](\w+)[\"']")
 
