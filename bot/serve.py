@@ -14,7 +14,7 @@ import logging
 import signal
 import socket
 import sqlite3
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import aiohttp
@@ -30,6 +30,9 @@ T = TypeVar("T")
 
 # Socket Mode: how long the first WebSocket connection may take (slack_sdk retries every 10 s meanwhile).
 SOCKET_CONNECT_TIMEOUT = 30.0
+# Slack unreachable at start-up: waits between attempts (a network blip passes; an outage ends start-up).
+CONNECT_RETRY_DELAYS = (0.5, 1.0, 2.0)
+_NETWORK_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 
 _BOT_TOKEN_FIXES = {
     "invalid_auth": "set it to the Bot User OAuth Token (xoxb-...) from OAuth & Permissions of this Slack app",
@@ -187,15 +190,15 @@ async def check_bot_token(runtime: Runtime) -> None:
     """auth.test with SLACK_BOT_TOKEN; a refusal or an unreachable Slack becomes a StartupError."""
     url = runtime.settings.slack_api_url
     try:
-        await runtime.check_token()
+        await _retrying(runtime.check_token)
     except SlackApiError as exc:
         error = _slack_error(exc)
         fix = _BOT_TOKEN_FIXES.get(error, "check SLACK_BOT_TOKEN and that the app is installed to the workspace")
         raise StartupError(f"Slack refused SLACK_BOT_TOKEN ({error}): {fix}.") from None
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        # slack_sdk's connection-error handler has already retried 3 times with backoff.
+    except _NETWORK_ERRORS as exc:
         raise StartupError(
-            f"Cannot reach Slack at {url} ({_reason(exc)}), after 3 retries: check the network and any proxy"
+            f"Cannot reach Slack at {url} ({_reason(exc)}), after {len(CONNECT_RETRY_DELAYS)} retries: "
+            "check the network and any proxy"
             + (", and SLACK_API_URL." if "slack.com" not in url else ".")
         ) from None
 
@@ -203,13 +206,14 @@ async def check_bot_token(runtime: Runtime) -> None:
 async def open_socket_url(runtime: Runtime, settings: Settings) -> str:
     """apps.connections.open with SLACK_APP_TOKEN: a refused token stops start-up instead of retrying forever."""
     assert settings.slack_app_token is not None
+    token = settings.slack_app_token.get()
     try:
-        response = await runtime.client.apps_connections_open(app_token=settings.slack_app_token.get())
+        response = await _retrying(lambda: runtime.client.apps_connections_open(app_token=token))
     except SlackApiError as exc:
         error = _slack_error(exc)
         fix = _APP_TOKEN_FIXES.get(error, "check SLACK_APP_TOKEN and that Socket Mode is on for this app")
         raise StartupError(f"Slack refused SLACK_APP_TOKEN ({error}): {fix}.") from None
-    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+    except _NETWORK_ERRORS as exc:
         raise StartupError(
             f"Cannot reach Slack at {settings.slack_api_url} to open Socket Mode ({_reason(exc)}): "
             "check the network and any proxy."
@@ -225,6 +229,17 @@ async def _connect(handler: object) -> None:
             f"Slack issued a Socket Mode URL but its WebSocket did not connect within {SOCKET_CONNECT_TIMEOUT:g} s: "
             "check that outbound WebSocket (wss://) traffic is allowed, or use HTTP mode (run --http)."
         ) from None
+
+
+async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
+    """`call()`, again after each delay while Slack cannot be reached; a refusal (SlackApiError) is final."""
+    for delay in CONNECT_RETRY_DELAYS:
+        try:
+            return await call()
+        except _NETWORK_ERRORS as exc:
+            log.warning("Slack unreachable (%s); trying again in %g s", _reason(exc), delay)
+        await asyncio.sleep(delay)
+    return await call()
 
 
 def _slack_error(exc: SlackApiError) -> str:

@@ -144,9 +144,11 @@ def test_slack_unreachable_is_retried_then_one_line(tmp_path, good_env):
     result = bot(tmp_path)
     elapsed = time.monotonic() - started
     assert result.returncode == EXIT_STARTUP
-    [line] = result.stdout.strip().splitlines()
-    assert "Cannot reach Slack" in line and "SLACK_API_URL" in line and "retries" in line
-    assert elapsed < 30
+    *retries, line = result.stdout.strip().splitlines()
+    assert "Cannot reach Slack" in line and "SLACK_API_URL" in line and "after 3 retries" in line
+    # One warning per retry while it waits (a blip passes), then the one line that ends it.
+    assert len(retries) == 3 and all("Slack unreachable" in r and "trying again" in r for r in retries)
+    assert 3 < elapsed < 30
     assert_clean(result.stdout, BOT_TOKEN)
 
 
