@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -23,32 +24,46 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 import handlers
+from bot import metrics
+from bot.db import Database
 from bot.jobs import JobStore
+from bot.outbox import Outbox
+from bot.pacing import SLACK_RATES, Pacer
+from bot.replies import Replies
+from bot.runner import JobRunner
+from bot.sender import Sender
 from bot.settings import Settings
 from bot.trtc import VoiceCloneClient
-from bot.worker import JobRunner
 
 log = logging.getLogger(__name__)
 
 
-def create_web_client(settings: Settings, session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
-    """The Slack Web API client: SLACK_API_URL, and retries for 429 (Retry-After), 5xx and dropped connections."""
+def create_web_client(
+    settings: Settings, session: aiohttp.ClientSession | None = None, *, retries: bool = True, timeout: float = 30
+) -> AsyncWebClient:
+    """A Slack Web API client on SLACK_API_URL; `retries`: slack_sdk retries 429, 5xx and dropped connections."""
     return AsyncWebClient(
         token=settings.slack_bot_token.get() if settings.slack_bot_token else None,
         base_url=settings.slack_api_url,
         # One session for every call: without it slack_sdk opens (and TLS-handshakes) a connection per call.
         session=session,
-        timeout=30,
+        timeout=int(timeout) if timeout >= 1 else 1,
         retry_handlers=[
             AsyncConnectionErrorRetryHandler(max_retry_count=3),
             AsyncRateLimitErrorRetryHandler(max_retry_count=5),
             AsyncServerErrorRetryHandler(max_retry_count=3),
-        ],
+        ]
+        if retries
+        else [],
     )
 
 
 def create_app(settings: Settings, *, client: AsyncWebClient, runner: JobRunner) -> AsyncApp:
-    """Build the Bolt app; no network is touched until the first request arrives."""
+    """Build the Bolt app; no network is touched until the first request arrives.
+
+    `client` is what listeners get: it serves the acknowledgement path (views.open), so it must not retry and
+    must time out well inside Slack's 3 seconds.
+    """
     app = AsyncApp(
         client=client,
         signing_secret=settings.slack_signing_secret.get() if settings.slack_signing_secret else "",
@@ -66,27 +81,48 @@ class Runtime:
     """Everything one running bot owns, built from settings; `close()` releases it all."""
 
     settings: Settings
+    db: Database
     store: JobStore
+    outbox: Outbox
     client: AsyncWebClient
     trtc: VoiceCloneClient
     http: httpx.AsyncClient
     runner: JobRunner
+    sender: Sender
     app: AsyncApp
     session: aiohttp.ClientSession | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def start(self) -> None:
-        """Start the background work: job workers and the Slack outbox sender."""
+        """Start the background work: the Slack outbox sender and the job workers."""
+        self.sender.start()
         await self.runner.start()
 
     async def close(self) -> None:
-        """Stop the workers (within the grace period) and close every client."""
+        """Stop the workers (within the grace period), then the sender, and close every client."""
+        started = time.monotonic()
         await self.runner.stop()
+        # The answers of the jobs that just finished go out in what is left of the grace period.
+        grace = self.settings.shutdown_grace - (time.monotonic() - started)
+        await self.sender.stop(max(grace, 1.0))
         await self.trtc.aclose()
         await self.http.aclose()
         if self.session is not None:
             await self.session.close()
-        self.store.close()
+        self.db.close()
+
+    async def drain(self, timeout: float = 120.0) -> None:
+        """Wait until every job has finished and every answer has been delivered (tests, demo, benchmarks)."""
+        await asyncio.wait_for(self.runner.drain(), timeout)
+        await self.sender.drain(timeout)
+
+    def health(self) -> str | None:
+        """Why the bot cannot do its work right now, or None when it can."""
+        if not self.ready.is_set() or not self.runner.accepting:
+            return "starting or stopping"
+        if not self.sender.running:
+            return "the Slack outbox sender is not running"
+        return self.runner.health()
 
     async def check_token(self) -> None:
         """Call auth.test once before serving, and hand the answer to Bolt's authorization middleware.
@@ -100,22 +136,60 @@ class Runtime:
                 middleware.auth_test_result = result
 
 
-def build_runtime(settings: Settings, *, pace_interval: float = 1.0, workers: int | None = None) -> Runtime:
-    """Wire store, clients, runner and app together (call inside a running event loop)."""
-    store = JobStore(settings.database_path)
+def build_runtime(
+    settings: Settings,
+    *,
+    pace_interval: float = 1.0,
+    workers: int | None = None,
+    pacer: Pacer | None = None,
+    max_backoff: float | None = None,
+    tencent_wait: float = 1800.0,
+) -> Runtime:
+    """Wire store, outbox, clients, runner, sender and app together (call inside a running event loop).
+
+    `pace_interval=0` turns Slack pacing off (tests and benchmarks aimed at a stand-in that does not limit);
+    `max_backoff` caps the retry delays (tests of outages use a short one); `tencent_wait` is how long a job
+    waits out a Tencent outage before answering with the error (0: answer after the client's own retries).
+    """
+    db = Database(settings.database_path)
+    store = JobStore(db)
+    outbox = Outbox(db, ttl_seconds=settings.answer_ttl_hours * 3600)
     session = aiohttp.ClientSession()
-    client = create_web_client(settings, session)
+    # Three clients, three jobs: the ack path must never wait; the outbox retries by itself; the workers'
+    # files.info calls may lean on slack_sdk's own retries.
+    ack_client = create_web_client(settings, session, retries=False, timeout=2)
+    outbox_client = create_web_client(settings, session, retries=False, timeout=15)
+    worker_client = create_web_client(settings, session)
+    if pacer is None:
+        pacer = Pacer() if pace_interval > 0 else Pacer({kind: None for kind in SLACK_RATES})
+    sender = Sender(outbox, lambda team_id: outbox_client, pacer=pacer, max_backoff=max_backoff or 60.0)
+    outbox.on_change = sender.wake
     trtc = VoiceCloneClient(settings)
     # Downloads never follow redirects: a redirect means Slack's sign-in page (see bot.slack_files).
     http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
-    runner = JobRunner(settings, store, client, trtc, http, pace_interval=pace_interval, workers=workers)
-    app = create_app(settings, client=client, runner=runner)
-    return Runtime(settings, store, client, trtc, http, runner, app, session)
+    runner = JobRunner(
+        settings, store, Replies(outbox), worker_client, trtc, http, workers=workers,
+        max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait,
+    )
+    app = create_app(settings, client=ack_client, runner=runner)
+    return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, app, session)
 
 
 def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:
-    """The HTTP front: POST /slack/events (events, commands, interactivity; HTTP mode only) and GET /healthz."""
-    routes = [Route("/healthz", _healthz(runtime), methods=["GET"])]
+    """The HTTP front: POST /slack/events (HTTP mode only), GET /healthz and GET /metrics."""
+
+    async def healthz(request: Request) -> Response:
+        problem = runtime.health()
+        if problem is not None:
+            return JSONResponse({"ok": False, "status": problem}, status_code=503)
+        return JSONResponse({"ok": True})
+
+    async def metrics_page(request: Request) -> Response:
+        metrics.OUTBOX_DEPTH.set(await runtime.outbox.depth())
+        body, content_type = metrics.render()
+        return Response(body, headers={"Content-Type": content_type})
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/metrics", metrics_page, methods=["GET"])]
     if slack:
         handler = AsyncSlackRequestHandler(runtime.app)
 
@@ -124,12 +198,3 @@ def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:
 
         routes.insert(0, Route("/slack/events", slack_events, methods=["POST"]))
     return Starlette(routes=routes)
-
-
-def _healthz(runtime: Runtime):  # noqa: ANN202
-    async def healthz(request: Request) -> Response:
-        if not runtime.ready.is_set() or not runtime.runner.accepting:
-            return JSONResponse({"ok": False, "status": "starting or stopping"}, status_code=503)
-        return JSONResponse({"ok": True})
-
-    return healthz

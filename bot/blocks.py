@@ -16,7 +16,13 @@ STAGES = {
     "downloading": ("inbox_tray", "Downloading"),
     "converting": ("control_knobs", "Converting to 16 kHz mono WAV"),
     "cloning": ("dna", "Cloning the voice with Tencent Cloud"),
+    "waiting_slack": ("hourglass", "Slack is not handing me the file right now; I'll keep trying"),
+    "waiting_tencent": ("hourglass", "Tencent Cloud is not answering right now; I'll keep trying"),
 }
+GAVE_UP = (
+    "I could not process this file: three attempts at it failed (the bot stopped or ran out of time on it). "
+    "Try exporting the recording again (m4a or wav), or ask your Slack admin to check the bot's logs."
+)
 LANGUAGES = {
     "": "Detect automatically",
     "en": "English",
@@ -116,6 +122,19 @@ def build_parent(user_id: str | None, file_name: str) -> str:
     """The channel message a modal or `/clone <file>` request answers under."""
     who = f"<@{user_id}>" if user_id else "Someone"
     return f":microphone: {who} asked me to clone a voice from `{escape(file_name)}`. Results in the thread."
+
+
+def build_elsewhere_note(channel: str, error: str) -> tuple[str, dict[str, Any]]:
+    """Why an answer arrives in a DM: the bot cannot post where the request was made."""
+    where = f"<#{channel}>"
+    if error == "is_archived":
+        why = f"{where} is archived, so I'm answering here."
+    else:
+        why = (
+            f"I'm not a member of {where}, so I'm answering here. "
+            "To get answers in that channel, type `/invite @` there and pick me."
+        )
+    return why, _context(f":information_source: {why}")
 
 
 def build_help() -> tuple[str, Blocks]:

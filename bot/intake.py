@@ -96,6 +96,7 @@ def command_job(command: dict[str, Any], file_id: str, options: CloneOptions) ->
         channel=command.get("channel_id"),
         user_id=command.get("user_id"),
         team_id=command.get("team_id"),
+        response_url=command.get("response_url"),
     )
 
 

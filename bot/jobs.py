@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-T = TypeVar("T")
+from bot.db import Database
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -43,7 +41,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_at  REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
+CREATE INDEX IF NOT EXISTS jobs_share ON jobs(channel, share_ts);
 """
+# Columns added after the first release; older databases get them on open.
+_NEW_COLUMNS = {"response_url": "TEXT", "waits": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"}
 
 
 @dataclass
@@ -60,6 +61,7 @@ class NewJob:
     user_id: str | None = None
     team_id: str | None = None
     event_id: str | None = None
+    response_url: str | None = None
 
 
 @dataclass
@@ -84,38 +86,21 @@ class Job:
     result: dict[str, Any] | None
     error: dict[str, Any] | None
     created_at: float
+    response_url: str | None = None
+    waits: int = 0
+    finished_at: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class JobStore:
-    """SQLite-backed jobs; every call runs on one private thread so the event loop never waits on disk."""
+    """The jobs table; every call runs on the database's own thread."""
 
-    def __init__(self, path: str | Path):
-        self.path = str(path)
-        # One thread owns the connection: SQLite connections are not shared across threads.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jobstore")
-        self._conn: sqlite3.Connection | None = None
-        self._executor.submit(self._open).result()
-
-    def _open(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        # WAL + NORMAL: a committed row survives the process being killed (not a power cut), at a fraction of
-        # the cost of a full fsync per acknowledgement.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        conn.executescript(_SCHEMA)
-        self._conn = conn
-
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._conn)
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return self._executor.submit(fn, self._conn).result()
+    def __init__(self, db: Database | str | Path):
+        self._owns_db = not isinstance(db, Database)
+        self.db = db if isinstance(db, Database) else Database(db)
+        self.db.call(lambda conn: conn.executescript(_SCHEMA))
+        self.db.add_columns("jobs", _NEW_COLUMNS)
+        self._run = self.db.run
 
     async def add(self, jobs: Iterable[NewJob]) -> list[int]:
         """Store new jobs in one transaction; return the ids of those not seen before (dedupe on key)."""
@@ -129,8 +114,8 @@ class JobStore:
                 for job in items:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO jobs (dedupe_key, kind, event_id, team_id, channel, thread_ts,"
-                        " share_ts, user_id, file_json, options, created_at, updated_at)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " share_ts, user_id, file_json, options, created_at, updated_at, response_url)"
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                         (
                             job.dedupe_key,
                             job.kind,
@@ -144,6 +129,7 @@ class JobStore:
                             json.dumps(job.options),
                             now,
                             now,
+                            job.response_url,
                         ),
                     )
                     if cur.rowcount == 1 and cur.lastrowid is not None:
@@ -174,7 +160,10 @@ class JobStore:
 
     async def update(self, job_id: int, **values: Any) -> None:
         """Set columns of one job (dicts are stored as JSON)."""
-        allowed = {"status", "stage", "status_ts", "thread_ts", "channel", "attempts", "result", "error", "file"}
+        allowed = {
+            "status", "stage", "status_ts", "thread_ts", "channel", "attempts", "result", "error", "file", "waits",
+            "finished_at",
+        }
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"unknown job columns: {sorted(unknown)}")
@@ -190,6 +179,30 @@ class JobStore:
 
         await self._run(write)
 
+    async def claim(self, job_id: int) -> Job | None:
+        """Mark an unfinished job running and count the attempt, atomically; None when it is finished."""
+
+        def update(conn: sqlite3.Connection) -> Job | None:
+            row = conn.execute(
+                "UPDATE jobs SET status = ?, attempts = attempts + 1, updated_at = ?"
+                " WHERE id = ? AND status IN (?, ?) RETURNING *",
+                (RUNNING, time.time(), job_id, *UNFINISHED),
+            ).fetchone()
+            return _job(row) if row else None
+
+        return await self._run(update)
+
+    async def share_statuses(self, channel: str, share_ts: str) -> list[str]:
+        """The status of every job from one shared message (one job per file in it)."""
+
+        def select(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT status FROM jobs WHERE channel = ? AND share_ts = ? ORDER BY id", (channel, share_ts)
+            ).fetchall()
+            return [r["status"] for r in rows]
+
+        return await self._run(select)
+
     async def counts(self) -> dict[str, int]:
         """Jobs per status."""
 
@@ -200,11 +213,9 @@ class JobStore:
         return await self._run(select)
 
     def close(self) -> None:
-        """Close the connection and its thread."""
-        if self._conn is not None:
-            self._call(lambda conn: conn.close())
-            self._conn = None
-        self._executor.shutdown(wait=True)
+        """Close the database when this store opened it."""
+        if self._owns_db:
+            self.db.close()
 
 
 def _job(row: sqlite3.Row) -> Job:
@@ -227,4 +238,7 @@ def _job(row: sqlite3.Row) -> Job:
         result=json.loads(row["result"]) if row["result"] else None,
         error=json.loads(row["error"]) if row["error"] else None,
         created_at=row["created_at"],
+        response_url=row["response_url"],
+        waits=row["waits"],
+        finished_at=row["finished_at"],
     )

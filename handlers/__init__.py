@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.runner import JobRunner
 from bot.settings import Settings
-from bot.worker import JobRunner
 from handlers import commands, messages, views
 
 

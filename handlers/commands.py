@@ -14,7 +14,7 @@ from bot.errors import InputError
 from bot.intake import command_job, file_reference
 from bot.messages import describe
 from bot.options import parse_options
-from bot.worker import JobRunner
+from bot.runner import JobRunner
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.blocks import build_dm_hint
 from bot.intake import share_jobs
-from bot.worker import JobRunner
+from bot.runner import JobRunner
 
 
 def register(app: AsyncApp, *, runner: JobRunner) -> None:
@@ -20,8 +20,11 @@ def register(app: AsyncApp, *, runner: JobRunner) -> None:
         await runner.accept(intake.jobs, react=True)
         if intake.is_dm and intake.ignored and not intake.jobs and intake.channel:
             names = ", ".join(str(f.get("name") or f.get("id")) for f in intake.ignored)
-            # A hint is not worth a store row; dedupe it on the event id so a retry does not repeat it.
-            runner.say(intake.channel, build_dm_hint(names), thread_ts=intake.thread_ts, once=body.get("event_id"))
+            # Keyed on the event id, so a Slack retry of the same event does not repeat it.
+            await runner.hint(
+                f"dm:{body.get('event_id') or intake.thread_ts}", intake.channel, build_dm_hint(names),
+                intake.thread_ts, body.get("team_id"),
+            )
 
     async def handle_other_message() -> None:
         # Without a listener Bolt answers 404, which Slack counts as a failed delivery and retries.

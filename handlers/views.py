@@ -8,7 +8,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 
 from bot.blocks import MODAL_CALLBACK
 from bot.intake import modal_job, read_modal
-from bot.worker import JobRunner
+from bot.runner import JobRunner
 
 
 def register(app: AsyncApp, *, runner: JobRunner) -> None:

@@ -47,6 +47,9 @@ class BotHarness:
     tmp: Path
     extra_env: dict[str, str] = field(default_factory=dict)
     pace_interval: float = 0.0
+    # 0: a Tencent error is answered after the client's own retries (the outage tests wait instead).
+    tencent_wait: float = 0.0
+    max_backoff: float | None = None
     slack: SlackStandIn = field(init=False)
     trtc: TrtcStandIn = field(init=False)
     settings: Settings = field(init=False)
@@ -87,7 +90,10 @@ class BotHarness:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
-        self.runtime = build_runtime(self.settings, pace_interval=self.pace_interval)
+        self.runtime = build_runtime(
+            self.settings, pace_interval=self.pace_interval, tencent_wait=self.tencent_wait,
+            max_backoff=self.max_backoff,
+        )
         self.runtime.runner.temp_dir = self.tmp / "downloads"
         self.runtime.runner.temp_dir.mkdir(exist_ok=True)
         await serve_http(self.settings, host="127.0.0.1", port=self.port, stop=self._stop, runtime=self.runtime)
@@ -161,7 +167,7 @@ class BotHarness:
 
     def drain(self, timeout: float = 60) -> None:
         """Wait until the bot has no queued or running job."""
-        asyncio.run_coroutine_threadsafe(self.runtime.runner.drain(), self._loop).result(timeout)
+        asyncio.run_coroutine_threadsafe(self.runtime.drain(timeout), self._loop).result(timeout + 5)
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 30) -> bool:
         """Wait on the Slack stand-in until `predicate` holds."""

@@ -93,6 +93,8 @@ class BotProcess:
         self.port = free_port()
         log = self.tmp / f"bot-{len(self.logs) + 1}.log"
         self.logs.append(log)
+        # Settings come from the environment alone: the settings file named here is empty.
+        (self.tmp / "no.env").touch()
         command = [sys.executable, "-m", "bot", "--env-file", str(self.tmp / "no.env"), "run"]
         if not self.socket_mode:
             command += ["--http", "--host", "127.0.0.1", "--port", str(self.port)]

@@ -112,7 +112,8 @@ def _damaged_m4a(media, tmp: Path) -> bytes:
 FAILURES = {
     # id: (content builder, name, file_extra, script for the stand-ins, what the user is told)
     "sign-in redirect": (lambda m, t, s: s, "a.wav", {"visible_to_bot": False}, None, FileAccessError("")),
-    "file host 500": (lambda m, t, s: s, "a.wav", {}, "fail_file", DownloadError("", 500)),
+    # A 5xx means Slack is down: the job waits and retries (tests/test_outbox_faults.py); a 400 is final.
+    "file host 400": (lambda m, t, s: s, "a.wav", {}, "fail_file", DownloadError("", 400)),
     "bigger than announced": (
         lambda m, t, s: s * 3,
         "a.wav",
@@ -143,7 +144,7 @@ def test_no_temporary_file_survives_a_failure(
     content = build(media, tmp_path, speech_wav)
     file = bot.slack.add_file(content, name, "audio/wav", Path(name).suffix[1:], **extra)
     if script == "fail_file":
-        bot.slack.fail_file(file["id"], 500)
+        bot.slack.fail_file(file["id"], 400)
     elif script == "api_error":
         bot.trtc.fail_next("InvalidParameter.AudioPrompt")
     body = bot.slack.user_message(CHANNEL, "U0USER", [file])

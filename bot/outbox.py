@@ -1,0 +1,334 @@
+"""The outbox: every Slack side effect a job needs, stored before it is sent, so nothing is lost when Slack is down.
+
+A record is one thing the user should see: a message (posted once, then edited) or the set of reactions on a
+message. Writers only ever store the newest *desired* state and bump its version; the sender (bot.sender) makes
+Slack match it. So an out-of-date status edit is never sent: only the newest version of a record goes out.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from bot.db import Database
+
+MESSAGE = "message"
+REACTIONS = "reactions"
+
+PENDING = "pending"
+SENT = "sent"
+DEAD = "dead"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    key          TEXT NOT NULL UNIQUE,
+    kind         TEXT NOT NULL,
+    job_id       INTEGER,
+    team_id      TEXT,
+    channel      TEXT NOT NULL,
+    thread_ts    TEXT,
+    thread_key   TEXT,
+    after_key    TEXT,
+    ts           TEXT,
+    payload      TEXT NOT NULL,
+    version      INTEGER NOT NULL DEFAULT 1,
+    sent_version INTEGER NOT NULL DEFAULT 0,
+    applied      TEXT NOT NULL DEFAULT '[]',
+    fallback     TEXT,
+    state        TEXT NOT NULL DEFAULT 'pending',
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    next_at      REAL NOT NULL DEFAULT 0,
+    expires_at   REAL NOT NULL,
+    created_at   REAL NOT NULL,
+    updated_at   REAL NOT NULL,
+    last_error   TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
+"""
+
+
+@dataclass
+class Record:
+    """One stored side effect and how far Slack has caught up with it."""
+
+    id: int
+    key: str
+    kind: str
+    job_id: int | None
+    team_id: str | None
+    channel: str
+    thread_ts: str | None
+    ts: str | None
+    payload: dict[str, Any]
+    version: int
+    sent_version: int
+    applied: list[str]
+    fallback: dict[str, Any] | None
+    state: str
+    attempts: int
+    next_at: float
+    expires_at: float
+    created_at: float
+    last_error: str | None
+    # The thread's parent, when this message waits for another record to be posted first.
+    thread_key: str | None = None
+    # A record that must be delivered first (a share's final reaction waits for the answer it announces).
+    after_key: str | None = None
+    parent_ts: str | None = None
+    parent_state: str | None = None
+
+
+def _record(row: sqlite3.Row) -> Record:
+    keys = row.keys()
+    return Record(
+        id=row["id"],
+        key=row["key"],
+        kind=row["kind"],
+        job_id=row["job_id"],
+        team_id=row["team_id"],
+        channel=row["channel"],
+        thread_ts=row["thread_ts"],
+        ts=row["ts"],
+        payload=json.loads(row["payload"]),
+        version=row["version"],
+        sent_version=row["sent_version"],
+        applied=json.loads(row["applied"]),
+        fallback=json.loads(row["fallback"]) if row["fallback"] else None,
+        state=row["state"],
+        attempts=row["attempts"],
+        next_at=row["next_at"],
+        expires_at=row["expires_at"],
+        created_at=row["created_at"],
+        last_error=row["last_error"],
+        thread_key=row["thread_key"],
+        after_key=row["after_key"],
+        parent_ts=row["parent_ts"] if "parent_ts" in keys else None,
+        parent_state=row["parent_state"] if "parent_state" in keys else None,
+    )
+
+
+class Outbox:
+    """Stored Slack side effects; `on_change` wakes the sender when something new is due."""
+
+    def __init__(self, db: Database, *, ttl_seconds: float, on_change: Callable[[], None] | None = None):
+        self.db = db
+        self.ttl_seconds = ttl_seconds
+        self.on_change = on_change
+        db.call(lambda conn: conn.executescript(_SCHEMA))
+
+    def _changed(self) -> None:
+        if self.on_change is not None:
+            self.on_change()
+
+    # -- writers (the job runner and the handlers) ----------------------------------------------------
+
+    async def put_message(
+        self,
+        key: str,
+        *,
+        channel: str,
+        text: str,
+        blocks: list[dict[str, Any]] | None = None,
+        thread_ts: str | None = None,
+        thread_key: str | None = None,
+        team_id: str | None = None,
+        job_id: int | None = None,
+        fallback: dict[str, Any] | None = None,
+        once: bool = False,
+    ) -> None:
+        """Store the newest content of message `key` (posted the first time, edited after); `once`: never edit."""
+        payload = json.dumps({"text": text, "blocks": blocks})
+        await self._upsert(
+            key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once
+        )
+
+    async def put_reactions(
+        self, key: str, *, channel: str, ts: str, names: Iterable[str], team_id: str | None = None,
+        job_id: int | None = None, after_key: str | None = None,
+    ) -> None:
+        """Store the reactions the bot should have on message `ts` (others are removed, missing ones added).
+
+        `after_key`: send only once that record has been delivered (the answer before the check mark).
+        """
+        payload = json.dumps({"names": sorted(set(names))})
+        await self._upsert(
+            key, REACTIONS, channel, payload, None, None, ts, team_id, job_id, None, False, after_key
+        )
+
+    async def _upsert(
+        self,
+        key: str,
+        kind: str,
+        channel: str,
+        payload: str,
+        thread_ts: str | None,
+        thread_key: str | None,
+        ts: str | None,
+        team_id: str | None,
+        job_id: int | None,
+        fallback: dict[str, Any] | None,
+        once: bool,
+        after_key: str | None = None,
+    ) -> None:
+        now = time.time()
+        on_conflict = (
+            "DO NOTHING"
+            if once
+            # A newer desired state: bump the version; a record waiting out a backoff keeps its next_at.
+            else "DO UPDATE SET payload = excluded.payload, version = outbox.version + 1,"
+            " updated_at = excluded.updated_at, after_key = excluded.after_key,"
+            " state = CASE WHEN outbox.state = 'dead' THEN 'dead' ELSE 'pending' END"
+            " WHERE outbox.payload != excluded.payload"
+        )
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO outbox (key, kind, job_id, team_id, channel, thread_ts, thread_key, ts, payload, fallback,"
+                " expires_at, created_at, updated_at, after_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+                f" ON CONFLICT(key) {on_conflict}",
+                (
+                    key, kind, job_id, team_id, channel, thread_ts, thread_key, ts, payload,
+                    json.dumps(fallback) if fallback else None, now + self.ttl_seconds, now, now, after_key,
+                ),
+            )
+
+        await self.db.run(write)
+        self._changed()
+
+    # -- the sender's side ----------------------------------------------------------------------------
+
+    async def due(self, now: float, *, limit: int = 100, skip_teams: Iterable[str] = ()) -> list[Record]:
+        """Pending records whose time has come, oldest first; a reply waits until its thread's parent is posted."""
+        skip = sorted(skip_teams)
+        marks = ",".join("?" * len(skip))
+        team_filter = f" AND (o.team_id IS NULL OR o.team_id NOT IN ({marks}))" if skip else ""
+
+        def select(conn: sqlite3.Connection) -> list[Record]:
+            rows = conn.execute(
+                "SELECT o.*, p.ts AS parent_ts, p.state AS parent_state FROM outbox o"
+                " LEFT JOIN outbox p ON p.key = o.thread_key"
+                " LEFT JOIN outbox a ON a.key = o.after_key"
+                " WHERE o.state = 'pending' AND o.next_at <= ?"
+                " AND (o.thread_key IS NULL OR p.ts IS NOT NULL OR p.state = 'dead' OR p.id IS NULL)"
+                " AND (o.after_key IS NULL OR a.id IS NULL OR a.state != 'pending')"
+                f"{team_filter} ORDER BY o.id LIMIT ?",
+                (now, *skip, limit),
+            ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self.db.run(select)
+
+    async def next_due_at(self) -> float | None:
+        """When the earliest pending record is due (None when nothing is pending)."""
+
+        def select(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute("SELECT MIN(next_at) AS t FROM outbox WHERE state = 'pending'").fetchone()
+            return row["t"]
+
+        return await self.db.run(select)
+
+    async def get(self, key: str) -> Record | None:
+        """One record by key."""
+
+        def select(conn: sqlite3.Connection) -> Record | None:
+            row = conn.execute("SELECT * FROM outbox WHERE key = ?", (key,)).fetchone()
+            return _record(row) if row else None
+
+        return await self.db.run(select)
+
+    async def delivered(self, record: Record, *, ts: str | None = None, channel: str | None = None) -> None:
+        """Slack now shows `record` at the version that was read; a newer version stays pending."""
+        version = record.version
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET sent_version = ?, ts = COALESCE(?, ts), channel = COALESCE(?, channel),"
+                " attempts = 0, last_error = NULL, updated_at = ?,"
+                " state = CASE WHEN state = 'pending' AND version <= ? THEN 'sent' ELSE state END WHERE id = ?",
+                (version, ts, channel, time.time(), version, record.id),
+            )
+
+        await self.db.run(write)
+
+    async def set_ts(self, record: Record, ts: str, channel: str | None = None) -> None:
+        """The message was posted (its content may still need an edit to a newer version)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET ts = ?, channel = COALESCE(?, channel), updated_at = ? WHERE id = ?",
+                (ts, channel, time.time(), record.id),
+            )
+
+        await self.db.run(write)
+
+    async def set_applied(self, record: Record, names: Iterable[str]) -> None:
+        """The reactions Slack has now, so a retry after a failure does only what is left."""
+        applied = json.dumps(sorted(set(names)))
+        await self.db.run(lambda conn: conn.execute("UPDATE outbox SET applied = ? WHERE id = ?", (applied, record.id)))
+
+    async def retry_at(self, record: Record, when: float, error: str) -> None:
+        """Try again at `when` (Slack down, rate limited)."""
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
+                (when, error, time.time(), record.id),
+            )
+
+        await self.db.run(write)
+
+    async def repost(self, record: Record) -> None:
+        """The message is gone from Slack (message_not_found): post it anew."""
+        await self.db.run(
+            lambda conn: conn.execute("UPDATE outbox SET ts = NULL, next_at = 0 WHERE id = ?", (record.id,))
+        )
+        self._changed()
+
+    async def redirect(self, record: Record, *, channel: str, text: str, blocks: list[dict[str, Any]] | None) -> None:
+        """Send the message somewhere else instead (the user's DM), as a new post with new content."""
+        payload = json.dumps({"text": text, "blocks": blocks})
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE outbox SET channel = ?, thread_ts = NULL, thread_key = NULL, ts = NULL, fallback = NULL,"
+                " payload = ?, version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
+                (channel, payload, time.time(), record.id),
+            )
+
+        await self.db.run(write)
+        self._changed()
+
+    async def give_up(self, record: Record, error: str) -> None:
+        """Never send this record."""
+        await self.db.run(
+            lambda conn: conn.execute(
+                "UPDATE outbox SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?",
+                (error, time.time(), record.id),
+            )
+        )
+
+    async def expire(self, now: float) -> list[Record]:
+        """Give up on pending records older than the TTL; returns them (each gets one log line)."""
+
+        def write(conn: sqlite3.Connection) -> list[Record]:
+            rows = conn.execute(
+                "UPDATE outbox SET state = 'dead', updated_at = ? WHERE state = 'pending' AND expires_at < ?"
+                " RETURNING *",
+                (now, now),
+            ).fetchall()
+            return [_record(r) for r in rows]
+
+        return await self.db.run(write)
+
+    async def depth(self) -> int:
+        """How many records are waiting to be sent."""
+
+        def select(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
+
+        return await self.db.run(select)

@@ -1,0 +1,374 @@
+"""The job runner: moves each stored job through fetch -> prepare -> clone -> result, storing each outcome.
+
+It never talks to Slack about a job: what the user sees is written to the outbox (bot.replies) and delivered by
+bot.sender at Slack's pace, so cloning runs at the API's pace whatever Slack does. Failures are sorted three ways:
+- the user's problem (bad audio, an API refusal): answered at once, the job ends;
+- the world's problem (Slack or Tencent unreachable, 5xx, throttling): the job waits with backoff and retries,
+  without holding a worker, until ANSWER_TTL_HOURS;
+- the bot's problem (a crash, a timeout): the attempt is counted; the third ends the job with "could not process".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import metrics
+from bot.audio import AudioLimits
+from bot.blocks import GAVE_UP, build_failure, build_success
+from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, OptionError, UnsafeURLError
+from bot.jobs import DONE, FAILED, QUEUED, Job, JobStore, NewJob
+from bot.logs import log_context
+from bot.messages import describe
+from bot.pipeline import CloneRequest, CloneResult, check_request, clone_recording
+from bot.replies import Replies, file_name
+from bot.settings import Settings
+from bot.slack_files import download_file, looks_like_media, resolve_file
+from bot.trtc import VoiceCloneClient, default_voice_name
+
+log = logging.getLogger(__name__)
+
+# A job that crashed the process or timed out this many times is answered "could not process" and ends.
+MAX_ATTEMPTS = 3
+
+
+class Waiting(Exception):
+    """A stage could not run because Slack or Tencent is unreachable; the job is retried later."""
+
+    def __init__(self, stage: str, cause: BaseException):
+        self.stage = stage
+        self.cause = cause
+        super().__init__(stage)
+
+
+class JobRunner:
+    """Bounded workers that take stored jobs and see each through to exactly one final answer in the outbox."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: JobStore,
+        replies: Replies,
+        slack: AsyncWebClient,
+        trtc: VoiceCloneClient,
+        http: httpx.AsyncClient,
+        *,
+        workers: int | None = None,
+        ffmpeg_slots: int | None = None,
+        audio_limits: AudioLimits | None = None,
+        temp_dir: str | Path | None = None,
+        max_backoff: float = 300.0,
+        tencent_wait: float = 1800.0,
+    ):
+        self.settings = settings
+        self.store = store
+        self.replies = replies
+        self.slack = slack
+        self.trtc = trtc
+        self.http = http
+        self.workers = workers or settings.workers
+        self.ffmpeg_slots = asyncio.Semaphore(ffmpeg_slots or os.cpu_count() or 1)
+        self.audio_limits = audio_limits or AudioLimits(timeout=settings.ffmpeg_timeout)
+        self.temp_dir = Path(temp_dir or tempfile.gettempdir())
+        self.max_backoff = max_backoff
+        # How long a job waits out a Tencent outage (5xx, throttling, unreachable) before answering with the
+        # error; Slack outages are waited out for the whole answer TTL, as the answer cannot go out anyway.
+        self.tencent_wait = tencent_wait
+        self.accepting = False
+        self.on_finish: Callable[[Job, str], Awaitable[None]] | None = None
+        self.last_progress = time.monotonic()
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: dict[int, asyncio.TimerHandle] = {}
+        self._in_flight: set[int] = set()
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- life cycle -------------------------------------------------------------------------------------
+
+    async def start(self) -> int:
+        """Start the workers and queue every job a previous run left unfinished; return how many."""
+        self.accepting = True
+        for _ in range(self.workers):
+            self._spawn()
+        pending = await self.store.unfinished()
+        for job_id in pending:
+            self._submit(job_id)
+        if pending:
+            log.info("resuming %d unfinished job(s)", len(pending))
+        return len(pending)
+
+    def _spawn(self) -> None:
+        task = asyncio.create_task(self._work(), name="job-worker")
+        self._tasks.add(task)
+        task.add_done_callback(self._worker_ended)
+
+    def _worker_ended(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self.accepting and not task.cancelled():
+            # The loop catches everything, so this is a bug; a lost worker would shrink the pool for good.
+            log.error("a worker stopped unexpectedly (%r); starting another", task.exception())
+            self._spawn()
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Stop taking work, let jobs in flight finish within `grace` seconds, leave the rest stored."""
+        self.accepting = False
+        grace = self.settings.shutdown_grace if grace is None else grace
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
+        # Workers take nothing new: what is queued stays queued in the store for the next start.
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            self._queue.task_done()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+        except TimeoutError:
+            log.warning("%d job(s) still running after %.0f s; they resume at the next start", len(self._in_flight),
+                        grace)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def drain(self) -> None:
+        """Wait until no job is queued, waiting for a retry, or running (tests, demo, benchmarks)."""
+        while True:
+            await self._queue.join()
+            await self._idle.wait()
+            if self._queue.empty() and not self._in_flight and not self._timers:
+                return
+            if self._timers:
+                await asyncio.sleep(0.05)
+
+    def health(self) -> str | None:
+        """What is wrong with the workers, or None."""
+        if self.accepting and len(self._tasks) < self.workers:
+            return "workers are not running"
+        busy = self._in_flight or not self._queue.empty()
+        if busy and time.monotonic() - self.last_progress > self.settings.job_timeout + 60:
+            return "the job queue has stopped moving"
+        return None
+
+    # -- intake (on the acknowledgement path: database writes only) -------------------------------------
+
+    async def accept(self, jobs: list[NewJob], *, react: bool = False) -> list[int]:
+        """Store jobs (deduplicated), queue the new ones, and show the user an hourglass through the outbox."""
+        if not jobs:
+            return []
+        ids = await self.store.add(jobs)
+        first = jobs[0]
+        if ids and react and first.channel and first.share_ts:
+            await self.replies.working(first.channel, first.share_ts, first.team_id)
+        for job_id in ids:
+            self._submit(job_id)
+        return ids
+
+    async def hint(self, key: str, channel: str, text: str, thread_ts: str | None, team_id: str | None) -> None:
+        """A one-off message off the acknowledgement path, sent once per key."""
+        await self.replies.hint(key, channel, text, thread_ts, team_id)
+
+    def _submit(self, job_id: int) -> None:
+        self._timers.pop(job_id, None)
+        if self.accepting:
+            self._queue.put_nowait(job_id)
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+
+    def _submit_later(self, job_id: int, delay: float) -> None:
+        if self.accepting:
+            self._timers[job_id] = asyncio.get_running_loop().call_later(delay, self._submit, job_id)
+
+    # -- workers ----------------------------------------------------------------------------------------
+
+    async def _work(self) -> None:
+        while True:
+            job_id = await self._queue.get()
+            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+            self._in_flight.add(job_id)
+            self._idle.clear()
+            self.last_progress = time.monotonic()
+            try:
+                await self._attempt(job_id)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                # The worker boundary: whatever escapes (the database, a bug in the failure path), the worker lives.
+                log.exception("job %s: unexpected failure outside the job; it resumes at the next start", job_id)
+            finally:
+                self._in_flight.discard(job_id)
+                self.last_progress = time.monotonic()
+                if not self._in_flight:
+                    self._idle.set()
+                self._queue.task_done()
+
+    async def _attempt(self, job_id: int) -> None:
+        job = await self.store.claim(job_id)
+        if job is None:
+            return
+        with log_context(job_id=job.id, team=job.team_id, channel=job.channel):
+            if job.attempts > MAX_ATTEMPTS:
+                # Earlier attempts crashed the process or timed out: answer instead of crash-looping.
+                log.error("job %s: %d attempts failed; giving up", job.id, job.attempts - 1)
+                await self._answer_failure(job, GAVE_UP, outcome="given_up")
+                return
+            try:
+                async with asyncio.timeout(self.settings.job_timeout):
+                    await self._run(job)
+            except Waiting as waiting:
+                await self._wait(job, waiting)
+            except TimeoutError:
+                log.error("job %s: attempt %d timed out after %.0f s", job.id, job.attempts, self.settings.job_timeout)
+                await self._attempt_failed(job)
+            except Exception:
+                log.exception("job %s: attempt %d crashed", job.id, job.attempts)
+                await self._attempt_failed(job)
+
+    async def _run(self, job: Job) -> None:
+        if job.result:
+            # Cloned before a restart: answer from the stored result, never clone twice.
+            result = CloneResult.from_dict(job.result)
+        else:
+            try:
+                result = await self._clone(job)
+            except BotError as exc:
+                await self._answer_failure(job, describe(exc), error=exc)
+                return
+            # Stored before answering: a restart answers from here instead of cloning again.
+            await self.store.update(job.id, result=result.to_dict())
+        text, blocks = build_success(result, str(job.file.get("name") or file_name(job)))
+        await self.replies.final(job, text, blocks)
+        await self._finish(job, DONE, None, "done")
+
+    async def _clone(self, job: Job) -> CloneResult:
+        problem = job.options.get("problem")
+        if problem:
+            raise OptionError(problem.get("option") or "", problem.get("value") or "", problem.get("allowed") or "")
+        await self._stage(job, "downloading")
+        started = time.monotonic()
+        try:
+            file = await resolve_file(self.slack, job.file)
+            if file is not job.file:
+                job.file = file
+                await self.store.update(job.id, file=file)
+            if not looks_like_media(file):
+                raise NotAudioError("not an audio or video file")
+            request = CloneRequest(
+                name=job.options.get("name") or default_voice_name(str(file.get("name") or file.get("title") or "")),
+                text=job.options.get("text"),
+                model=job.options.get("model"),
+                language=job.options.get("language"),
+            )
+            check_request(request)
+            token = self.settings.slack_bot_token.get() if self.settings.slack_bot_token else ""
+            path = await download_file(
+                self.http,
+                file,
+                token=token,
+                api_url=self.settings.slack_api_url,
+                dest_dir=self.temp_dir,
+                max_bytes=self.settings.max_download_bytes,
+            )
+        except DownloadError as exc:
+            if _slack_down(exc):
+                raise Waiting("waiting_slack", exc) from None
+            raise
+        except (aiohttp.ClientError, httpx.TransportError, TimeoutError) as exc:
+            raise Waiting("waiting_slack", exc) from None
+        metrics.JOB_STAGE_SECONDS.labels(stage="download").observe(time.monotonic() - started)
+        try:
+            return await clone_recording(
+                path,
+                request,
+                self.trtc,
+                limits=self.audio_limits,
+                ffmpeg_slots=self.ffmpeg_slots,
+                on_stage=lambda stage: self._stage(job, stage),
+            )
+        except ApiError as exc:
+            if exc.transient:
+                raise Waiting("waiting_tencent", exc) from None
+            raise
+        finally:
+            Path(path).unlink(missing_ok=True)
+
+    async def _stage(self, job: Job, stage: str) -> None:
+        with log_context(stage=stage):
+            log.debug("job %s: %s", job.id, stage)
+        # Progress is a nicety: a failure to record it must never stop the clone.
+        try:
+            await self.replies.stage(job, stage)
+            await self.store.update(job.id, stage=stage)
+        except Exception:
+            log.exception("job %s: could not record stage %s", job.id, stage)
+
+    async def _wait(self, job: Job, waiting: Waiting) -> None:
+        """Slack or Tencent is unreachable: retry later without holding a worker, until the answer TTL."""
+        cause = waiting.cause
+        age = time.time() - job.created_at
+        limit = self.tencent_wait if waiting.stage == "waiting_tencent" else self.settings.answer_ttl_hours * 3600
+        if age >= limit:
+            log.warning("job %s: still failing after %.1f h (%s); answering with the error", job.id, age / 3600, cause)
+            message = describe(cause) if isinstance(cause, BotError) else describe(DownloadError("Slack unreachable"))
+            await self._answer_failure(job, message, error=cause)
+            return
+        waits = job.waits + 1
+        delay = min(self.max_backoff, 2.0**waits) * random.uniform(0.5, 1.0)
+        log.warning("job %s: %s (%s); retrying in %.0f s", job.id, waiting.stage, type(cause).__name__, delay)
+        # A wait is not an attempt: only crashes and timeouts count towards giving up.
+        await self.store.update(job.id, status=QUEUED, attempts=job.attempts - 1, waits=waits)
+        await self._stage(job, waiting.stage)
+        self._submit_later(job.id, delay)
+
+    async def _attempt_failed(self, job: Job) -> None:
+        if job.attempts >= MAX_ATTEMPTS:
+            await self._answer_failure(job, GAVE_UP, outcome="given_up")
+            return
+        await self.store.update(job.id, status=QUEUED)
+        self._submit_later(job.id, min(self.max_backoff, 5.0 * job.attempts))
+
+    async def _answer_failure(
+        self, job: Job, message: str, *, error: BaseException | None = None, outcome: str = "failed"
+    ) -> None:
+        text, blocks = build_failure(message, file_name(job))
+        await self.replies.final(job, text, blocks)
+        detail: dict[str, Any] = {"type": type(error).__name__ if error else outcome}
+        if isinstance(error, ApiError):
+            detail["code"] = error.code
+        log.info("job %s failed: %s", job.id, detail["type"])
+        await self._finish(job, FAILED, detail, outcome)
+
+    async def _finish(self, job: Job, status: str, error: dict[str, Any] | None, outcome: str) -> None:
+        await self.store.update(job.id, status=status, error=error, finished_at=time.time())
+        if job.kind == "share" and job.channel and job.share_ts:
+            await self.replies.share_done(job, await self.store.share_statuses(job.channel, job.share_ts))
+        metrics.JOBS.labels(outcome=outcome).inc()
+        if self.on_finish is not None:
+            await self.on_finish(job, status)
+
+
+def _slack_down(exc: DownloadError) -> bool:
+    """True when a failed fetch says Slack is unreachable or failing, not that the file cannot be had."""
+    if isinstance(exc, FileAccessError | UnsafeURLError):
+        return False
+    if exc.status is not None:
+        return exc.status >= 500 or exc.status == 429
+    if exc.reason.startswith("files.info failed: "):
+        # slack_sdk reports an HTML error page as no error at all: "unknown_error" here.
+        return exc.reason.split(": ", 1)[1] in _TRANSIENT_FILES_INFO
+    return exc.reason.startswith(("the download timed out", "the download failed"))
+
+
+_TRANSIENT_FILES_INFO = frozenset(
+    {"unknown_error", "internal_error", "fatal_error", "ratelimited", "service_unavailable", "request_timeout"}
+)

@@ -1,0 +1,316 @@
+"""The outbox sender: makes Slack show what the outbox holds, at Slack's pace, through outages of any length.
+
+It never blocks a job: jobs write their outcomes to the outbox and move on. Failures are sorted by what they
+mean: 429 waits for Retry-After; network errors, 5xx and HTML pages back off (capped, jittered) until the record's
+time to live runs out; a message deleted in Slack is posted anew; a channel the bot cannot post in gets the
+answer in the user's DM; a revoked token stops sending to that workspace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import metrics
+from bot.blocks import build_elsewhere_note
+from bot.outbox import MESSAGE, Outbox, Record
+from bot.pacing import Pacer
+
+log = logging.getLogger(__name__)
+
+# Slack errors that say "try again later" rather than "never".
+TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavailable", "request_timeout"})
+# The channel is not one the bot can post in: tell the user another way.
+UNREACHABLE_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
+# The workspace's token no longer works: every further call would fail the same way.
+AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive", "not_authed"})
+# Harmless on a retried reaction call: it is already (or no longer) there.
+REACTION_NOOPS = frozenset({"already_reacted", "no_reaction"})
+
+
+class Sender:
+    """Delivers outbox records with `client_for(team_id)`; one loop, up to `concurrency` calls in flight."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        client_for: Callable[[str | None], AsyncWebClient],
+        *,
+        pacer: Pacer | None = None,
+        concurrency: int = 8,
+        max_backoff: float = 60.0,
+    ):
+        self.outbox = outbox
+        self.client_for = client_for
+        self.pacer = pacer or Pacer()
+        self.concurrency = concurrency
+        self.max_backoff = max_backoff
+        self.stopped_teams: set[str] = set()
+        self.heartbeat = time.monotonic()
+        self._wake = asyncio.Event()
+        self._progress = asyncio.Event()
+        self._in_flight: dict[int, asyncio.Task[None]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._failing = False
+
+    # -- life cycle -----------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Something new is due: look now rather than at the next poll."""
+        self._wake.set()
+
+    def start(self) -> None:
+        """Start the loop; it restarts itself if anything ever ends it."""
+        self._stopping = False
+        self._task = asyncio.create_task(self._loop(), name="outbox-sender")
+        self._task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        if self._stopping or task.cancelled():
+            return
+        # Cannot happen by design (the loop catches everything); if it does, say so and keep sending.
+        log.error("outbox sender stopped unexpectedly (%r); restarting it", task.exception())
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        """The loop is alive and went round recently."""
+        return self._task is not None and not self._task.done() and time.monotonic() - self.heartbeat < 60
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Send what is due within `grace` seconds (Slack permitting), then stop; what is unsent stays stored."""
+        with contextlib.suppress(TimeoutError):
+            await self.drain(grace)
+        self._stopping = True
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._in_flight:
+            await asyncio.wait(list(self._in_flight.values()), timeout=grace)
+        for task in list(self._in_flight.values()):
+            task.cancel()
+        await asyncio.gather(*self._in_flight.values(), return_exceptions=True)
+
+    async def drain(self, timeout: float = 60.0) -> None:
+        """Wait until nothing is pending and nothing is in flight (tests, the demo, benchmarks)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._progress.clear()
+            if not self._in_flight and await self.outbox.depth() == 0:
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError("the outbox did not drain")
+            self.wake()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._progress.wait(), min(remaining, 1.0))
+
+    # -- the loop -------------------------------------------------------------------------------------
+
+    async def _loop(self) -> None:
+        while True:
+            self.heartbeat = time.monotonic()
+            self._wake.clear()
+            try:
+                idle = await self._pass()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox pass failed; trying again shortly")
+                idle = 1.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), idle)
+
+    async def _pass(self) -> float:
+        """Start every due record that pacing allows; return how long to sleep when nothing wakes us."""
+        now = time.time()
+        for record in await self.outbox.expire(now):
+            log.warning(
+                "gave up on a Slack answer after %.0f h: %s in %s (job %s), last error %s",
+                (now - record.created_at) / 3600, record.key, record.channel, record.job_id, record.last_error,
+            )
+        idle = 5.0
+        busy_channels: set[str] = set()
+        for record in await self.outbox.due(now, limit=200, skip_teams=self.stopped_teams):
+            if record.id in self._in_flight or record.channel in busy_channels:
+                continue
+            if len(self._in_flight) >= self.concurrency:
+                break  # a finishing call wakes the loop
+            kind, scope = _pace_key(record)
+            wait = self.pacer.delay(kind, scope)
+            if wait > 0:
+                idle = min(idle, wait)
+                # Later records of a throttled channel wait behind it: answers keep their order in a channel.
+                busy_channels.add(record.channel)
+                continue
+            self.pacer.take(kind, scope)
+            self._in_flight[record.id] = asyncio.create_task(self._send(record))
+        upcoming = await self.outbox.next_due_at()
+        if upcoming is not None and upcoming > now:
+            idle = min(idle, upcoming - now)
+        metrics.OUTBOX_DEPTH.set(await self.outbox.depth())
+        return max(idle, 0.005)
+
+    # -- one record -----------------------------------------------------------------------------------
+
+    async def _send(self, record: Record) -> None:
+        try:
+            if record.kind == MESSAGE:
+                await self._send_message(record)
+            else:
+                await self._send_reactions(record)
+            if self._failing:
+                self._failing = False
+                log.info("Slack is answering again")
+        except SlackApiError as exc:
+            await self._guard(self._refused(record, exc))
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            await self._guard(self._back_off(record, type(exc).__name__, "connection"))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("sending %s failed", record.key)
+            await self._guard(self._back_off(record, "unexpected", "unexpected"))
+        finally:
+            self._in_flight.pop(record.id, None)
+            self._progress.set()
+            self.wake()
+
+    async def _guard(self, handling: Any) -> None:
+        # The failure handling talks to the database; if that fails too the record stays due and is tried again.
+        try:
+            await handling
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("could not record a Slack failure")
+
+    async def _send_message(self, record: Record) -> None:
+        client = self.client_for(record.team_id)
+        text = record.payload.get("text") or ""
+        blocks = record.payload.get("blocks")
+        if record.ts is None:
+            thread_ts = record.thread_ts
+            if record.thread_key is not None and record.parent_state != "dead":
+                thread_ts = record.parent_ts
+            response = await client.chat_postMessage(
+                channel=record.channel, text=text, blocks=blocks, thread_ts=thread_ts
+            )
+            await self.outbox.delivered(record, ts=response["ts"], channel=response.get("channel"))
+        else:
+            # blocks=[] rather than None: None would leave the old blocks in place.
+            await client.chat_update(channel=record.channel, ts=record.ts, text=text, blocks=blocks or [])
+            await self.outbox.delivered(record)
+
+    async def _send_reactions(self, record: Record) -> None:
+        client = self.client_for(record.team_id)
+        assert record.ts is not None
+        desired = set(record.payload.get("names") or [])
+        applied = set(record.applied)
+        # Remove first, then add: once the final reaction shows, the hourglass is already gone.
+        for name in sorted(applied - desired):
+            await _reaction(client.reactions_remove, record, name)
+            applied.discard(name)
+            await self.outbox.set_applied(record, applied)
+        for name in sorted(desired - applied):
+            await _reaction(client.reactions_add, record, name)
+            applied.add(name)
+            await self.outbox.set_applied(record, applied)
+        await self.outbox.delivered(record)
+
+    # -- failures -------------------------------------------------------------------------------------
+
+    async def _refused(self, record: Record, exc: SlackApiError) -> None:
+        response = exc.response
+        error = response.get("error") if isinstance(response.data, dict) else None
+        status = response.status_code
+        method = _method(record)
+        if status == 429 or error == "ratelimited":
+            retry_after = _retry_after(response.headers)
+            kind, scope = _pace_key(record)
+            self.pacer.block(kind, scope, retry_after)
+            metrics.SLACK_RETRIES.labels(method=method, reason="ratelimited").inc()
+            await self.outbox.retry_at(record, time.time() + retry_after, "ratelimited")
+        elif status >= 500 or error is None or error in TRANSIENT_ERRORS:
+            await self._back_off(record, error or f"HTTP {status}", "server_error")
+        elif error == "message_not_found" and record.kind == MESSAGE:
+            log.info("message for %s was deleted in Slack; posting it again", record.key)
+            await self.outbox.repost(record)
+        elif error in UNREACHABLE_ERRORS:
+            await self._elsewhere(record, error)
+        elif error in AUTH_ERRORS:
+            team = record.team_id or ""
+            if team not in self.stopped_teams:
+                self.stopped_teams.add(team)
+                log.error(
+                    "SLACK TOKEN REFUSED (%s) for workspace %s: stopped sending to it; its answers are kept until "
+                    "they expire. Reinstall the app or fix SLACK_BOT_TOKEN, then restart.",
+                    error, team or "(this workspace)",
+                )
+            await self.outbox.retry_at(record, time.time(), error)
+        elif error == "invalid_blocks" and record.kind == MESSAGE and record.payload.get("blocks"):
+            log.warning("Slack refused the blocks of %s; sending its text alone", record.key)
+            await self.outbox.put_message(record.key, channel=record.channel, text=record.payload.get("text") or "")
+        else:
+            log.warning("Slack refused %s for %s with %s; not retrying", method, record.key, error)
+            await self.outbox.give_up(record, str(error))
+
+    async def _back_off(self, record: Record, error: str, reason: str) -> None:
+        if not self._failing:
+            self._failing = True
+            log.warning("Slack is not answering (%s); answers are kept and retried", error)
+        metrics.SLACK_RETRIES.labels(method=_method(record), reason=reason).inc()
+        # Full jitter on a capped exponential: many records retried after an outage do not all arrive at once.
+        delay = min(self.max_backoff, 2 ** min(record.attempts, 16)) * random.uniform(0.5, 1.0)
+        await self.outbox.retry_at(record, time.time() + delay, error)
+
+    async def _elsewhere(self, record: Record, error: str) -> None:
+        user = (record.fallback or {}).get("user")
+        if record.kind == MESSAGE and user and record.channel != user and not record.channel.startswith("D"):
+            note, note_block = build_elsewhere_note(record.channel, error)
+            blocks = [note_block, *(record.payload.get("blocks") or [])]
+            log.info("cannot post in %s (%s): answering %s in a DM instead", record.channel, error, record.key)
+            await self.outbox.redirect(
+                record, channel=user, text=f"{note}\n{record.payload.get('text') or ''}", blocks=blocks
+            )
+        else:
+            log.warning("cannot post in %s (%s) and nobody to tell: dropped %s", record.channel, error, record.key)
+            await self.outbox.give_up(record, error)
+
+
+async def _reaction(call: Any, record: Record, name: str) -> None:
+    try:
+        await call(channel=record.channel, timestamp=record.ts, name=name)
+    except SlackApiError as exc:
+        if exc.response.get("error") not in REACTION_NOOPS:
+            raise
+
+
+def _pace_key(record: Record) -> tuple[str, str]:
+    if record.kind == MESSAGE:
+        return ("post", record.channel) if record.ts is None else ("update", record.team_id or "")
+    return "react", record.team_id or ""
+
+
+def _method(record: Record) -> str:
+    if record.kind == MESSAGE:
+        return "chat.postMessage" if record.ts is None else "chat.update"
+    return "reactions"
+
+
+def _retry_after(headers: Any) -> float:
+    try:
+        value = headers.get("Retry-After") or headers.get("retry-after")
+        return min(max(float(value), 0.0), 3600.0)
+    except (TypeError, ValueError):
+        return 1.0
