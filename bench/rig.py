@@ -12,9 +12,11 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
+from prometheus_client.parser import text_string_to_metric_families
 
 from bench.media import Recording
 from bot.standins import bot_environ as standin_environ
@@ -82,6 +84,8 @@ class Rig:
 
     workdir: Path
     max_rps: int | None = None
+    # chat.postMessage per channel in the Slack stand-in: (per second, burst), refused with 429 over it; None: no limit.
+    post_limit: tuple[float, int] | None = None
     env: dict[str, str] = field(default_factory=dict)
     slack: SlackStandIn = field(init=False)
     trtc: TrtcStandIn = field(init=False)
@@ -90,7 +94,7 @@ class Rig:
 
     def __post_init__(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.slack = SlackStandIn(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET)
+        self.slack = SlackStandIn(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, post_limit=self.post_limit)
         self.trtc = TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID, max_rps=self.max_rps)
 
     @property
@@ -122,12 +126,15 @@ class Rig:
         env = {k: v for k, v in os.environ.items() if not k.startswith(_BOT_KEYS)}
         env.update(bot_environ(self.slack, self.trtc, db, **self.env))
         env["TMPDIR"] = str(self.workdir / "tmp")  # the bot's downloads
+        # An empty settings file: everything comes from the environment above, never from a .env lying around.
+        env_file = self.workdir / "bench.env"
+        env_file.write_text("# empty: the bench passes the bot's settings in its environment\n")
         command = [
             sys.executable,
             "-m",
             "bot",
             "--env-file",
-            str(self.workdir / "none.env"),
+            str(env_file),
             "run",
             "--http",
             "--host",
@@ -207,20 +214,48 @@ class Rig:
         return self.slack.wait_for(lambda: all(self.final_reaction(s) for s in shares), timeout)
 
     def first_feedback(self, shares: list[Share]) -> dict[str, float]:
-        """Per share ts: time.monotonic() of the first reaction on it or status message in its thread."""
+        """Per share ts: time.monotonic() of the first reaction on it or bot message in its thread.
+
+        Reactions are the reactions.add calls recorded (the stand-in never limits them); messages are those the
+        stand-in stored, timed by their ts, so a post it refused with 429 does not count as feedback."""
         keys = {(s.channel, s.ts) for s in shares}
         first: dict[str, float] = {}
         for call in list(self.slack.calls):
             params = call.params
-            if call.method == "reactions.add":
-                key = (params.get("channel"), params.get("timestamp"))
-            elif call.method == "chat.postMessage":
-                key = (params.get("channel"), params.get("thread_ts"))
-            else:
-                continue
-            if key in keys and key[1] not in first:
+            key = (params.get("channel"), params.get("timestamp"))
+            if call.method == "reactions.add" and key in keys and key[1] not in first:
                 first[str(key[1])] = to_monotonic(call.time)
+        for ts, messages in self.thread_messages(shares)[0].items():
+            posted = min(to_monotonic(float(m["ts"])) for m in messages)
+            first[ts] = min(first.get(ts, posted), posted)
         return first
+
+    def thread_messages(self, shares: list[Share]) -> tuple[dict[str, list[dict[str, Any]]], int]:
+        """The bot's messages in each share's thread (by the share's ts, as they are now), and how many bot
+        messages the shares' channels hold outside those threads."""
+        threads = {s.ts for s in shares}
+        found: dict[str, list[dict[str, Any]]] = {}
+        stray = 0
+        for channel in sorted({s.channel for s in shares}):
+            for message in self.slack.messages(channel):
+                if message.get("user") != self.slack.bot_user_id:
+                    continue
+                parent = message.get("thread_ts")
+                if parent in threads:
+                    found.setdefault(str(parent), []).append(message)
+                else:
+                    stray += 1
+        return found, stray
+
+    def bot_metric(self, name: str, **labels: str) -> float:
+        """The sum of a counter's samples on the bot's /metrics whose labels include `labels` (0 when absent)."""
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        total = 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total += sample.value
+        return total
 
 
 @dataclass

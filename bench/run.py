@@ -16,11 +16,11 @@ from pathlib import Path
 import psutil
 
 from bench.media import MediaCache
-from bench.report import Results, checks, plot_ack, plot_clones, write_markdown
-from bench.scenarios import run_burst, run_conversion, run_memory
+from bench.report import Results, checks, plot_ack, plot_channel, plot_clones, write_markdown
+from bench.scenarios import SLACK_POST_LIMIT, run_burst, run_channel, run_conversion, run_memory
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("burst", "conversion", "memory")
+SCENARIOS = ("burst", "channel", "conversion", "memory")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +32,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--shares", type=int, default=200, help="file shares in the burst (default 200)")
     parser.add_argument("--bursts", type=int, default=3, help="burst runs, a fresh bot each (default 3)")
+    parser.add_argument(
+        "--channel-shares", type=int, default=100, help="file shares dropped into one channel (default 100)"
+    )
     parser.add_argument(
         "--max-rps", type=int, default=20, help="the TRTC stand-in's request limit (default 20)"
     )
@@ -56,9 +59,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     only = args.only or list(SCENARIOS)
     defaults = build_parser().parse_args([])
-    tuned = any(
-        getattr(args, key) != getattr(defaults, key) for key in ("shares", "bursts", "max_rps", "reps")
-    )
+    options = ("shares", "bursts", "channel_shares", "max_rps", "reps")
+    tuned = any(getattr(args, key) != getattr(defaults, key) for key in options)
     full = set(only) == set(SCENARIOS) and not tuned
     command = " ".join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
     results = Results(command=command, started=datetime.now(UTC), load_average=os.getloadavg()[0])
@@ -74,6 +76,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             burst = run_burst(args.out / "burst", media.m4a(12), shares=args.shares, max_rps=args.max_rps)
             results.bursts.append(burst)
+    if "channel" in only:
+        per_second, burst = SLACK_POST_LIMIT
+        _say(
+            f"one channel: {args.channel_shares} shares of a 12 s clip at once in ONE channel, TRTC at"
+            f" {args.max_rps}/s, Slack posts limited to {per_second:g}/s per channel (burst {burst})"
+        )
+        results.channel = run_channel(
+            args.out / "channel", media.m4a(12), shares=args.channel_shares, max_rps=args.max_rps
+        )
     if "conversion" in only:
         _say(f"conversion: a 180 s AAC m4a through the bot and through the ffmpeg command line, {args.reps}x")
         results.conversion = run_conversion(args.out / "conversion", media.m4a(180), reps=args.reps)
@@ -109,6 +120,9 @@ def write_report(results: Results, docs: Path) -> None:
         plot_ack(results.bursts, docs / "ack-latency.png")
         plot_clones(results.bursts, docs / "clones-over-time.png")
         plots = {"Ack and feedback latency": "ack-latency.png", "Clones over time": "clones-over-time.png"}
+    if results.channel is not None:
+        plot_channel(results.channel, docs / "one-channel.png")
+        plots["One channel: clones and answers over time"] = "one-channel.png"
     write_markdown(results, docs / "benchmarks.md", plots)
 
 

@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -17,7 +18,6 @@ from bench.burst import send_burst_from_child
 from bench.media import Recording
 from bench.rig import MemoryPeaks, MemorySampler, Rig, status_bytes, to_monotonic
 from bot.audio import find_ffmpeg
-from bot.blocks import build_status
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -30,6 +30,12 @@ def percentile(values: Sequence[float], q: float) -> float:
     high = min(low + 1, len(data) - 1)
     return data[low] + (data[high] - data[low]) * (position - low)
 
+
+# The Slack stand-in refuses chat.postMessage over this, per channel, as Slack does (about one a second, short
+# bursts allowed): (per second, burst). On in every scenario; the bot paces its posts at the same rate.
+SLACK_POST_LIMIT = (1.0, 3)
+# The Slack stand-in's final answers begin with one of these (bot.blocks build_success / build_failure).
+ANSWER_PREFIXES = ("Voice cloned", "Could not clone")
 
 # A share's whole life (download, convert, clone, answer) takes about a second; these only stop a hung run.
 ANSWER_TIMEOUT = 120.0
@@ -55,6 +61,9 @@ class BurstResult:
     refusals: int  # requests the TRTC stand-in refused for its max_rps
     outcomes: dict[str, int]  # final reaction -> count ("none": no final answer in time)
     answered_in: float  # first send to the last final answer
+    answered_once: int  # shares whose thread holds exactly one bot message, and that message is the answer
+    stray_messages: int  # bot messages in the shares' channels outside their threads
+    slack_429s: int  # chat.postMessage calls the Slack stand-in refused for its per-channel limit
     bot_cpu: float  # CPU seconds the bot process used from the burst to the last answer
     ffmpeg_cpu: float  # CPU seconds its ffmpeg children used meanwhile
     standin_cpu: float  # CPU seconds the bench process (both stand-ins) used meanwhile
@@ -78,9 +87,9 @@ class BurstResult:
 
 def run_burst(workdir: Path, clip: Recording, shares: int = 200, max_rps: int | None = 20) -> BurstResult:
     """`shares` file shares of `clip`, each in its own channel, POSTed to the bot at once."""
-    with Rig(workdir, max_rps=max_rps) as rig:
-        # One channel per share: the bot posts at most one message a second per channel (Slack's limit),
-        # so a single channel would measure that pacing rather than the bot.
+    with Rig(workdir, max_rps=max_rps, post_limit=SLACK_POST_LIMIT) as rig:
+        # One channel per share: acknowledgement and feedback of many shares without Slack's per-channel posting
+        # pace in the way (run_channel puts them all in one channel).
         batch = [rig.file_share(f"CBENCH{i:04d}", clip, name=f"Voice Memo {i}.m4a") for i in range(shares)]
         bot_cpu, ffmpeg_cpu = rig.cpu_seconds()
         own_cpu = _own_cpu()
@@ -96,6 +105,8 @@ def run_burst(workdir: Path, clip: Recording, shares: int = 200, max_rps: int | 
         requests = rig.trtc.requests
         refusals = rig.trtc.refusals
         outcomes = Counter(rig.final_reaction(share) or "none" for share in batch)
+        threads, stray = rig.thread_messages(batch)
+        slack_429s = rig.slack.post_refusals
     first_sent = min(s.mono for s in sent)
     accepted = sorted(r.time for r in requests if r.outcome == "ok")
     return BurstResult(
@@ -114,9 +125,124 @@ def run_burst(workdir: Path, clip: Recording, shares: int = 200, max_rps: int | 
         refusals=refusals,
         outcomes=dict(outcomes),
         answered_in=done - first_sent,
+        answered_once=sum(_answered_once(threads.get(share.ts, [])) for share in batch),
+        stray_messages=stray,
+        slack_429s=slack_429s,
         bot_cpu=bot_cpu_after - bot_cpu,
         ffmpeg_cpu=ffmpeg_cpu_after - ffmpeg_cpu,
         standin_cpu=standin_cpu,
+    )
+
+
+def _is_answer(message: dict[str, Any]) -> bool:
+    return str(message.get("text") or "").startswith(ANSWER_PREFIXES)
+
+
+def _answered_once(messages: list[dict[str, Any]]) -> bool:
+    """Exactly one bot message in the thread, and it is the final answer."""
+    return len(messages) == 1 and _is_answer(messages[0])
+
+
+def _answer_time(messages: list[dict[str, Any]]) -> float | None:
+    """time.time() when the thread's answer appeared: the post, or the edit that made the message the answer
+    (nothing edits a message after its answer)."""
+    times = [float((m.get("edited") or {}).get("ts") or m["ts"]) for m in messages if _is_answer(m)]
+    return min(times) if times else None
+
+
+@dataclass
+class ChannelResult:
+    """Shares sent all at once into one channel: cloning at the API's pace, answers at Slack's."""
+
+    shares: int
+    max_rps: int | None
+    post_limit: tuple[float, int]  # the Slack stand-in's chat.postMessage limit per channel
+    clip: str
+    ack_seconds: list[float]
+    statuses: dict[int, int]
+    feedback_seconds: list[float]  # send to the first reaction or bot message in the thread
+    feedback_missing: int
+    clone_offsets: list[float]  # accepted VoiceClone requests: seconds after the first one arrived
+    first_clone: float  # first send to the first accepted VoiceClone request
+    accepted: int
+    refusals: int
+    outcomes: dict[str, int]  # final reaction -> count
+    answer_offsets: list[float]  # per answered share: seconds from the first send to its answer, sorted
+    answers_per_thread: dict[int, int]  # bot messages in a share's thread -> how many threads had that many
+    answered_once: int
+    stray_messages: int
+    slack_429s: int  # chat.postMessage calls the stand-in refused (HTTP 429 with Retry-After)
+    bot_ratelimited: float  # 429s the bot counted (voiceclone_slack_retries_total, reason "ratelimited")
+    post_calls: int  # chat.postMessage calls received, refused ones included
+    reactions_done: float  # first send to the last final reaction
+
+    @property
+    def clone_rate(self) -> float:
+        """Accepted VoiceClone requests per second, from the first to the last."""
+        span = self.clone_offsets[-1] if self.clone_offsets else 0.0
+        return (self.accepted - 1) / span if span > 0 else 0.0
+
+    @property
+    def last_answer(self) -> float:
+        """First send to the last answer in its thread."""
+        return self.answer_offsets[-1] if self.answer_offsets else float("nan")
+
+    @property
+    def slack_floor(self) -> float:
+        """The least time Slack's limit allows for one new message per share in one channel."""
+        per_second, burst = self.post_limit
+        return max(0.0, (self.shares - burst) / per_second)
+
+
+def run_channel(
+    workdir: Path,
+    clip: Recording,
+    shares: int = 100,
+    max_rps: int | None = 20,
+    post_limit: tuple[float, int] = SLACK_POST_LIMIT,
+) -> ChannelResult:
+    """`shares` file shares of `clip` in ONE channel, POSTed to the bot at once (issue 8)."""
+    with Rig(workdir, max_rps=max_rps, post_limit=post_limit) as rig:
+        batch = [rig.file_share("CBENCHONE", clip, name=f"Voice Memo {i}.m4a") for i in range(shares)]
+        sent = send_burst_from_child(rig.url, [(share.body, share.headers) for share in batch])
+        for share, result in zip(batch, sent, strict=True):
+            share.sent_wall, share.sent_mono = result.wall, result.mono
+        # Answers go out at about one a second: allow for that on top of the usual margin.
+        rig.wait_final(batch, ANSWER_TIMEOUT + shares / post_limit[0] * 1.5)
+        done = time.monotonic()
+        feedback = rig.first_feedback(batch)
+        requests = rig.trtc.requests
+        refusals = rig.trtc.refusals
+        outcomes = Counter(rig.final_reaction(share) or "none" for share in batch)
+        threads, stray = rig.thread_messages(batch)
+        slack_429s = rig.slack.post_refusals
+        post_calls = len(rig.slack.calls_to("chat.postMessage"))
+        bot_ratelimited = rig.bot_metric("voiceclone_slack_retries_total", reason="ratelimited")
+    first_sent = min(s.mono for s in sent)
+    accepted = sorted(r.time for r in requests if r.outcome == "ok")
+    answers = [_answer_time(threads.get(share.ts, [])) for share in batch]
+    return ChannelResult(
+        shares=shares,
+        max_rps=max_rps,
+        post_limit=post_limit,
+        clip=f"{clip.name} ({clip.seconds} s, {clip.path.stat().st_size // 1024} KiB)",
+        ack_seconds=[s.seconds for s in sent],
+        statuses=dict(Counter(s.status for s in sent)),
+        feedback_seconds=[feedback[s.ts] - s.sent_mono for s in batch if s.ts in feedback],
+        feedback_missing=sum(s.ts not in feedback for s in batch),
+        clone_offsets=[t - accepted[0] for t in accepted] if accepted else [],
+        first_clone=accepted[0] - first_sent if accepted else float("nan"),
+        accepted=len(accepted),
+        refusals=refusals,
+        outcomes=dict(outcomes),
+        answer_offsets=sorted(to_monotonic(t) - first_sent for t in answers if t is not None),
+        answers_per_thread=dict(Counter(len(threads.get(share.ts, [])) for share in batch)),
+        answered_once=sum(_answered_once(threads.get(share.ts, [])) for share in batch),
+        stray_messages=stray,
+        slack_429s=slack_429s,
+        bot_ratelimited=bot_ratelimited,
+        post_calls=post_calls,
+        reactions_done=done - first_sent,
     )
 
 
@@ -132,8 +258,8 @@ class ConversionResult:
     recording: str
     bot_seconds: list[float] = field(default_factory=list)  # share sent -> VoiceClone request arrived
     cli_seconds: list[float] = field(default_factory=list)  # `ffmpeg -i in -ac 1 -ar 16000 -t 180 out.wav`
-    # Per bot run: send -> "converting" status (ack, queue, status message, download), "converting" ->
-    # "cloning" (ffmpeg and the checks on its output), "cloning" -> request (encode, sign, send).
+    # Per bot run: send -> the download's arrival at the Slack stand-in's file host (ack, queue, files.info), then
+    # -> the VoiceClone request's arrival (download, ffmpeg and the checks on its output, encode, sign, send).
     stages: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -144,7 +270,7 @@ class ConversionResult:
     def stage_medians(self) -> dict[str, float]:
         """The median of each stage."""
         return (
-            {key: statistics.median(s[key] for s in self.stages) for key in self.stages[0]}
+            {key: statistics.median(s[key] for s in self.stages if key in s) for key in self.stages[0]}
             if self.stages
             else {}
         )
@@ -154,7 +280,7 @@ def run_conversion(workdir: Path, recording: Recording, reps: int = 5) -> Conver
     """Alternate one bot share and one command-line conversion of `recording`, `reps` times each."""
     result = ConversionResult(f"{recording.name} ({recording.seconds} s AAC, {_kib(recording)} KiB)")
     out = workdir / "cli.wav"
-    with Rig(workdir) as rig, httpx.Client(timeout=30) as client:
+    with Rig(workdir, post_limit=SLACK_POST_LIMIT) as rig, httpx.Client(timeout=30) as client:
         # Warm-up, not counted: the bot's first request pays for auth.test and lazy imports; both pay for
         # reading the file into the page cache.
         _bot_conversion(rig, client, recording, "CCONVWARM")
@@ -174,6 +300,7 @@ def _bot_conversion(
     rig: Rig, client: httpx.Client, recording: Recording, channel: str
 ) -> tuple[float, dict[str, float]]:
     seen = len(rig.trtc.requests)
+    downloads = len(rig.slack.file_requests)
     share = rig.file_share(channel, recording)
     response = rig.deliver(share, client)
     response.raise_for_status()
@@ -182,18 +309,9 @@ def _bot_conversion(
     request = rig.trtc.requests[seen]
     if not rig.wait_final([share], ANSWER_TIMEOUT) or rig.final_reaction(share) != "white_check_mark":
         raise RuntimeError(f"{recording.name} was not cloned:\n{rig.log_tail()}")
-    updates = {
-        call.params.get("text"): to_monotonic(call.time)
-        for call in rig.slack.calls
-        if call.method == "chat.update" and call.params.get("channel") == channel
-    }
-    converting = updates[build_status("converting", recording.name)[0]]
-    cloning = updates[build_status("cloning", recording.name)[0]]
-    stages = {
-        "to conversion": converting - share.sent_mono,
-        "conversion": cloning - converting,
-        "to request": request.time - cloning,
-    }
+    fetched = [r for r in rig.slack.file_requests[downloads:] if r.status == 200]
+    download = to_monotonic(fetched[0].time)
+    stages = {"to download": download - share.sent_mono, "download to request": request.time - download}
     return request.time - share.sent_mono, stages
 
 
@@ -236,7 +354,7 @@ class MemoryResult:
 
 def run_memory(workdir: Path, recording: Recording) -> MemoryResult:
     """Share `recording` with a bot started for it alone, sampling memory until the final answer."""
-    with Rig(workdir) as rig, httpx.Client(timeout=30) as client:
+    with Rig(workdir, post_limit=SLACK_POST_LIMIT) as rig, httpx.Client(timeout=30) as client:
         assert rig.process is not None
         baseline = status_bytes(rig.process.pid, "VmRSS")
         share = rig.file_share("CMEMORY", recording)
