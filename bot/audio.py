@@ -1,8 +1,11 @@
 """Any recording ffmpeg can decode, made into the prompt TRTC VoiceClone takes: 16 kHz mono s16 WAV, 10-180 s.
 
-One ffmpeg run per file (never ffprobe): it decodes only the first audio stream, only as far as the longest
-prompt needs, to raw PCM on a pipe; its log (`-loglevel level+info`) tells the container duration, the
-streams and any decode error. Python then cuts, checks for a voice, normalizes quiet audio and writes the WAV.
+One ffmpeg run per file (never ffprobe): it decodes only the first audio stream, at most its first
+max_decode_seconds (20 minutes), to raw PCM on a pipe; its log (`-loglevel level+info`) tells the container
+duration, the streams and any decode error. bot.analysis looks at the PCM as it arrives (level, clipping, voice
+activity per 30 ms frame) while the PCM goes to a temporary file once it outgrows what one prompt needs, so
+memory stays flat whatever the length. Then the prompt is built from the best speech (bot.analysis.plan_prompt),
+optionally denoised (a second ffmpeg on the chosen PCM only, `afftdn`), levelled and written as WAV.
 Needs the `level` log flag: ffmpeg 4.3 or newer (the imageio-ffmpeg fallback is much newer).
 """
 
@@ -10,33 +13,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
-import io
 import math
 import os
 import re
 import shutil
 import stat
-import warnings
+import tempfile
 from dataclasses import dataclass, field
 
+from bot.analysis import AudioReport, FrameAnalyzer, PromptPlan, level, plan_prompt
 from bot.errors import (
     DamagedAudioError,
     NoAudioStreamError,
     NotAudioError,
-    NoVoiceError,
     TooLargeError,
-    TooShortError,
 )
-
-with warnings.catch_warnings():
-    # audioop is deprecated on 3.11-3.12 and comes from audioop-lts on 3.13+; pydub warns at import when
-    # ffmpeg is not on PATH, which does not matter here: pydub never runs ffmpeg for us.
-    warnings.simplefilter("ignore", DeprecationWarning)
-    warnings.simplefilter("ignore", RuntimeWarning)
-    import audioop
-
-    from pydub import AudioSegment
 
 SAMPLE_RATE = 16_000
 SAMPLE_WIDTH = 2  # bytes: s16
@@ -52,20 +45,13 @@ TRIM_TOLERANCE = 0.25
 SHORTFALL_SECONDS = 0.25
 SHORTFALL_FRACTION = 0.02
 
-# Voice checks. Peak below this is silence or a noise floor, whatever its shape.
-SILENCE_PEAK_DBFS = -50.0
-# Loudness spread of speech: 90th minus 10th percentile of RMS loudness over 30 ms frames (speech has
-# syllables and pauses; steady sounds do not). Measured with _loudness_spread on 16 kHz decodes, 12 s each:
-# espeak-ng speech (en, de, fr) 73-75 dB (its pauses are digital silence); the same speech mixed with white
-# noise at 10 dB SNR 14.6 dB, pink noise at 3 dB SNR 9.0 dB, white noise at 0.6 dB SNR 6.4 dB;
-# tests/media.py's synthetic speech 77 dB. Steady signals: 440 Hz sine 0.1 dB, 300 Hz square 0.0 dB,
-# white noise 0.6 dB, pink 3.6 dB, brown 3.2 dB. The threshold sits just above steady noise: refusing real
-# speech is worse than letting a rare odd signal through to the API.
-MIN_SPREAD_DB = 6.0
-FRAME_SECONDS = 0.03
-# Quiet recordings are raised to this peak; louder ones are left alone.
-TARGET_PEAK_DBFS = -1.0
-MIN_GAIN_DB = 1.0
+# Denoising (ffmpeg afftdn, noise floor tracked from the measured one) is applied when asked (`denoise=on`),
+# or by default when the speech is less than this far above the noise. See denoise_default below.
+DENOISE_BELOW_SNR_DB = 15.0
+# afftdn's reduction. Measured (espeak-ng speech + white noise, true SNR against the clean speech after undoing
+# the delay): 12.9 -> 17.6 dB and 7.9 -> 13.1 dB with nr=12 and nf at the measured floor; nr=30 gives the same
+# true SNR with more artefacts; the noise-tracking mode (tn=1) gave only +0.3 to +0.5 dB.
+DENOISE_NR_DB = 12
 
 # The only demuxers ffmpeg may use: containers that carry their media inside themselves. Anything else is
 # refused when opened ("Format not on whitelist"), above all the formats that make ffmpeg open other files or
@@ -113,6 +99,9 @@ class AudioLimits:
     max_seconds: float = 180.0
     max_input_bytes: int = 2 * 1024**3  # refused before decoding (TooLargeError)
     timeout: float = 120.0  # ffmpeg wall-clock cap; on expiry it is killed and DamagedAudioError raised
+    # Only this much of a longer recording is decoded and searched for the best speech: CPU stays bounded
+    # (a 20-minute m4a decodes in about a second) and memory flat (the PCM goes to a temporary file).
+    max_decode_seconds: float = 1200.0
 
 
 @dataclass(frozen=True)
@@ -124,8 +113,9 @@ class PreparedAudio:
     wav: bytes = field(repr=False)
     duration: float  # seconds in `wav`
     source_duration: float | None  # the input's container Duration when ffmpeg reports one
-    trimmed: bool  # the input was longer than max_seconds and was cut
+    trimmed: bool  # some speech of the recording is not in `wav` (it did not fit max_seconds)
     gain_db: float  # loudness gain applied (0.0 when none)
+    report: AudioReport = field(default_factory=AudioReport)
 
 
 @functools.cache
@@ -141,13 +131,15 @@ def _bundled_ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
-async def prepare_audio(path: str | os.PathLike[str], limits: AudioLimits = AudioLimits()) -> PreparedAudio:
-    """Convert `path` to a VoiceClone prompt, keeping its FIRST max_seconds when it is longer.
+async def prepare_audio(
+    path: str | os.PathLike[str], limits: AudioLimits = AudioLimits(), *, denoise: bool | None = None
+) -> PreparedAudio:
+    """Convert `path` to a VoiceClone prompt made of its best speech (see bot.analysis.plan_prompt).
 
-    The start is kept because people start talking at once when asked for a sample, and decoding stops
-    there, so an hour-long file costs what a three-minute one does. Raises an AudioError subclass
-    (NotAudioError, NoAudioStreamError, DamagedAudioError, NoVoiceError, TooShortError, TooLargeError);
-    OSError when the file cannot be read, RuntimeError when there is no ffmpeg at all.
+    `denoise`: True or False forces ffmpeg's afftdn on or off; None lets denoise_default decide from the
+    measured noise. Raises an AudioError subclass (NotAudioError, NoAudioStreamError, DamagedAudioError,
+    NoVoiceError and its TooNoisyError, TooShortError and its NotEnoughSpeechError, TooLargeError); OSError when
+    the file cannot be read, RuntimeError when there is no ffmpeg at all.
     """
     path = os.path.abspath(os.fspath(path))
     info = os.stat(path)
@@ -159,20 +151,101 @@ async def prepare_audio(path: str | os.PathLike[str], limits: AudioLimits = Audi
 
     exe = find_ffmpeg()
     decoded = await _decode(exe, path, head, limits)
-    if decoded.silently_short:
-        # An old system ffmpeg can skip what it cannot decode without a word (5.1 outputs nothing for 32-bit
-        # FLAC): ask the newer bundled one before calling the file damaged.
-        with contextlib.suppress(RuntimeError):
-            bundled = _bundled_ffmpeg()
-            if os.path.realpath(bundled) != os.path.realpath(exe):
-                decoded = await _decode(bundled, path, head, limits)
-    decoded.raise_for_problems(head)
-    return await asyncio.to_thread(_finish, decoded.pcm, decoded.log.duration, limits)
+    try:
+        if decoded.silently_short:
+            # An old system ffmpeg can skip what it cannot decode without a word (5.1 outputs nothing for
+            # 32-bit FLAC): ask the newer bundled one before calling the file damaged.
+            with contextlib.suppress(RuntimeError):
+                bundled = _bundled_ffmpeg()
+                if os.path.realpath(bundled) != os.path.realpath(exe):
+                    decoded.pcm.close()
+                    decoded = await _decode(bundled, path, head, limits)
+        decoded.raise_for_problems(head)
+        plan = plan_prompt(
+            decoded.pcm.analyzer.frames(),
+            min_seconds=limits.min_seconds,
+            max_seconds=limits.max_seconds,
+            source_seconds=decoded.log.duration,
+            capped=decoded.capped,
+        )
+        pcm = decoded.pcm.read_ranges(plan.byte_ranges)
+    finally:
+        decoded.pcm.close()
+    report = plan.report
+    if denoise is None:
+        denoise = denoise_default(report)
+    if denoise:
+        pcm = await _denoise(exe, pcm, plan, limits)
+    wav, gain = level(pcm, plan.speech)
+    del pcm
+    report = dataclasses.replace(
+        report, gain_db=round(gain, 1), denoised=denoise, denoise_suggested=report.noisy and not denoise
+    )
+    return PreparedAudio(
+        wav=wav,
+        duration=(len(wav) - 44) / BYTES_PER_SECOND,
+        source_duration=decoded.log.duration,
+        trimmed=report.speech_dropped,
+        gain_db=round(gain, 2),
+        report=report,
+    )
 
 
-def prepare_audio_sync(path: str | os.PathLike[str], limits: AudioLimits = AudioLimits()) -> PreparedAudio:
+def denoise_default(report: AudioReport) -> bool:
+    """Whether to denoise when the user did not say: when background noise is audible (see DENOISE_BELOW_SNR_DB)."""
+    return report.snr_db is not None and report.snr_db < DENOISE_BELOW_SNR_DB
+
+
+async def _denoise(exe: str, pcm: bytearray, plan: PromptPlan, limits: AudioLimits) -> bytearray:
+    """ffmpeg's FFT denoiser over the chosen PCM (not the whole recording), noise floor from the analysis."""
+    floor = min(max(round(plan.noise_db), -80), -20)  # afftdn takes -80..-20 dB
+    args = [
+        *("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error"),
+        *("-format_whitelist", "s16le", "-protocol_whitelist", "pipe"),
+        *("-f", "s16le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0"),
+        *("-af", f"afftdn=nr={DENOISE_NR_DB}:nf={floor}", "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"),
+    ]
+    process = await asyncio.create_subprocess_exec(
+        exe, *args, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(limits.timeout):
+            out, err = await process.communicate(bytes(pcm))
+    except TimeoutError:
+        raise DamagedAudioError(f"ffmpeg did not finish denoising within {limits.timeout:g} s") from None
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if process.returncode or not out:
+        return pcm  # denoising is a nicety: the undenoised prompt is still good
+    # afftdn delays its output (400 samples in ffmpeg 5.1 and 7): find the delay and take it back out.
+    lag = _lag(pcm, out)
+    cleaned = bytearray(out[lag * SAMPLE_WIDTH : lag * SAMPLE_WIDTH + len(pcm)])
+    cleaned += bytes(len(pcm) - len(cleaned))  # the last `lag` samples: part of the closing pause
+    return cleaned
+
+
+def _lag(original: bytearray, delayed: bytes, limit: int = 4096) -> int:
+    """Samples by which `delayed` lags `original` (0..limit), by cross-correlating their first 4 s."""
+    import numpy as np
+
+    count = min(len(original), len(delayed)) // SAMPLE_WIDTH
+    span = min(count, 4 * SAMPLE_RATE)
+    if span <= limit:
+        return 0
+    a = np.frombuffer(original, np.int16, span).astype(np.float64)
+    b = np.frombuffer(delayed, np.int16, span).astype(np.float64)
+    size = 1 << (2 * span - 1).bit_length()
+    correlation = np.fft.irfft(np.fft.rfft(b, size) * np.conj(np.fft.rfft(a, size)), size)[: limit + 1]
+    return int(np.argmax(correlation))
+
+
+def prepare_audio_sync(
+    path: str | os.PathLike[str], limits: AudioLimits = AudioLimits(), *, denoise: bool | None = None
+) -> PreparedAudio:
     """prepare_audio for callers without an event loop (the CLI)."""
-    return asyncio.run(prepare_audio(path, limits))
+    return asyncio.run(prepare_audio(path, limits, denoise=denoise))
 
 
 @dataclass
@@ -229,15 +302,20 @@ class _Log:
 class _Decoded:
     """ffmpeg's output and log for one input."""
 
-    pcm: bytes = field(repr=False)
+    pcm: _Pcm = field(repr=False)
     log: _Log
-    max_seconds: float
+    max_seconds: float  # decoded at most this much (the decode cap)
     errors_seen: int  # errors logged before we stopped ffmpeg ourselves (those after are our doing)
     crashed: int | None  # ffmpeg's exit status when it failed without our stopping it
 
     @property
     def seconds(self) -> float:
-        return len(self.pcm) / BYTES_PER_SECOND
+        return self.pcm.size / BYTES_PER_SECOND
+
+    @property
+    def capped(self) -> bool:
+        """The recording is longer than what was decoded."""
+        return self.seconds > self.max_seconds + TRIM_TOLERANCE
 
     @property
     def shortfall(self) -> bool:
@@ -299,12 +377,13 @@ async def _decode(exe: str, path: str, head: bytes, limits: AudioLimits) -> _Dec
         *(_MOV_SAFETY if head[4:8] in _MOV_ATOMS else ()),
         *("-i", "file:" + path),  # "file:" so a name like "http:..." or "concat:..." stays a file name
         *("-map", "0:a:0", "-vn", "-sn", "-dn", "-ac", "1", "-ar", str(SAMPLE_RATE)),
-        *("-t", f"{limits.max_seconds + DECODE_MARGIN:.3f}"),
+        *("-t", f"{limits.max_decode_seconds + DECODE_MARGIN:.3f}"),
         # Raw PCM: a WAV header written to a pipe carries wrong sizes. On a pipe ffmpeg flushes every packet
         # (under 1 KB) unless told not to: 32 KB writes wake the event loop 14x less often.
         *("-f", "s16le", "-c:a", "pcm_s16le", "-flush_packets", "0", "pipe:1"),
     ]
-    cap = math.ceil((limits.max_seconds + 2 * DECODE_MARGIN) * BYTES_PER_SECOND)
+    cap = math.ceil((limits.max_decode_seconds + 2 * DECODE_MARGIN) * BYTES_PER_SECOND)
+    pcm = _Pcm(math.ceil((limits.max_seconds + 2 * DECODE_MARGIN) * BYTES_PER_SECOND))
     log = _Log()
     process = await asyncio.create_subprocess_exec(
         exe,
@@ -316,41 +395,77 @@ async def _decode(exe: str, path: str, head: bytes, limits: AudioLimits) -> _Dec
     assert process.stdout is not None and process.stderr is not None
     errors_seen: int | None = None  # set when we stop ffmpeg ourselves
 
-    async def read_pcm() -> bytes:
+    async def read_pcm() -> None:
         nonlocal errors_seen
-        pcm, capped = await _read_capped(process.stdout, cap)
-        if capped:
-            # Cannot happen with -t unless ffmpeg misbehaves; keep memory bounded all the same. Kill here,
+        if await _read_capped(process.stdout, cap, pcm):
+            # Cannot happen with -t unless ffmpeg misbehaves; keep the work bounded all the same. Kill here,
             # not after gather: ffmpeg blocked on a full pipe would never close stderr.
             errors_seen = log.error_count  # later errors (a broken pipe) are our doing
             process.kill()
-        return pcm
 
     try:
         async with asyncio.timeout(limits.timeout):
-            pcm, _ = await asyncio.gather(read_pcm(), _read_log(process.stderr, log))
+            await asyncio.gather(read_pcm(), _read_log(process.stderr, log))
             await process.wait()
     except TimeoutError:
+        pcm.close()
         raise DamagedAudioError(f"ffmpeg did not finish within {limits.timeout:g} s") from None
+    except BaseException:
+        pcm.close()
+        raise
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    pcm = pcm[: len(pcm) - len(pcm) % SAMPLE_WIDTH]
+    pcm.finish()
     if errors_seen is not None:
-        return _Decoded(pcm, log, limits.max_seconds, errors_seen, crashed=None)
-    return _Decoded(pcm, log, limits.max_seconds, log.error_count, crashed=process.returncode or None)
+        return _Decoded(pcm, log, limits.max_decode_seconds, errors_seen, crashed=None)
+    return _Decoded(pcm, log, limits.max_decode_seconds, log.error_count, crashed=process.returncode or None)
 
 
-async def _read_capped(stream: asyncio.StreamReader, cap: int) -> tuple[bytes, bool]:
-    """Read a stream to its end or to `cap` bytes; True when the cap stopped it."""
-    buffer = bytearray()
-    while len(buffer) < cap:
-        chunk = await stream.read(min(_READ_CHUNK, cap - len(buffer)))
+class _Pcm:
+    """Decoded PCM as it arrives: analysed on the way in, kept in memory up to `memory_limit` bytes and in a
+    temporary file beyond (an hour-long upload must not cost more memory than a three-minute one)."""
+
+    def __init__(self, memory_limit: int):
+        self.analyzer = FrameAnalyzer()
+        self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115 (closed by close())
+        self.size = 0
+
+    def write(self, chunk: bytes) -> None:
+        self.analyzer.feed(chunk)
+        self._file.write(chunk)
+        self.size += len(chunk)
+
+    def finish(self) -> None:
+        """Drop an odd last byte (half a sample)."""
+        if self.size % SAMPLE_WIDTH:
+            self.size -= 1
+            self._file.truncate(self.size)
+
+    def read_ranges(self, ranges: list[tuple[int, int]]) -> bytearray:
+        """The bytes of each [start, end) range, joined."""
+        ranges = [(start, min(end, self.size)) for start, end in ranges if start < self.size]
+        out = bytearray(sum(end - start for start, end in ranges))
+        view, at = memoryview(out), 0
+        for start, end in ranges:
+            self._file.seek(start)
+            read = self._file.readinto(view[at : at + end - start])  # type: ignore[attr-defined]
+            at += read or 0
+        return out
+
+    def close(self) -> None:
+        self._file.close()
+
+
+async def _read_capped(stream: asyncio.StreamReader, cap: int, sink: _Pcm) -> bool:
+    """Read a stream into `sink` to its end or to `cap` bytes; True when the cap stopped it."""
+    while sink.size < cap:
+        chunk = await stream.read(min(_READ_CHUNK, cap - sink.size))
         if not chunk:
-            return bytes(buffer), False
-        buffer += chunk
-    return bytes(buffer), True
+            return False
+        sink.write(chunk)
+    return True
 
 
 async def _read_log(stream: asyncio.StreamReader, log: _Log) -> None:
@@ -374,48 +489,3 @@ def _file_head(path: str) -> bytes:
 
 def _summary(errors: list[str]) -> str:
     return "; ".join(dict.fromkeys(errors[:3]))
-
-
-def _finish(pcm: bytes, source_duration: float | None, limits: AudioLimits) -> PreparedAudio:
-    """Cut to max_seconds, check for a voice and the length, normalize quiet audio, wrap as WAV."""
-    limit = round(limits.max_seconds * SAMPLE_RATE) * SAMPLE_WIDTH
-    trimmed = len(pcm) > limit + TRIM_TOLERANCE * BYTES_PER_SECOND
-    pcm = pcm[:limit]
-    duration = len(pcm) / BYTES_PER_SECOND
-    if not pcm:
-        raise TooShortError(0.0, limits.min_seconds)
-    segment = AudioSegment(data=pcm, sample_width=SAMPLE_WIDTH, frame_rate=SAMPLE_RATE, channels=1)
-    peak = segment.max_dBFS
-    # Voice first: a muted microphone is the thing to fix, whatever the length.
-    if peak < SILENCE_PEAK_DBFS or _loudness_spread(pcm) < MIN_SPREAD_DB:
-        raise NoVoiceError(peak)
-    if duration < limits.min_seconds:
-        raise TooShortError(duration, limits.min_seconds)
-    gain = TARGET_PEAK_DBFS - peak
-    if gain >= MIN_GAIN_DB:
-        segment = segment.apply_gain(gain)
-    else:
-        gain = 0.0
-    wav = segment.export(io.BytesIO(), format="wav").getvalue()
-    return PreparedAudio(
-        wav=wav,
-        duration=duration,
-        source_duration=source_duration,
-        trimmed=trimmed,
-        gain_db=round(gain, 2),
-    )
-
-
-def _loudness_spread(pcm: bytes) -> float:
-    """dB between the 90th and 10th percentile of RMS over 30 ms frames: speech has syllables and pauses."""
-    # audioop.rms over memoryview slices: C speed, where pydub's per-slice AudioSegments cost 20x more.
-    frame = round(FRAME_SECONDS * SAMPLE_RATE) * SAMPLE_WIDTH
-    view = memoryview(pcm)
-    levels = sorted(
-        audioop.rms(view[i : i + frame], SAMPLE_WIDTH) for i in range(0, len(pcm) - frame + 1, frame)
-    )
-    if len(levels) < 2:
-        return 0.0
-    low = levels[len(levels) // 10]
-    high = levels[(len(levels) * 9) // 10]
-    return 20 * math.log10(max(high, 1) / max(low, 1))
