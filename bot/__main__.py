@@ -1,4 +1,4 @@
-"""Command line: `python -m bot [run|clone|demo|standins]` (also installed as `voiceclone-bot`).
+"""Command line: `python -m bot [run|clone|check|demo|standins]` (also installed as `voiceclone-bot`).
 
 Everything printed here is for the operator at a terminal: plain text, one message per failure, no traceback.
 """
@@ -31,7 +31,7 @@ DEFAULT_ENV_FILE = ".env"
 EXIT_CODES = """exit status:
   0    done (the bot stopped on SIGTERM/SIGINT, or the command succeeded)
   1    Tencent Cloud refused the clone (clone)
-  2    bad input or configuration: the message names every problem
+  2    bad input or configuration: the message names every problem (check: the recording is not usable)
   3    the bot could not start: token refused, Slack unreachable, port in use, database not writable
   130  interrupted before the bot was running"""
 
@@ -79,6 +79,18 @@ def build_parser() -> argparse.ArgumentParser:
     clone.add_argument("--text", help="what the recording says (dropped if the recording is trimmed)")
     clone.add_argument("--model", help=f"one of {', '.join(MODELS)} (default: VOICECLONE_MODEL, else the API's)")
     clone.add_argument("--language", help="ISO 639-1 code such as en, zh (default: VOICECLONE_LANGUAGE, else auto)")
+    clone.add_argument("--denoise", choices=("on", "off"), help="background-noise reduction (default: when noisy)")
+
+    check = commands.add_parser(
+        "check",
+        help="print the report card of a recording (what would be sent, what is wrong) without cloning",
+        description="Analyse FILE as the bot would before cloning it and print the report card. Calls no API "
+        "and needs no settings. Exit 0 when the recording is usable, 2 when it is not.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("file", type=Path, help="any audio or video file (m4a, mp3, ogg, webm, flac, wav, mp4...)")
+    check.add_argument("--denoise", choices=("on", "off"), help="background-noise reduction (default: when noisy)")
 
     commands.add_parser(
         "demo",
@@ -117,6 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 command = "run"
         if command == "clone":
             return _clone(args, env_file)
+        if command == "check":
+            return _check(args)
         if command == "demo":
             from bot.demo import run_demo
 
@@ -141,6 +155,35 @@ def _logging(settings: Settings, level: str | None = None) -> None:
     configure_logging(level or settings.log_level, settings.secrets(), fmt=settings.log_format)
 
 
+def _denoise(args: argparse.Namespace) -> bool | None:
+    return None if args.denoise is None else args.denoise == "on"
+
+
+def _check(args: argparse.Namespace) -> int:
+    """The report card of a recording, as plain text; exit 0 usable, 2 not."""
+    from bot.audio import prepare_audio_sync
+    from bot.report import report_lines
+
+    if not args.file.is_file():
+        print(f"No such file: {args.file} (looked in {Path.cwd()})", file=sys.stderr)
+        return EXIT_INPUT
+    try:
+        prepared = prepare_audio_sync(args.file, denoise=_denoise(args))
+    except InputError as exc:
+        print(f"{args.file.name}: not usable")
+        print(describe_for_operator(exc))
+        return EXIT_INPUT
+    except OSError as exc:
+        print(f"Cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_INPUT
+    summary, *warnings = report_lines(prepared.report, option_hint="--denoise on")
+    print(f"{args.file.name}: usable ({prepared.duration:.1f} s would be sent)")
+    print(summary)
+    for warning in warnings:
+        print(f"Warning: {warning}")
+    return EXIT_OK
+
+
 def _clone(args: argparse.Namespace, env_file: str) -> int:
     from bot.pipeline import CloneRequest, clone_recording
     from bot.trtc import VoiceCloneClient, default_voice_name
@@ -158,15 +201,23 @@ def _clone(args: argparse.Namespace, env_file: str) -> int:
         print(f"No such file: {args.file} (looked in {Path.cwd()})", file=sys.stderr)
         return EXIT_INPUT
     request = CloneRequest(
-        name=args.name or default_voice_name(args.file.name), text=args.text, model=model, language=language
+        name=args.name or default_voice_name(args.file.name),
+        text=args.text,
+        model=model,
+        language=language,
+        denoise=_denoise(args),
     )
 
     async def clone() -> int:
         async with VoiceCloneClient(settings) as client:
             result = await clone_recording(args.file, request, client)
-        if result.trimmed:
-            source = f"{result.source_seconds:.0f} s" if result.source_seconds else "longer"
-            print(f"Note: the recording ({source}) was cut to its first {result.seconds:.0f} s.")
+        from bot.report import report_lines
+
+        if result.report is not None:
+            summary, *warnings = report_lines(result.report, option_hint="--denoise on")
+            print(summary)
+            for warning in warnings:
+                print(f"Warning: {warning}")
         if result.text_dropped:
             print("Note: the transcript was not sent, because it no longer matches the trimmed audio.")
         print(f"Voice name: {result.name}; audio used: {result.seconds:.1f} s; RequestId: {result.request_id}")

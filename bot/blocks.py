@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bot.analysis import AudioReport
 from bot.messages import escape
 from bot.pipeline import CloneResult
+from bot.report import summary, warnings
 from bot.settings import MODELS
 
 Blocks = list[dict[str, Any]]
@@ -55,7 +57,8 @@ USAGE = (
     "• `/clone <file link or file ID> [options]` clones a file already in Slack.\n"
     "• `/clone help` shows this.\n"
     "Any audio or video works: voice memos (m4a), Slack clips, mp3, ogg, webm, flac, wav, mp4, mov. "
-    "Longer recordings are cut to their first 3 minutes."
+    "I send the best 3 minutes of speech (silence removed, level evened out) and tell you what I found; "
+    "`denoise=on` or `denoise=off` forces background-noise reduction on or off."
 )
 
 
@@ -80,10 +83,19 @@ def build_status(stage: str, file_name: str) -> tuple[str, Blocks]:
     return text, [_section(f":{emoji}: *{label}…*  `{escape(file_name)}`")]
 
 
+def build_report_card(report: AudioReport) -> dict[str, Any]:
+    """The audio report card: a compact context block (summary, then each warning as advice). Pure, so the
+    consent step can show it on the confirm message before anything is cloned."""
+    lines = [f":bar_chart: {escape(summary(report))}"]
+    lines += [f":warning: {escape(text)}" for text in warnings(report, option_hint="`denoise=on`")]
+    return _context(*lines)
+
+
 def build_success(result: CloneResult, file_name: str) -> tuple[str, Blocks]:
     """The final answer for a cloned voice; the fallback text holds the VoiceId verbatim."""
+    report = result.report
     used = _seconds(result.seconds)
-    if result.trimmed:
+    if result.trimmed and report is None:  # a result stored before the report card existed
         source = f" of {_seconds(result.source_seconds)}" if result.source_seconds else ""
         used += f" (the first 3 minutes{source}; the rest was cut)"
     fields = [
@@ -96,10 +108,10 @@ def build_success(result: CloneResult, file_name: str) -> tuple[str, Blocks]:
     notes = []
     if result.text_dropped:
         notes.append(
-            "Your transcript was not sent: the recording was cut to 3 minutes, so it no longer matched. "
-            "Trim the recording yourself and share it again with `text=` to use a transcript."
+            "Your transcript was not sent: only part of the speech fit in the 3 minutes sent, so it no longer "
+            "matched. Trim the recording yourself and share it again with `text=` to use a transcript."
         )
-    if result.gain_db >= 6:
+    if result.gain_db >= 6 and report is None:
         notes.append(f"The recording was quiet; I raised it by {result.gain_db:.0f} dB.")
     if result.request_id:
         notes.append(f"RequestId: `{result.request_id}`")
@@ -107,6 +119,8 @@ def build_success(result: CloneResult, file_name: str) -> tuple[str, Blocks]:
         _section(f":white_check_mark: *Voice cloned from* `{escape(file_name)}`"),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
+    if report is not None:
+        blocks.append(build_report_card(report))
     if notes:
         blocks.append(_context(*notes))
     return f"Voice cloned: {result.voice_id}", blocks

@@ -10,6 +10,7 @@ import math
 import re
 from collections.abc import Callable
 
+from bot.analysis import NotEnoughSpeechError, TooNoisyError
 from bot.errors import (
     ApiError,
     AudioError,
@@ -385,6 +386,27 @@ def _too_large(error: TooLargeError) -> str:
     return f"{head} Send a shorter recording (at most 3 minutes are used) or a compressed one, such as m4a."
 
 
+def _not_enough_speech(error: NotEnoughSpeechError) -> str:
+    speech = math.floor(error.seconds * 10) / 10
+    return (
+        f"I found only {speech:g} seconds of speech in this {error.recording_seconds:.0f}-second recording "
+        f"(silence and noise don't count); voice cloning needs at least {error.minimum:g} seconds of speech. "
+        "Record 20 to 30 seconds of steady talking and send it again."
+    )
+
+
+def _too_noisy(error: TooNoisyError) -> str:
+    heard = (
+        f" (the voice, if any, is only about {max(error.snr_db, 0):.0f} dB above the noise)"
+        if error.snr_db is not None
+        else ""
+    )
+    return (
+        f"The recording is mostly background noise{heard}, so a voice can't be cloned from it. "
+        "Record again in a quiet room, close to the microphone, and speak for at least 10 seconds."
+    )
+
+
 def _no_voice(error: NoVoiceError) -> str:
     loudest = f" (its loudest moment is {error.peak_dbfs:.0f} dBFS)" if error.peak_dbfs is not None else ""
     return (
@@ -422,7 +444,9 @@ _DESCRIBERS: dict[type[BaseException], Callable[[BaseException], str]] = {
         "That recording seems damaged or cut off, so it can't be decoded. Export or record it again and send "
         "the new file."
     ),
+    TooNoisyError: _too_noisy,  # type: ignore[dict-item]
     NoVoiceError: _no_voice,  # type: ignore[dict-item]
+    NotEnoughSpeechError: _not_enough_speech,  # type: ignore[dict-item]
     TooShortError: _too_short,  # type: ignore[dict-item]
     TooLargeError: _too_large,  # type: ignore[dict-item]
     AudioError: lambda _: "That recording can't be used for cloning. Try another recording of one person speaking.",

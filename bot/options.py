@@ -1,4 +1,4 @@
-"""Clone options typed in a message or a command: `name=NAME lang=xx model=M text="..."`."""
+"""Clone options typed in a message or a command: `name=NAME lang=xx model=M text="..." denoise=on|off`."""
 
 from __future__ import annotations
 
@@ -24,7 +24,9 @@ _KEYS = {
     "model": "model",
     "text": "text",
     "transcript": "text",
+    "denoise": "denoise",
 }
+DENOISE_VALUES = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
 _LANGUAGE = re.compile(r"^[a-z]{2}(?:-[A-Za-z]{2,4})?$")
 
 
@@ -36,10 +38,17 @@ class CloneOptions:
     language: str | None = None
     model: str | None = None
     text: str | None = None
+    denoise: bool | None = None  # None: the bot decides from the noise it measures
 
-    def as_dict(self) -> dict[str, str | None]:
+    def as_dict(self) -> dict[str, str | bool | None]:
         """A JSON-ready copy."""
-        return {"name": self.name, "language": self.language, "model": self.model, "text": self.text}
+        return {
+            "name": self.name,
+            "language": self.language,
+            "model": self.model,
+            "text": self.text,
+            "denoise": self.denoise,
+        }
 
 
 def parse_options(message: str | None) -> CloneOptions:
@@ -56,12 +65,22 @@ def parse_options(message: str | None) -> CloneOptions:
             found[key] = value
     model = found.get("model")
     language = found.get("language")
+    denoise = found.get("denoise")
     return CloneOptions(
         name=found.get("name"),
         language=check_language(language) if language is not None else None,
         model=check_model(model) if model is not None else None,
         text=found.get("text"),
+        denoise=check_denoise(denoise) if denoise is not None else None,
     )
+
+
+def check_denoise(value: str, option: str = "denoise") -> bool:
+    """`on` or `off` (also yes/no, true/false) as a bool; raise OptionError otherwise."""
+    try:
+        return DENOISE_VALUES[value.lower()]
+    except KeyError:
+        raise OptionError(option, value, "on, off") from None
 
 
 def check_model(model: str, option: str = "model") -> str:

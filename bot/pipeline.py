@@ -6,9 +6,10 @@ import asyncio
 import os
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from bot.analysis import AudioReport
 from bot.audio import AudioLimits, prepare_audio
 from bot.errors import PromptTextError
 from bot.trtc import MAX_PROMPT_TEXT, VoiceCloneClient, validate_voice_name
@@ -24,6 +25,7 @@ class CloneRequest:
     text: str | None = None
     model: str | None = None
     language: str | None = None
+    denoise: bool | None = None  # None: decided from the measured noise
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,13 @@ class CloneResult:
     model: str | None
     language: str | None
     gain_db: float = 0.0
+    # AudioReport.to_dict() of what was found and done (None in results stored before it existed).
+    audio: dict[str, Any] | None = None
+
+    @property
+    def report(self) -> AudioReport | None:
+        """The audio report card's data, when the result has one."""
+        return AudioReport.from_dict(self.audio) if self.audio is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -48,8 +57,9 @@ class CloneResult:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> CloneResult:
-        """Rebuild from to_dict()."""
-        return cls(**data)
+        """Rebuild from to_dict(), also one stored by an older or newer version (unknown keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
 
 
 def check_request(request: CloneRequest) -> None:
@@ -75,8 +85,9 @@ async def clone_recording(
     async with AsyncExitStack() as stack:
         if ffmpeg_slots is not None:
             await stack.enter_async_context(ffmpeg_slots)
-        prepared = await prepare_audio(path, limits or AudioLimits())
-    # A transcript describes the whole recording; once trimmed it no longer matches what is sent.
+        prepared = await prepare_audio(path, limits or AudioLimits(), denoise=request.denoise)
+    # A transcript describes the whole recording. Cutting silence keeps every word, so it still matches; a
+    # window that leaves speech out (prepared.trimmed) does not.
     text = request.text if request.text and not prepared.trimmed else None
     if on_stage:
         await on_stage("cloning")
@@ -99,4 +110,5 @@ async def clone_recording(
         model=request.model or client.settings.voiceclone_model,
         language=request.language or client.settings.voiceclone_language,
         gain_db=round(prepared.gain_db, 1),
+        audio=prepared.report.to_dict(),
     )

@@ -20,11 +20,25 @@ def test_curly_quotes_and_slack_escaping():
 
 
 def test_nothing_given_means_defaults():
-    assert parse_options(None).as_dict() == {"name": None, "language": None, "model": None, "text": None}
+    assert parse_options(None).as_dict() == {
+        "name": None,
+        "language": None,
+        "model": None,
+        "text": None,
+        "denoise": None,
+    }
     assert parse_options("just a voice memo").name is None
 
 
-@pytest.mark.parametrize("text", ["model=gpt4", "lang=english"])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("denoise=on", True), ("DENOISE=Off", False), ("name=a denoise=yes", True), ("no option", None)],
+)
+def test_denoise_on_or_off(text, expected):
+    assert parse_options(text).denoise is expected
+
+
+@pytest.mark.parametrize("text", ["model=gpt4", "lang=english", "denoise=maybe"])
 def test_bad_values_are_refused(text):
     with pytest.raises(OptionError):
         parse_options(text)
