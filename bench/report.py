@@ -240,13 +240,19 @@ def channel_verdict(run: ChannelResult) -> str:
         and run.answered_once == run.shares
         and run.stray_messages == 0
     )
+    cores = os.cpu_count() or 1
+    busy = run.cloning_machine_cpu / (run.cloning_wall * cores) if run.cloning_wall else float("nan")
     return (
         f"**Verdict, one channel (issue 8): {'met' if met else 'missed'}.** {run.shares} shares in one channel were"
         f" cloned at {run.clone_rate:.1f}/s from the first to the last accepted VoiceClone request (target >="
         f" {CLONE_RATE:g}/s, {run.accepted} of {run.shares} accepted), with {run.refusals} refused by the TRTC"
         f" stand-in (target 0); {run.answered_once} of {run.shares} were answered exactly once in their own"
         f" threads, the last {run.last_answer:.1f} s after the first send, at Slack's pace; the bot got"
-        f" {run.slack_429s} HTTP 429s from Slack's per-channel post limit."
+        f" {run.slack_429s} HTTP 429s from Slack's per-channel post limit. While the clones went out"
+        f" ({run.cloning_wall:.1f} s) the machine's {cores} cores were {busy * 100:.0f}% busy: the bot and its ffmpeg"
+        f" runs {run.cloning_bot_cpu + run.cloning_ffmpeg_cpu:.1f} CPU s"
+        f" ({(run.cloning_bot_cpu + run.cloning_ffmpeg_cpu) * 1000 / max(1, run.shares):.0f} ms a share), other"
+        f" processes {run.cloning_other_cpu:.1f} CPU s."
     )
 
 
@@ -459,6 +465,15 @@ def _details(results: Results) -> list[str]:
             f" first send; final reactions {channel.outcomes}, all there {channel.reactions_done:.1f} s after it."
             f" chat.postMessage calls received: {channel.post_calls}, of which {channel.slack_429s} refused with"
             f" 429 (the bot's own count of 429s: {channel.bot_ratelimited:.0f})."
+        )
+        cores = os.cpu_count() or 1
+        wall = channel.cloning_wall or float("nan")
+        lines.append(
+            f"- One channel, CPU from the first send until all {channel.shares} VoiceClone requests had arrived"
+            f" ({channel.cloning_wall:.1f} s, {cores} cores): bot process {channel.cloning_bot_cpu:.1f} s, its"
+            f" ffmpeg runs {channel.cloning_ffmpeg_cpu:.1f} s, the bench process with both stand-ins"
+            f" {channel.cloning_bench_cpu:.1f} s, other processes on the machine {channel.cloning_other_cpu:.1f} s"
+            f" ({channel.cloning_machine_cpu / (wall * cores) * 100:.0f}% of the machine busy in all)."
         )
     conversion = results.conversion
     if conversion is not None:

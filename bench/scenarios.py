@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 
 from bench.burst import send_burst_from_child
 from bench.media import Recording
@@ -175,6 +176,19 @@ class ChannelResult:
     bot_ratelimited: float  # 429s the bot counted (voiceclone_slack_retries_total, reason "ratelimited")
     post_calls: int  # chat.postMessage calls received, refused ones included
     reactions_done: float  # first send to the last final reaction
+    # From the first send until every VoiceClone request had arrived: wall seconds, and CPU seconds of the bot,
+    # its ffmpeg runs, the bench process (both stand-ins) and the whole machine (the rest is other work).
+    cloning_wall: float = 0.0
+    cloning_bot_cpu: float = 0.0
+    cloning_ffmpeg_cpu: float = 0.0
+    cloning_bench_cpu: float = 0.0
+    cloning_machine_cpu: float = 0.0
+
+    @property
+    def cloning_other_cpu(self) -> float:
+        """CPU seconds other processes (not the bot, its ffmpeg or the bench) used while the clones went out."""
+        own = self.cloning_bot_cpu + self.cloning_ffmpeg_cpu + self.cloning_bench_cpu
+        return max(0.0, self.cloning_machine_cpu - own)
 
     @property
     def clone_rate(self) -> float:
@@ -204,9 +218,14 @@ def run_channel(
     """`shares` file shares of `clip` in ONE channel, POSTed to the bot at once (issue 8)."""
     with Rig(workdir, max_rps=max_rps, post_limit=post_limit) as rig:
         batch = [rig.file_share("CBENCHONE", clip, name=f"Voice Memo {i}.m4a") for i in range(shares)]
+        cpu_before = (*rig.cpu_seconds(), _own_cpu(), machine_cpu())
         sent = send_burst_from_child(rig.url, [(share.body, share.headers) for share in batch])
         for share, result in zip(batch, sent, strict=True):
             share.sent_wall, share.sent_mono = result.wall, result.mono
+        # CPU while the clones went out: to tell the bot's own limits from other work on the machine.
+        rig.trtc.wait_for_requests(shares, ANSWER_TIMEOUT)
+        cpu_after = (*rig.cpu_seconds(), _own_cpu(), machine_cpu())
+        cloning_wall = time.monotonic() - min(s.mono for s in sent)
         # Answers go out at about one a second: allow for that on top of the usual margin.
         rig.wait_final(batch, ANSWER_TIMEOUT + shares / post_limit[0] * 1.5)
         done = time.monotonic()
@@ -243,7 +262,18 @@ def run_channel(
         bot_ratelimited=bot_ratelimited,
         post_calls=post_calls,
         reactions_done=done - first_sent,
+        cloning_wall=cloning_wall,
+        cloning_bot_cpu=cpu_after[0] - cpu_before[0],
+        cloning_ffmpeg_cpu=cpu_after[1] - cpu_before[1],
+        cloning_bench_cpu=cpu_after[2] - cpu_before[2],
+        cloning_machine_cpu=cpu_after[3] - cpu_before[3],
     )
+
+
+def machine_cpu() -> float:
+    """CPU seconds the whole machine has used so far (every process, every core)."""
+    times = psutil.cpu_times()
+    return times.user + times.nice + times.system + times.irq + times.softirq + times.steal
 
 
 def _own_cpu() -> float:
