@@ -245,9 +245,7 @@ class MediaCache:
             part.replace(path)
         return path
 
-    def speech(
-        self, seconds: float, suffix: str = ".wav", *out_args: str, synthetic: bool | None = None
-    ) -> Path:
+    def speech(self, seconds: float, suffix: str = ".wav", *out_args: str, synthetic: bool | None = None) -> Path:
         """`seconds` of speech in the format of `suffix`, encoded with ffmpeg output options `out_args`."""
         tag = hashlib.sha1(repr((out_args, synthetic)).encode()).hexdigest()[:8]
         name = f"speech-{seconds:g}s-{tag}{suffix}"
@@ -255,3 +253,38 @@ class MediaCache:
             chunk = self.speech(LOOP_CHUNK_SECONDS, suffix, *out_args, synthetic=synthetic)
             return self.get(name, lambda path: loop(chunk, path, seconds))
         return self.get(name, lambda path: make_speech(path, seconds, *out_args, synthetic=synthetic))
+
+
+def make_speech_with(path: str | Path, speech_wav: str | Path, parts: list[tuple[str, float]], *out_args: str) -> Path:
+    """Join pieces into one 16 kHz recording: ("speech", s) takes the next s seconds of `speech_wav` (looped),
+    ("silence", s) digital silence, ("hum", s) 50 Hz mains hum with faint hiss at about -30 dBFS."""
+    path = Path(path)
+    inputs: list[str | Path] = []
+    labels = []
+    offset = 0.0
+    for index, (kind, seconds) in enumerate(parts):
+        if kind == "speech":
+            inputs += ["-stream_loop", "-1", "-ss", f"{offset % 9:.3f}", "-t", f"{seconds}", "-i", speech_wav]
+            offset += seconds
+        elif kind == "silence":
+            inputs += ["-f", "lavfi", "-t", f"{seconds}", "-i", "anullsrc=r=16000:cl=mono"]
+        elif kind == "hum":
+            source = "aevalsrc='0.04*sin(2*PI*50*t)+0.02*sin(2*PI*150*t)+0.004*(random(0)-0.5)':s=16000"
+            inputs += ["-f", "lavfi", "-t", f"{seconds}", "-i", source]
+        else:
+            raise ValueError(kind)
+        labels.append(f"[a{index}]")
+    chains = ";".join(f"[{i}:a]aresample=16000,aformat=channel_layouts=mono[a{i}]" for i in range(len(parts)))
+    graph = f"{chains};{''.join(labels)}concat=n={len(parts)}:v=0:a=1"
+    run_ffmpeg(*inputs, "-filter_complex", graph, *out_args, path)
+    return path
+
+
+def add_noise(src: str | Path, dst: str | Path, amplitude: float, *out_args: str) -> Path:
+    """Mix white noise of peak `amplitude` (0-1) into `src` (no level normalisation)."""
+    run_ffmpeg(
+        "-i", src, "-f", "lavfi", "-i", f"anoisesrc=color=white:amplitude={amplitude}:r=16000:seed=7",
+        "-filter_complex", "[0][1]amix=inputs=2:normalize=0:duration=first", "-ar", "16000", "-ac", "1",
+        *out_args, dst,
+    )  # fmt: skip
+    return Path(dst)
