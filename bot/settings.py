@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ DEFAULT_TRTC_ENDPOINT = "trtc.intl.tencentcloudapi.com"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
 # VoiceClone is served only here on the international site (see FIELD-NOTES); TRTC_REGION_OVERRIDE=1 lifts it.
 SUPPORTED_REGION = "ap-singapore"
+CONSENT_MODES = ("ask", "attested")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECRET_KEYS = frozenset(
     {"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"}
@@ -52,6 +54,10 @@ KNOWN_KEYS = (
     "ANSWER_TTL_HOURS",
     "JOB_TIMEOUT_SECONDS",
     "FFMPEG_TIMEOUT_SECONDS",
+    "CONSENT",
+    "CONSENT_TTL_HOURS",
+    "RETENTION_DAYS",
+    "DATA_DIR",
     # Read by the command line, not by Settings: which settings file to read.
     "VOICECLONE_ENV_FILE",
 )
@@ -127,6 +133,14 @@ class Settings:
     job_timeout: float = 900.0
     # ffmpeg's wall-clock limit per file: a hung decoder is killed after this.
     ffmpeg_timeout: float = 120.0
+    # "ask": the uploader confirms in Slack before anything is cloned; "attested": the workspace collects consent
+    # outside Slack and drops are cloned at once.
+    consent: str = "ask"
+    consent_ttl_hours: float = 24.0
+    # Job rows, transcripts and Slack file objects are deleted this long after the job ends (the audit stays).
+    retention_days: float = 30.0
+    # Where recordings waiting for consent are kept (mode 0600); default: beside the SQLite database.
+    data_dir: str | None = None
 
     @property
     def trtc_url(self) -> str:
@@ -139,6 +153,15 @@ class Settings:
     def database_path(self) -> str:
         """The SQLite file (or ':memory:') named by DATABASE_URL."""
         return sqlite_path(self.database_url)
+
+    @property
+    def data_path(self) -> Path:
+        """The bot's private data folder: DATA_DIR, else `data/` beside the SQLite file."""
+        if self.data_dir:
+            return Path(self.data_dir)
+        database = self.database_path
+        base = Path(tempfile.gettempdir()) / "voiceclone-bot" if database == ":memory:" else Path(database).parent
+        return base / "data"
 
     def secrets(self) -> list[str]:
         """Every configured secret value, for log scrubbing."""
@@ -316,6 +339,11 @@ def load_settings(
         problems["LOG_FORMAT"] = f"must be text or json, got {log_format!r}"
         log_format = "text"
 
+    consent = (text("CONSENT") or "ask").lower()
+    if consent not in CONSENT_MODES:
+        problems["CONSENT"] = f"must be one of {', '.join(CONSENT_MODES)}, got {text('CONSENT')!r}"
+        consent = "ask"
+
     settings = Settings(
         tencent_secret_id=secret("TENCENTCLOUD_SECRET_ID"),
         tencent_secret_key=secret("TENCENTCLOUD_SECRET_KEY"),
@@ -341,6 +369,10 @@ def load_settings(
         answer_ttl_hours=number("ANSWER_TTL_HOURS", 24.0),
         job_timeout=number("JOB_TIMEOUT_SECONDS", 900.0),
         ffmpeg_timeout=number("FFMPEG_TIMEOUT_SECONDS", 120.0),
+        consent=consent,
+        consent_ttl_hours=number("CONSENT_TTL_HOURS", 24.0),
+        retention_days=number("RETENTION_DAYS", 30.0),
+        data_dir=text("DATA_DIR"),
     )
     problems.update(unknown_keys(env))
     if problems:

@@ -303,6 +303,63 @@ def view_submission(
     }
 
 
+def block_actions(
+    message: Mapping[str, Any],
+    channel_id: str,
+    action_id: str,
+    user: str = DEFAULT_USER_ID,
+    *,
+    value: str | None = None,
+    trigger_id: str | None = None,
+    response_url: str | None = None,
+    team_id: str = DEFAULT_TEAM_ID,
+    team_domain: str = DEFAULT_TEAM_DOMAIN,
+    api_app_id: str = DEFAULT_APP_ID,
+    user_name: str = "user",
+) -> JsonDict:
+    """The interactivity payload of a button pressed in a message: the button is found in the message's blocks."""
+    button: JsonDict | None = None
+    block_id = None
+    for block in message.get("blocks") or []:
+        for element in block.get("elements") or []:
+            if element.get("action_id") == action_id:
+                button, block_id = dict(element), block.get("block_id")
+    if button is None:
+        raise ValueError(f"no element with action_id {action_id!r} in that message")
+    action = {
+        "type": button.get("type", "button"),
+        "action_id": action_id,
+        "block_id": block_id or secrets.token_urlsafe(4),
+        "text": button.get("text"),
+        "value": value if value is not None else button.get("value"),
+        "action_ts": f"{time.time():.6f}",
+    }
+    if button.get("style"):
+        action["style"] = button["style"]
+    return {
+        "type": "block_actions",
+        "user": {"id": user, "username": user_name, "name": user_name, "team_id": team_id},
+        "api_app_id": api_app_id,
+        "token": VERIFICATION_TOKEN,
+        "container": {
+            "type": "message",
+            "message_ts": message.get("ts"),
+            "channel_id": channel_id,
+            "is_ephemeral": False,
+            **({"thread_ts": message["thread_ts"]} if message.get("thread_ts") else {}),
+        },
+        "trigger_id": trigger_id or _trigger_id(),
+        "team": {"id": team_id, "domain": team_domain},
+        "enterprise": None,
+        "is_enterprise_install": False,
+        "channel": {"id": channel_id, "name": channel_id.lower()},
+        "message": copy.deepcopy(dict(message)),
+        "state": {"values": {}},
+        "response_url": response_url or "",
+        "actions": [action],
+    }
+
+
 def _encode_for_app(body: Mapping[str, Any] | bytes | str, kind: str) -> tuple[bytes, str]:
     if kind == "event":
         content_type = "application/json"
@@ -1114,6 +1171,22 @@ class SlackStandIn:
             user,
             values,
             trigger_id=self.issue_trigger_id(),
+            team_id=self.team_id,
+            team_domain=self.team_domain,
+            api_app_id=self.app_id,
+        )
+
+    def press(self, channel_id: str, message_ts: str, action_id: str, user: str = DEFAULT_USER_ID) -> JsonDict:
+        """block_actions() for a button in a message the bot posted here, as `user` presses it now."""
+        with self._cond:
+            message = copy.deepcopy(self._messages[channel_id][message_ts])
+        return block_actions(
+            message,
+            channel_id,
+            action_id,
+            user,
+            trigger_id=self.issue_trigger_id(),
+            response_url=self.issue_response_url(),
             team_id=self.team_id,
             team_domain=self.team_domain,
             api_app_id=self.app_id,
