@@ -375,9 +375,10 @@ def _method(results: Results) -> list[str]:
             "",
             "- *Ack latency*: from just before a request is sent to the end of its HTTP response, as the"
             " sender sees it (connection set-up included).",
-            "- *Feedback latency*: from the same moment to the first call the Slack stand-in recorded that"
-            " the user would see for that share: the :hourglass_flowing_sand: reaction on it or the status"
-            " message in its thread, whichever came first.",
+            "- *Feedback latency*: from the same moment to the first thing the user would see for that share"
+            " in the Slack stand-in: the :hourglass_flowing_sand: reaction on it (its reactions.add call) or the"
+            " first bot message stored in its thread (a post refused with 429 does not count), whichever came"
+            " first.",
             f"- *Throughput*: the TRTC stand-in enforces {burst.max_rps} requests a second (a sliding"
             " one-second window) and refuses the excess with `RequestLimitExceeded`. Clones per second ="
             " (accepted - 1) / (last accepted arrival - first accepted arrival).",
