@@ -289,15 +289,19 @@ class Outbox:
         )
         self._changed()
 
-    async def redirect(self, record: Record, *, channel: str, text: str, blocks: list[dict[str, Any]] | None) -> None:
-        """Send the message somewhere else instead (the user's DM), as a new post with new content."""
-        payload = json.dumps({"text": text, "blocks": blocks})
+    async def redirect(self, record: Record, *, channel: str, note: str, note_block: dict[str, Any]) -> None:
+        """Send the message somewhere else instead (the user's DM), as a new post headed by `note`.
+
+        The note is kept with the record (not in its payload), so every later version of the message (the final
+        answer after a progress update) still says why it arrives there.
+        """
+        fallback = json.dumps({"note": note, "note_block": note_block})
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE outbox SET channel = ?, thread_ts = NULL, thread_key = NULL, ts = NULL, fallback = NULL,"
-                " payload = ?, version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
-                (channel, payload, time.time(), record.id),
+                "UPDATE outbox SET channel = ?, thread_ts = NULL, thread_key = NULL, ts = NULL, fallback = ?,"
+                " version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
+                (channel, fallback, time.time(), record.id),
             )
 
         await self.db.run(write)

@@ -199,6 +199,11 @@ class Sender:
         client = self.client_for(record.team_id)
         text = record.payload.get("text") or ""
         blocks = record.payload.get("blocks")
+        note = (record.fallback or {}).get("note")
+        if note:
+            # Redirected (see _elsewhere): every version says why it arrives here, not only the first.
+            text = f"{note}\n{text}"
+            blocks = [record.fallback["note_block"], *(blocks or [])]  # type: ignore[index]
         if record.ts is None:
             thread_ts = record.thread_ts
             if record.thread_key is not None and record.parent_state != "dead":
@@ -278,11 +283,8 @@ class Sender:
         user = (record.fallback or {}).get("user")
         if record.kind == MESSAGE and user and record.channel != user and not record.channel.startswith("D"):
             note, note_block = build_elsewhere_note(record.channel, error)
-            blocks = [note_block, *(record.payload.get("blocks") or [])]
             log.info("cannot post in %s (%s): answering %s in a DM instead", record.channel, error, record.key)
-            await self.outbox.redirect(
-                record, channel=user, text=f"{note}\n{record.payload.get('text') or ''}", blocks=blocks
-            )
+            await self.outbox.redirect(record, channel=user, note=note, note_block=note_block)
         else:
             log.warning("cannot post in %s (%s) and nobody to tell: dropped %s", record.channel, error, record.key)
             await self.outbox.give_up(record, error)
