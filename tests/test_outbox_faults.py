@@ -11,15 +11,20 @@ outage is really hit many times over, which is what the tests check before resto
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 from harness import BotHarness
 from reliability_helpers import (
+    BotProcess,
     assert_one_final_answer,
+    standins,
     wait_finals,
     where,
 )
@@ -29,8 +34,8 @@ from bot.standins.slack import SlackStandIn
 
 @pytest.fixture(scope="module")
 def small_wav(media) -> bytes:
-    """The cheapest valid prompt to convert: 10.5 s, already 16 kHz mono."""
-    return media.speech(10.5, ".wav", "-ar", "16000", "-ac", "1").read_bytes()
+    """A cheap valid prompt to convert: 14 s (over 10 s of it speech), already 16 kHz mono."""
+    return media.speech(14, ".wav", "-ar", "16000", "-ac", "1").read_bytes()
 
 
 def _hold(slack: SlackStandIn, seconds: float, proof: Callable[[], Any], what: str) -> None:
@@ -49,6 +54,16 @@ def _share(bot: BotHarness, content: bytes, i: int, channel: str) -> dict[str, A
     response, body = bot.share(content, f"memo{i}.wav", "audio/wav", "wav", channel=channel)
     assert response.status_code == 200
     return body
+
+
+def _until(predicate: Callable[[], Any], timeout: float) -> bool:
+    """Poll state that no stand-in event announces (the bot's own attributes, its database)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
 
 
 def _file_outage_hits(slack: SlackStandIn) -> int:
@@ -93,3 +108,190 @@ def test_slack_outage_loses_nothing_and_needs_no_restart(tmp_path: Path, small_w
     assert len(trtc.requests) == len(bodies) and {r.outcome for r in trtc.requests} == {"ok"}
     assert slack.outage_api_calls() > 0 and _file_outage_hits(slack) > 0
     print(f"Slack outage {outage:.1f} s (refused {refused}, html {html_hits()}); all answered {recovery:.1f} s after")
+
+
+# -- 2. a TRTC outage -------------------------------------------------------------------------------------
+
+
+def test_trtc_outage_answers_everything_after_it_within_the_request_cap(tmp_path: Path, small_wav: bytes):
+    cap = 4  # low, so that eight jobs retrying at once would go over it without the bot's limiter
+    harness = BotHarness(
+        tmp_path, extra_env={"WORKERS": "8", "TRTC_MAX_RPS": str(cap)}, max_backoff=1.0, tencent_wait=120
+    )
+    harness.trtc.max_rps = cap
+    with harness as bot:
+        slack, trtc = bot.slack, bot.trtc
+        started = time.monotonic()
+        trtc.outage("refuse")
+        bodies = [_share(bot, small_wav, i, f"C0TC{i % 3}") for i in range(8)]
+        outcomes = lambda kind: sum(1 for r in trtc.requests if r.outcome == kind)  # noqa: E731
+        _hold(slack, 4, lambda: outcomes("reset") >= 8, "VoiceClone calls while connections are cut")
+        trtc.outage("html", 502)
+        _hold(slack, 2.5, lambda: outcomes("HTTP 502") >= 4, "VoiceClone calls answered 502")
+        trtc.outage("html", 503)
+        _hold(slack, 2.5, lambda: outcomes("HTTP 503") >= 4, "VoiceClone calls answered 503")
+        outage = time.monotonic() - started
+        # Waiting, not failing: no share has its final answer yet.
+        assert not any(r in ("white_check_mark", "x") for b in bodies for r in slack.reactions(*where(b)))
+        restored = time.monotonic()
+        trtc.restore()
+
+        wait_finals(slack, bodies, timeout=60)
+        recovery = time.monotonic() - restored
+        bot.drain()
+        assert bot.runtime.health() is None
+
+    voices = []
+    for body in bodies:
+        text = assert_one_final_answer(slack, body)["text"]
+        assert re.fullmatch(r"Voice cloned: memo\d_[0-9a-f]{8}", text), text
+        voices.append(text.split(": ", 1)[1])
+    ok = [r for r in trtc.requests if r.outcome == "ok"]
+    assert len(ok) == len(bodies) == len(set(voices))  # every share cloned once, after the outage
+    assert trtc.refusals == 0
+    assert trtc.max_requests_per_second() <= cap
+    print(
+        f"TRTC outage {outage:.1f} s, {len(trtc.requests) - len(ok)} calls turned away, busiest second "
+        f"{trtc.max_requests_per_second()}/{cap}; all answered {recovery:.1f} s after"
+    )
+
+
+# -- 3. one channel, many shares --------------------------------------------------------------------------
+
+ONE_CHANNEL_SHARES = 100
+
+
+def test_one_channel_clones_at_the_api_pace_while_answers_go_at_slacks(tmp_path: Path, small_wav: bytes):
+    # The bundled static ffmpeg (nothing else on PATH) converts fast enough on 2 cores to keep up with 20/s.
+    empty_bin = tmp_path / "empty-bin"
+    empty_bin.mkdir()
+    with (
+        standins(max_rps=20) as (slack, trtc),
+        BotProcess(slack, trtc, tmp_path, PATH=str(empty_bin), TRTC_MAX_RPS="20") as bot,
+    ):
+        # Slack's own limit on posts in one channel, which the bot's default pacing (1/s, burst 3) matches.
+        slack.limit_posts(1.0, burst=3)
+        bot.start()
+        with ThreadPoolExecutor(8) as pool:
+            results = list(
+                pool.map(
+                    lambda i: bot.share(small_wav, f"v{i}.wav", "audio/wav", "wav", channel="C0ONE"),
+                    range(ONE_CHANNEL_SHARES),
+                )
+            )
+        assert all(response.status_code == 200 for response, _ in results)
+        bodies = [body for _, body in results]
+        assert trtc.wait_for_requests(ONE_CHANNEL_SHARES, 60)
+        answers_started = time.monotonic()
+        wait_finals(slack, bodies, timeout=ONE_CHANNEL_SHARES * 1.5 + 30)
+        answering = time.monotonic() - answers_started
+        assert bot.terminate() == 0
+
+    ok = sorted(r.time for r in trtc.requests if r.outcome == "ok")
+    assert len(ok) == len(trtc.requests) == ONE_CHANNEL_SHARES  # each cloned once, none refused or retried
+    assert trtc.refusals == 0
+    rate = (len(ok) - 1) / (ok[-1] - ok[0])
+    assert rate >= 19, f"{rate:.1f} clones/s"
+    threads = set()
+    for body in bodies:
+        message = assert_one_final_answer(slack, body)
+        assert message["text"].startswith("Voice cloned") and message["thread_ts"] == body["event"]["ts"]
+        threads.add(message["thread_ts"])
+    assert len(threads) == ONE_CHANNEL_SHARES
+    # The bot kept to Slack's pace: hardly ever refused, and a refusal's Retry-After was waited out, not lost.
+    assert slack.post_refusals <= 3, slack.post_refusals
+    print(
+        f"{ONE_CHANNEL_SHARES} shares in one channel: {rate:.1f} clones/s over {ok[-1] - ok[0]:.2f} s, "
+        f"refusals {trtc.refusals}; answers done {answering:.0f} s after the last clone, "
+        f"{slack.post_refusals} posts refused by Slack"
+    )
+
+
+
+# -- 4. permanent Slack errors ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def _shared_bot(tmp_path_factory):
+    with BotHarness(tmp_path_factory.mktemp("permanent"), max_backoff=1.0) as harness:
+        yield harness
+
+
+@pytest.fixture
+def bot(_shared_bot: BotHarness):
+    _shared_bot.slack.reset()
+    _shared_bot.trtc.reset()
+    yield _shared_bot
+    _shared_bot.drain()
+
+
+def _status_message(bot: BotHarness, body: dict[str, Any], starts: str) -> dict[str, Any]:
+    found: list[dict[str, Any]] = []
+
+    def posted() -> bool:
+        found[:] = [m for m in bot.replies(*where(body)) if m.get("text", "").startswith(starts)]
+        return bool(found)
+
+    assert bot.wait(posted, 20), bot.replies(*where(body))
+    return found[0]
+
+
+def test_a_deleted_status_message_is_posted_again_with_the_answer(bot: BotHarness, small_wav: bytes):
+    bot.trtc.delay_next(2.0)  # holds the clone while the status message is deleted
+    body = _share(bot, small_wav, 0, "C0DELETED")
+    assert bot.trtc.wait_for_requests(1, 20)
+    status = _status_message(bot, body, "Cloning")
+    bot.slack.delete_message(*where(body)[:1], status["ts"])
+    assert bot.wait_final(*where(body)) == "white_check_mark"
+    bot.drain()
+    message = assert_one_final_answer(bot.slack, body)
+    assert message["text"].startswith("Voice cloned") and message["ts"] != status["ts"]
+    # The edit of the deleted message was refused, then the answer went out as a new post in the thread.
+    assert [c["ts"] for c in bot.slack.calls_to("chat.update")][-1] == status["ts"]
+    assert len(bot.slack.calls_to("chat.postMessage")) == 2
+    assert len(bot.trtc.requests) == 1
+
+
+def test_a_channel_the_bot_left_gets_the_answer_in_the_users_dm(bot: BotHarness, small_wav: bytes):
+    bot.slack.remove_bot_from("C0LEFT")
+    body = _share(bot, small_wav, 0, "C0LEFT")
+    dm = bot.slack.dm_channel("U0USER")
+    answered = lambda: [m for m in bot.slack.messages(dm) if "Voice cloned" in m.get("text", "")]  # noqa: E731
+    assert bot.wait(answered, 30), bot.slack.messages(dm)
+    bot.drain()
+    [message] = bot.slack.messages(dm)  # one message in the DM: the answer, with why it is there
+    assert "Voice cloned" in message["text"] and "/invite" in message["text"]
+    assert bot.slack.messages("C0LEFT") == [m for m in bot.slack.messages("C0LEFT") if m["ts"] == body["event"]["ts"]]
+    assert len(bot.trtc.requests) == 1
+
+
+def test_a_revoked_token_stops_sending_and_logs_once(tmp_path: Path, small_wav: bytes, caplog):
+    # A short grace: at shutdown the sender would otherwise wait out the whole grace on answers it may not send.
+    with BotHarness(tmp_path, extra_env={"SHUTDOWN_GRACE_SECONDS": "2"}, max_backoff=1.0) as bot:
+        slack = bot.slack
+        first = _share(bot, small_wav, 0, "C0TOKEN")
+        assert bot.wait_final(*where(first)) == "white_check_mark"
+        bot.drain()
+        slack.revoke_token()
+        before = len(slack.calls)
+        sent = lambda: [c.method for c in slack.calls[before:] if c.method.startswith(("chat.", "reactions."))]  # noqa: E731
+        with caplog.at_level("ERROR"):
+            bodies = [_share(bot, small_wav, i, "C0TOKEN") for i in (1, 2)]
+            assert slack.wait_for(sent, 20)
+            # The sender learns of the refusal from the answer: polled, as nothing signals it to the test.
+            assert _until(lambda: slack.team_id in bot.runtime.sender.stopped_teams, 10)
+            refused = sent()
+            # Both jobs run to their end (the file host refuses the dead token too); their answers stay stored.
+            asyncio.run_coroutine_threadsafe(bot.runtime.runner.drain(), bot._loop).result(30)
+            # Proving an absence: give the sender (backoff at most 1 s here) 3 s to try again if it were going to.
+            assert not slack.wait_for(lambda: len(sent()) > len(refused), 3), sent()
+        # The first refusal and whatever was already in flight with it (the hourglass and the status post are
+        # sent concurrently), and nothing after it.
+        assert 1 <= len(refused) <= 2, refused
+        errors = [r for r in caplog.records if r.levelname == "ERROR" and "TOKEN REFUSED" in r.getMessage()]
+        assert len(errors) == 1, [r.getMessage() for r in caplog.records]
+        assert bot.runtime.sender.stopped_teams == {slack.team_id}
+        # Otherwise healthy: serving, and still taking shares.
+        assert bot.http.get(f"http://127.0.0.1:{bot.port}/healthz").status_code == 200
+        assert _share(bot, small_wav, 3, "C0TOKEN")
+        assert not any(slack.reactions(*where(b)) for b in bodies)
