@@ -13,22 +13,26 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from harness import BotHarness
 from reliability_helpers import (
     BotProcess,
     assert_one_final_answer,
+    read_jobs,
     standins,
     wait_finals,
     where,
 )
 
+from bot.blocks import GAVE_UP
 from bot.standins.slack import SlackStandIn
 
 
@@ -64,6 +68,16 @@ def _until(predicate: Callable[[], Any], timeout: float) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def _outbox_ts(db_path: Path, key: str) -> str | None:
+    """The ts the bot stored for an outbox record (None until the post's answer is stored)."""
+    conn = sqlite3.connect(db_path, timeout=10)
+    try:
+        row = conn.execute("SELECT ts FROM outbox WHERE key = ?", (key,)).fetchone()
+    finally:
+        conn.close()
+    return row[0] if row else None
 
 
 def _file_outage_hits(slack: SlackStandIn) -> int:
@@ -295,3 +309,55 @@ def test_a_revoked_token_stops_sending_and_logs_once(tmp_path: Path, small_wav: 
         assert bot.http.get(f"http://127.0.0.1:{bot.port}/healthz").status_code == 200
         assert _share(bot, small_wav, 3, "C0TOKEN")
         assert not any(slack.reactions(*where(b)) for b in bodies)
+
+
+# -- 5. a poison job ----------------------------------------------------------------------------------------
+
+
+def test_a_job_that_kills_the_bot_three_times_is_answered_could_not_process(tmp_path: Path, small_wav: bytes):
+    with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path) as bot:
+        file = slack.add_file(small_wav, "poison.wav", "audio/wav", "wav")
+        slack.stall_file(file["id"], after_bytes=64 * 1024)  # every download of it hangs part-way
+        body = slack.user_message("C0POISON", "U0USER", [file])
+        for run in range(1, 4):
+            bot.start()
+            if run == 1:
+                assert bot.deliver(body).status_code == 200
+            # The job is running (its download hangs) when the process is killed, and its status message is
+            # posted and stored. (A kill between Slack accepting a post and the bot storing the post's ts would
+            # post that message again at the next start: closing that gap needs a lookup such as
+            # conversations.replies with message metadata, which the Slack stand-in does not serve.)
+            assert slack.wait_for(lambda: len(slack.stalled) >= run, 20), slack.stalled  # noqa: B023
+            assert _until(lambda: _outbox_ts(bot.db_path, "job:1:status"), 10)
+            bot.kill()
+        assert [j["attempts"] for j in read_jobs(bot.db_path)] == [3]
+        bot.start()
+        wait_finals(slack, [body], timeout=30)
+        message = assert_one_final_answer(slack, body)
+        assert GAVE_UP.split(":")[0] in message["text"] and "could not process this file" in message["text"]
+        assert slack.reactions(*where(body)) == ["x"]
+        assert len(slack.stalled) == 3  # not downloaded a fourth time
+        assert bot.proc is not None and bot.proc.poll() is None  # the bot stays up
+        assert httpx.get(f"http://127.0.0.1:{bot.port}/healthz", timeout=5).status_code == 200
+        assert bot.terminate() == 0
+    assert trtc.requests == []
+    assert [j["status"] for j in read_jobs(bot.db_path)] == ["failed"]
+
+
+def test_a_job_that_times_out_three_times_is_answered_without_a_restart(tmp_path: Path, small_wav: bytes):
+    with BotHarness(tmp_path, extra_env={"JOB_TIMEOUT_SECONDS": "2"}, max_backoff=0.5) as bot:
+        slack = bot.slack
+        file = slack.add_file(small_wav, "hangs.wav", "audio/wav", "wav")
+        slack.stall_file(file["id"], after_bytes=64 * 1024)
+        body = slack.user_message("C0HANG", "U0USER", [file])
+        started = time.monotonic()
+        assert bot.deliver(body).status_code == 200
+        wait_finals(slack, [body], timeout=40)
+        took = time.monotonic() - started
+        message = assert_one_final_answer(slack, body)
+        assert "could not process this file" in message["text"]
+        assert len(slack.stalled) == 3  # three attempts, each cut off at the time limit
+        assert took >= 3 * 2
+        assert len(bot.runtime.runner._tasks) == bot.runtime.runner.workers and bot.runtime.health() is None
+        slack.release_stalls()
+    print(f"timed out 3 times, answered after {took:.1f} s")
