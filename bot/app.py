@@ -92,6 +92,7 @@ class Runtime:
     app: AsyncApp
     session: aiohttp.ClientSession | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
+    ack_session: aiohttp.ClientSession | None = None
 
     async def start(self) -> None:
         """Start the background work: the Slack outbox sender and the job workers."""
@@ -109,6 +110,8 @@ class Runtime:
         await self.http.aclose()
         if self.session is not None:
             await self.session.close()
+        if self.ack_session is not None:
+            await self.ack_session.close()
         self.db.close()
 
     async def drain(self, timeout: float = 120.0) -> None:
@@ -157,7 +160,11 @@ def build_runtime(
     session = aiohttp.ClientSession()
     # Three clients, three jobs: the ack path must never wait; the outbox retries by itself; the workers'
     # files.info calls may lean on slack_sdk's own retries.
-    ack_client = create_web_client(settings, session, retries=False, timeout=2)
+    # Its own session: slack_sdk applies `timeout` only to sessions it creates, and Bolt's per-request client
+    # reuses this session, so the 2 s limit has to live on the session (on the shared one views.open could take
+    # aiohttp's default 5 minutes and the /clone acknowledgement missed Slack's 3 s).
+    ack_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
+    ack_client = create_web_client(settings, ack_session, retries=False, timeout=2)
     outbox_client = create_web_client(settings, session, retries=False, timeout=15)
     worker_client = create_web_client(settings, session)
     if pacer is None:
@@ -172,7 +179,8 @@ def build_runtime(
         max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait,
     )
     app = create_app(settings, client=ack_client, runner=runner)
-    return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, app, session)
+    return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, app, session,
+                   ack_session=ack_session)
 
 
 def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:

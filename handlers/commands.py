@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
@@ -37,8 +38,10 @@ def register(app: AsyncApp, *, runner: JobRunner) -> None:
                     trigger_id=command["trigger_id"],
                     view=build_modal(command.get("channel_id", ""), command.get("user_id", "")),
                 )
-            except SlackApiError as exc:
-                log.warning("views.open failed: %s", exc.response.get("error"))
+            except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
+                # The ack client gives up after 2 s (the trigger_id expires after 3): a timeout is told too.
+                error = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
+                log.warning("views.open failed: %s", error)
                 await respond(
                     text="I couldn't open the form (Slack took too long). Please run `/clone` again.",
                     response_type="ephemeral",

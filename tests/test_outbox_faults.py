@@ -12,6 +12,7 @@ outage is really hit many times over, which is what the tests check before resto
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import sqlite3
 import time
@@ -361,3 +362,31 @@ def test_a_job_that_times_out_three_times_is_answered_without_a_restart(tmp_path
         assert len(bot.runtime.runner._tasks) == bot.runtime.runner.workers and bot.runtime.health() is None
         slack.release_stalls()
     print(f"timed out 3 times, answered after {took:.1f} s")
+
+
+# -- 6. the acknowledgement path ----------------------------------------------------------------------------
+
+
+def test_clone_command_is_acked_in_time_when_views_open_is_slow(bot: BotHarness):
+    slack = bot.slack
+    slack.delay_next("views.open", 5)
+    command = slack.slash_command(text="", channel_id="C0SLOWFORM")
+    started = time.monotonic()
+    response = bot.deliver(command, kind="form")
+    acked = time.monotonic() - started
+    assert response.status_code == 200
+    assert acked < 3.0, f"acked after {acked:.2f} s"
+    assert slack.delayed_calls and slack.delayed_calls[0].method == "views.open"
+    # The user hears that the form could not be opened (through the command's response_url).
+    assert slack.wait_for(lambda: slack.responses, 10)
+    [told] = slack.responses
+    assert "couldn't open the form" in json.dumps(told.payload)
+    assert slack.views == {}
+    print(f"/clone acked in {acked:.2f} s with views.open held 5 s")
+
+
+def test_clone_command_opens_the_form(bot: BotHarness):
+    command = bot.slack.slash_command(text="", channel_id="C0FORM")
+    assert bot.deliver(command, kind="form").status_code == 200
+    assert bot.slack.wait_for(lambda: bot.slack.views, 10)
+    assert len(bot.slack.calls_to("views.open")) == 1 and bot.slack.responses == []
