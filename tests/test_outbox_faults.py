@@ -390,3 +390,99 @@ def test_clone_command_opens_the_form(bot: BotHarness):
     assert bot.deliver(command, kind="form").status_code == 200
     assert bot.slack.wait_for(lambda: bot.slack.views, 10)
     assert len(bot.slack.calls_to("views.open")) == 1 and bot.slack.responses == []
+
+
+# -- 7. health and metrics ----------------------------------------------------------------------------------
+
+
+def _on_loop(bot: BotHarness, fn: Callable[[], Any]) -> Any:
+    """Run `fn` on the bot's event loop (its tasks belong there) and return its result."""
+
+    async def call() -> Any:
+        return fn()
+
+    return asyncio.run_coroutine_threadsafe(call(), bot._loop).result(10)
+
+
+def _health(bot: BotHarness) -> tuple[int, dict[str, Any]]:
+    response = bot.http.get(f"http://127.0.0.1:{bot.port}/healthz")
+    return response.status_code, response.json()
+
+
+def _jobs_done(bot: BotHarness) -> float:
+    text = bot.http.get(f"http://127.0.0.1:{bot.port}/metrics").text
+    [line] = [x for x in text.splitlines() if x.startswith('voiceclone_jobs_total{outcome="done"}')]
+    return float(line.split()[-1])
+
+
+def test_healthz_tells_the_truth_and_metrics_count_jobs(bot: BotHarness, small_wav: bytes):
+    runtime = bot.runtime
+    assert _health(bot) == (200, {"ok": True})
+
+    sender_task = runtime.sender._task
+    _on_loop(bot, lambda: sender_task.cancel())
+    assert _until(lambda: sender_task.done(), 5)
+    assert _health(bot) == (503, {"ok": False, "status": "the Slack outbox sender is not running"})
+    _on_loop(bot, runtime.sender.start)
+    assert _health(bot)[0] == 200
+
+    worker = next(iter(runtime.runner._tasks))
+    _on_loop(bot, lambda: worker.cancel())
+    assert _until(lambda: worker.done(), 5)
+    assert _health(bot) == (503, {"ok": False, "status": "workers are not running"})
+    _on_loop(bot, runtime.runner._spawn)
+    assert _health(bot)[0] == 200
+
+    before = _jobs_done(bot)
+    body = _share(bot, small_wav, 0, "C0METRICS")
+    assert bot.wait_final(*where(body)) == "white_check_mark"
+    bot.drain()
+    assert _jobs_done(bot) == before + 1
+    metrics_page = bot.http.get(f"http://127.0.0.1:{bot.port}/metrics")
+    assert metrics_page.headers["content-type"].startswith("text/plain")
+
+
+def test_healthz_in_socket_mode_answers_on_port(tmp_path: Path):
+    with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path, socket_mode=True) as bot:
+        bot.start()
+        assert _until(lambda: _get_status(f"http://127.0.0.1:{bot.port}/healthz") == 200, 10)
+        assert "voiceclone_jobs_total" in httpx.get(f"http://127.0.0.1:{bot.port}/metrics", timeout=5).text
+        assert bot.terminate() == 0
+
+
+def _get_status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.TransportError:
+        return None
+
+
+# -- 8. no worker ever dies ---------------------------------------------------------------------------------
+
+
+def test_failing_progress_writes_never_stop_a_clone_or_a_worker(bot: BotHarness, small_wav: bytes):
+    runner = bot.runtime.runner
+    workers = _on_loop(bot, lambda: set(runner._tasks))
+    assert len(workers) == runner.workers
+    original = runner.replies.stage
+    broken: list[str] = []
+
+    async def stage(job: Any, name: str) -> None:
+        if job.channel == "C0BROKEN":
+            broken.append(name)
+            raise OSError("disk I/O error (injected)")
+        await original(job, name)
+
+    runner.replies.stage = stage  # type: ignore[method-assign]
+    try:
+        body = _share(bot, small_wav, 0, "C0BROKEN")
+        other = _share(bot, small_wav, 1, "C0FINE")
+        assert bot.wait_final(*where(body)) == "white_check_mark"
+        assert bot.wait_final(*where(other)) == "white_check_mark"
+        bot.drain()
+    finally:
+        runner.replies.stage = original  # type: ignore[method-assign]
+    assert broken  # every progress write of that job failed...
+    assert assert_one_final_answer(bot.slack, body)["text"].startswith("Voice cloned")  # ...and it still cloned
+    assert len(bot.trtc.requests) == 2
+    assert _on_loop(bot, lambda: set(runner._tasks)) == workers  # the very same worker tasks, none replaced
