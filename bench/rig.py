@@ -19,6 +19,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.media import Recording
+from bot.settings import KNOWN_KEYS, OUR_PREFIXES
 from bot.standins import bot_environ as standin_environ
 from bot.standins.slack import SLACK_USER_AGENT, SlackStandIn, sign
 from bot.standins.trtc import TrtcStandIn
@@ -31,19 +32,9 @@ SECRET_KEY = "bench-tencent-secret-key-4e81"
 APP_ID = 1400123456
 USER = "U0BENCH"
 FINAL_REACTIONS = ("white_check_mark", "x")
-# Settings the bot reads from its environment: never inherited from whoever runs the bench.
-_BOT_KEYS = (
-    "SLACK_",
-    "TENCENTCLOUD_",
-    "TRTC_",
-    "VOICECLONE_",
-    "DATABASE_URL",
-    "PORT",
-    "WORKERS",
-    "LOG_LEVEL",
-    "MAX_DOWNLOAD_MB",
-    "SHUTDOWN_GRACE_SECONDS",
-)
+# Settings the bot reads from its environment are never inherited from whoever runs the bench.
+_BOT_KEYS = frozenset(KNOWN_KEYS)
+
 # time.time() minus time.monotonic(): the Slack stand-in stamps calls with the first, TRTC's with the second.
 WALL_OFFSET = time.time() - time.monotonic()
 
@@ -62,7 +53,14 @@ def free_port() -> int:
 
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
     """The settings of a bot aimed at the stand-ins, as the bench runs it."""
-    defaults = {"TRTC_TIMEOUT": "30", "SHUTDOWN_GRACE_SECONDS": "10", "LOG_LEVEL": "WARNING"}
+    # CONSENT=attested: the workspace attests the speakers' consent, so a share is cloned without a button press
+    # (with "ask", the default, nothing is cloned until the uploader confirms in Slack).
+    defaults = {
+        "TRTC_TIMEOUT": "30",
+        "SHUTDOWN_GRACE_SECONDS": "10",
+        "LOG_LEVEL": "WARNING",
+        "CONSENT": "attested",
+    }
     return standin_environ(slack, trtc, db_path, **{**defaults, **extra})
 
 
@@ -123,7 +121,7 @@ class Rig:
         db = self.workdir / "jobs.db"
         for stale in self.workdir.glob("jobs.db*"):
             stale.unlink()
-        env = {k: v for k, v in os.environ.items() if not k.startswith(_BOT_KEYS)}
+        env = {k: v for k, v in os.environ.items() if k not in _BOT_KEYS and not k.startswith(OUR_PREFIXES)}
         env.update(bot_environ(self.slack, self.trtc, db, **self.env))
         env["TMPDIR"] = str(self.workdir / "tmp")  # the bot's downloads
         # An empty settings file: everything comes from the environment above, never from a .env lying around.
