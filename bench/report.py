@@ -254,7 +254,7 @@ def channel_verdict(run: ChannelResult) -> str:
         f" runs {run.cloning_bot_cpu + run.cloning_ffmpeg_cpu:.1f} CPU s"
         f" ({(run.cloning_bot_cpu + run.cloning_ffmpeg_cpu) * 1000 / max(1, run.shares):.0f} ms a share), other"
         f" processes {run.cloning_other_cpu:.1f} CPU s. At {CLONE_RATE:g} clones a second the bot and ffmpeg alone"
-        f" need {need * 100:.0f}% of the machine at that cost, so other work on the same cores pulls the rate"
+        f" need {need * 100:.0f}% of the machine at that cost, so other work on the same cores can pull the rate"
         " below the target."
     )
 
