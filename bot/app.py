@@ -25,10 +25,12 @@ from starlette.routing import Route
 
 import handlers
 from bot import metrics
+from bot.audit import Audit
 from bot.db import Database
 from bot.jobs import JobStore
 from bot.outbox import Outbox
 from bot.pacing import SLACK_RATES, Pacer
+from bot.prepared import PreparedAudio
 from bot.replies import Replies
 from bot.runner import JobRunner
 from bot.sender import Sender
@@ -116,7 +118,8 @@ class Runtime:
 
     async def drain(self, timeout: float = 120.0) -> None:
         """Wait until every job has finished and every answer has been delivered (tests, demo, benchmarks)."""
-        await asyncio.wait_for(self.runner.drain(), timeout)
+        async with asyncio.timeout(timeout):
+            await self.runner.drain()
         await self.sender.drain(timeout)
 
     def health(self) -> str | None:
@@ -175,8 +178,8 @@ def build_runtime(
     # Downloads never follow redirects: a redirect means Slack's sign-in page (see bot.slack_files).
     http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
     runner = JobRunner(
-        settings, store, Replies(outbox), worker_client, trtc, http, workers=workers,
-        max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait,
+        settings, store, Replies(outbox), Audit(db), PreparedAudio(settings.data_path), worker_client, trtc, http,
+        workers=workers, max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait,
     )
     app = create_app(settings, client=ack_client, runner=runner)
     return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, app, session,

@@ -36,6 +36,22 @@ def may_use_file(file: dict[str, Any], user_id: str | None, channel_id: str | No
     return any(channel_id in (shares.get(kind) or {}) for kind in ("public", "private"))
 
 
+def consent_note(consent: dict[str, Any] | None) -> str | None:
+    """The line under a cloned voice saying whose consent it was cloned with."""
+    if not consent:
+        return None
+    how, user, at = consent.get("how"), consent.get("user"), consent.get("at")
+    if how == "attested":
+        return ATTESTED_NOTE
+    who = f"<@{user}>" if user else "the uploader"
+    when = f" at {_when(at)}" if at else ""
+    if how == "form":
+        return f"Consent: confirmed by {who} in the /clone form{when}."
+    if how == "button":
+        return f"Consent: confirmed by {who}{when}."
+    return None
+
+
 def _when(at: float) -> str:
     # Slack renders <!date^...> in the reader's own time zone; the fallback is UTC.
     fallback = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M UTC")

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bot.consent import CONFIRM_ACTION, STATEMENT
 from bot.messages import plain_text
 from bot.serve import serve_http
 from bot.settings import TRTC_KEYS, load_settings
@@ -73,7 +74,7 @@ def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
     return [plain_text(line) for line in lines]
 
 
-def run_demo(seconds: float = 14.0) -> int:
+def run_demo(seconds: float = 24.0) -> int:
     """Run the demo end to end; return 0 when the thread ends with a VoiceId."""
     with (
         tempfile.TemporaryDirectory(prefix="voiceclone-demo-") as tmp,
@@ -104,6 +105,7 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
         share_ts = body["event"]["ts"]
         shown = 0
         done = False
+        pressed = False
         while not done and time.monotonic() - started < 120:
             await asyncio.to_thread(slack.wait_for, lambda seen=shown: len(slack.calls) > seen, 1.0)
             calls = list(slack.calls)
@@ -112,6 +114,13 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
                 if line:
                     _say(line)
             shown = len(calls)
+            question = None if pressed else _consent_question(slack, share_ts)
+            if question is not None:
+                # CONSENT=ask: nothing is cloned until the person who shared the file says so. Press as they would.
+                _say(f'\n  you press "Clone this voice" under: {plain_text(STATEMENT)}')
+                press = slack.press(CHANNEL, question["ts"], CONFIRM_ACTION, user=USER)
+                await asyncio.to_thread(post_signed, app_url, press, kind="interactive", signing_secret=SIGNING_SECRET)
+                pressed = True
             reactions = slack.reactions(CHANNEL, share_ts)
             done = any(name in reactions for name in ("white_check_mark", "x"))
         _say("\nThe thread now reads:")
@@ -126,6 +135,15 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
     finally:
         stop.set()
         await server
+
+
+def _consent_question(slack: SlackStandIn, share_ts: str) -> dict[str, Any] | None:
+    """The bot's message in the thread that asks for consent, once it is there."""
+    for message in slack.thread(CHANNEL, share_ts)[1:]:
+        for block in message.get("blocks") or []:
+            if any(e.get("action_id") == CONFIRM_ACTION for e in block.get("elements") or []):
+                return message
+    return None
 
 
 async def _wait_healthy(port: int, server: asyncio.Task[None]) -> None:

@@ -16,7 +16,12 @@ QUEUED = "queued"
 RUNNING = "running"
 DONE = "done"
 FAILED = "failed"
+# Prepared, waiting for the uploader to press "Clone this voice" (CONSENT=ask); then QUEUED again.
+AWAITING = "awaiting_consent"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
 UNFINISHED = (QUEUED, RUNNING)
+FINISHED = (DONE, FAILED, CANCELLED, EXPIRED)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -44,7 +49,13 @@ CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
 CREATE INDEX IF NOT EXISTS jobs_share ON jobs(channel, share_ts);
 """
 # Columns added after the first release; older databases get them on open.
-_NEW_COLUMNS = {"response_url": "TEXT", "waits": "INTEGER NOT NULL DEFAULT 0", "finished_at": "REAL"}
+_NEW_COLUMNS = {
+    "response_url": "TEXT",
+    "waits": "INTEGER NOT NULL DEFAULT 0",
+    "finished_at": "REAL",
+    "consent": "TEXT",  # {"how": button|form|attested, "user": ..., "at": ...} once given
+    "prompt": "TEXT",  # the prepared prompt's facts (pipeline.Prompt.meta()) while it waits for consent
+}
 
 
 @dataclass
@@ -89,6 +100,8 @@ class Job:
     response_url: str | None = None
     waits: int = 0
     finished_at: float | None = None
+    consent: dict[str, Any] | None = None
+    prompt: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -162,7 +175,7 @@ class JobStore:
         """Set columns of one job (dicts are stored as JSON)."""
         allowed = {
             "status", "stage", "status_ts", "thread_ts", "channel", "attempts", "result", "error", "file", "waits",
-            "finished_at",
+            "finished_at", "consent", "prompt",
         }
         unknown = set(values) - allowed
         if unknown:
@@ -191,6 +204,67 @@ class JobStore:
             return _job(row) if row else None
 
         return await self._run(update)
+
+    async def give_consent(self, job_id: int, consent: dict[str, Any]) -> bool:
+        """Record consent and queue the job again, once: False when it was not waiting (a double press)."""
+
+        def update(conn: sqlite3.Connection) -> bool:
+            cur = conn.execute(
+                # The preparing attempt succeeded: the clone starts with a clean count of attempts.
+                "UPDATE jobs SET status = ?, consent = ?, attempts = 0, updated_at = ? WHERE id = ? AND status = ?",
+                (QUEUED, json.dumps(consent), time.time(), job_id, AWAITING),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(update)
+
+    async def end_waiting(self, job_id: int, status: str, error: dict[str, Any] | None = None) -> bool:
+        """End a job waiting for consent (cancelled, expired), once: False when it was not waiting."""
+
+        def update(conn: sqlite3.Connection) -> bool:
+            now = time.time()
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND status = ?",
+                (status, json.dumps(error) if error else None, now, now, job_id, AWAITING),
+            )
+            return cur.rowcount == 1
+
+        return await self._run(update)
+
+    async def waiting_since(self, before: float) -> list[int]:
+        """Jobs waiting for consent since before `before` (Unix time)."""
+
+        def select(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE status = ? AND updated_at < ? ORDER BY id", (AWAITING, before)
+            ).fetchall()
+            return [r["id"] for r in rows]
+
+        return await self._run(select)
+
+    async def with_prompt(self) -> list[int]:
+        """Jobs whose prepared prompt may still be on disk (waiting, or queued/running after consent)."""
+
+        def select(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                "SELECT id FROM jobs WHERE prompt IS NOT NULL AND status IN (?, ?, ?)", (AWAITING, *UNFINISHED)
+            ).fetchall()
+            return [r["id"] for r in rows]
+
+        return await self._run(select)
+
+    async def purge(self, finished_before: float) -> list[int]:
+        """Delete jobs that ended before `finished_before` (rows, transcripts, Slack file objects); return ids."""
+        marks = ",".join("?" * len(FINISHED))
+
+        def delete(conn: sqlite3.Connection) -> list[int]:
+            rows = conn.execute(
+                f"DELETE FROM jobs WHERE status IN ({marks}) AND COALESCE(finished_at, updated_at) < ? RETURNING id",
+                (*FINISHED, finished_before),
+            ).fetchall()
+            return [r["id"] for r in rows]
+
+        return await self._run(delete)
 
     async def share_statuses(self, channel: str, share_ts: str) -> list[str]:
         """The status of every job from one shared message (one job per file in it)."""
@@ -241,4 +315,6 @@ def _job(row: sqlite3.Row) -> Job:
         response_url=row["response_url"],
         waits=row["waits"],
         finished_at=row["finished_at"],
+        consent=json.loads(row["consent"]) if row["consent"] else None,
+        prompt=json.loads(row["prompt"]) if row["prompt"] else None,
     )

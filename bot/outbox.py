@@ -18,6 +18,7 @@ from bot.db import Database
 
 MESSAGE = "message"
 REACTIONS = "reactions"
+EPHEMERAL = "ephemeral"  # seen only by one user (payload "user"); never edited
 
 PENDING = "pending"
 SENT = "sent"
@@ -145,6 +146,16 @@ class Outbox:
         payload = json.dumps({"text": text, "blocks": blocks})
         await self._upsert(
             key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once
+        )
+
+    async def put_ephemeral(
+        self, key: str, *, channel: str, user: str, text: str, thread_ts: str | None = None,
+        team_id: str | None = None, job_id: int | None = None,
+    ) -> None:
+        """A message only `user` sees (chat.postEphemeral), sent once per key."""
+        payload = json.dumps({"text": text, "user": user})
+        await self._upsert(
+            key, EPHEMERAL, channel, payload, thread_ts, None, None, team_id, job_id, {"user": user}, True
         )
 
     async def put_reactions(
@@ -299,8 +310,9 @@ class Outbox:
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE outbox SET channel = ?, thread_ts = NULL, thread_key = NULL, ts = NULL, fallback = ?,"
-                " version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
+                # An ephemeral message moved to a DM becomes an ordinary message there.
+                "UPDATE outbox SET kind = 'message', channel = ?, thread_ts = NULL, thread_key = NULL, ts = NULL,"
+                " fallback = ?, version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
                 (channel, fallback, time.time(), record.id),
             )
 
@@ -328,6 +340,15 @@ class Outbox:
             return [_record(r) for r in rows]
 
         return await self.db.run(write)
+
+    async def purge(self, before: float) -> int:
+        """Delete records delivered or given up before `before` (they hold message text); return how many."""
+
+        def delete(conn: sqlite3.Connection) -> int:
+            cur = conn.execute("DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?", (before,))
+            return cur.rowcount
+
+        return await self.db.run(delete)
 
     async def depth(self) -> int:
         """How many records are waiting to be sent."""

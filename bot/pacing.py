@@ -24,7 +24,8 @@ class Rate:
 # Tier 3 (50+ a minute per workspace, bursts allowed): not paced ahead, but a 429 blocks that kind of call for the
 # workspace for its Retry-After. None = unpaced.
 SLACK_RATES: dict[str, Rate | None] = {
-    "post": Rate(1.0, 3),
+    # A shade under 1/s: at exactly 1/s, network jitter makes Slack count two posts inside one second (a 429).
+    "post": Rate(0.95, 3),
     "update": None,
     "react": None,
 }

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.blocks import build_parent, build_status
+from bot.consent import build_consent_confirmed, build_consent_request
 from bot.jobs import DONE, FAILED, UNFINISHED, Job
 from bot.outbox import Outbox
 
@@ -64,6 +65,24 @@ class Replies:
     async def final(self, job: Job, text: str, blocks: list[dict[str, Any]]) -> None:
         """The one final answer: the status message becomes the result."""
         await self._status(job, text, blocks)
+
+    async def ask_consent(self, job: Job, report: dict[str, Any] | None, ttl_hours: float) -> None:
+        """The status message becomes the consent question, with the report card and the two buttons."""
+        text, blocks = build_consent_request(job.id, job.user_id, file_name(job), report, ttl_hours)
+        await self._status(job, text, blocks)
+
+    async def consent_given(self, job: Job, user_id: str, at: float) -> None:
+        """The question is answered: say who confirmed, and that cloning has started."""
+        text, blocks = build_consent_confirmed(user_id, at, file_name(job))
+        await self._status(job, text, blocks)
+
+    async def ephemeral(
+        self, key: str, channel: str, user: str, text: str, thread_ts: str | None, team_id: str | None
+    ) -> None:
+        """A message only `user` sees, sent once per key."""
+        await self.outbox.put_ephemeral(
+            f"ephemeral:{key}", channel=channel, user=user, text=text, thread_ts=thread_ts, team_id=team_id
+        )
 
     async def share_done(self, job: Job, statuses: list[str]) -> None:
         """Update the shared message's reactions once one of its jobs has finished."""

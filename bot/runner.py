@@ -11,6 +11,7 @@ bot.sender at Slack's pace, so cloning runs at the API's pace whatever Slack doe
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import random
@@ -26,12 +27,22 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.audio import AudioLimits
-from bot.blocks import GAVE_UP, build_failure, build_success
+from bot.audit import ATTESTED, BUTTON, FORM, Audit, AuditEntry
+from bot.blocks import GAVE_UP, build_failure, build_report_card, build_success
+from bot.consent import (
+    build_consent_cancelled,
+    build_consent_expired,
+    build_file_refused,
+    build_only_uploader,
+    consent_note,
+    may_use_file,
+)
 from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, OptionError, UnsafeURLError
-from bot.jobs import DONE, FAILED, QUEUED, Job, JobStore, NewJob
+from bot.jobs import AWAITING, CANCELLED, DONE, EXPIRED, FAILED, QUEUED, Job, JobStore, NewJob
 from bot.logs import log_context
 from bot.messages import describe
-from bot.pipeline import CloneRequest, CloneResult, check_request, clone_recording
+from bot.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
+from bot.prepared import PreparedAudio
 from bot.replies import Replies, file_name
 from bot.settings import Settings
 from bot.slack_files import download_file, looks_like_media, resolve_file
@@ -60,6 +71,8 @@ class JobRunner:
         settings: Settings,
         store: JobStore,
         replies: Replies,
+        audit: Audit,
+        prepared: PreparedAudio,
         slack: AsyncWebClient,
         trtc: VoiceCloneClient,
         http: httpx.AsyncClient,
@@ -74,6 +87,8 @@ class JobRunner:
         self.settings = settings
         self.store = store
         self.replies = replies
+        self.audit = audit
+        self.prepared = prepared
         self.slack = slack
         self.trtc = trtc
         self.http = http
@@ -92,6 +107,9 @@ class JobRunner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._in_flight: set[int] = set()
+        self._direct: set[asyncio.Task[None]] = set()  # confirmed clones, started outside the queue
+        self.maintenance_interval = 60.0
+        self._maintenance_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -105,6 +123,7 @@ class JobRunner:
         pending = await self.store.unfinished()
         for job_id in pending:
             self._submit(job_id)
+        self._maintenance_task = asyncio.create_task(self._maintenance(), name="housekeeping")
         if pending:
             log.info("resuming %d unfinished job(s)", len(pending))
         return len(pending)
@@ -133,11 +152,13 @@ class JobRunner:
             self._queue.get_nowait()
             self._queue.task_done()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout=grace)
+            # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation of the caller.
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
         except TimeoutError:
             log.warning("%d job(s) still running after %.0f s; they resume at the next start", len(self._in_flight),
                         grace)
-        tasks = list(self._tasks)
+        tasks = [*self._tasks, *self._direct, *([self._maintenance_task] if self._maintenance_task else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -240,35 +261,121 @@ class JobRunner:
             result = CloneResult.from_dict(job.result)
         else:
             try:
-                result = await self._clone(job)
+                cloned = await self._clone(job)
             except BotError as exc:
                 await self._answer_failure(job, describe(exc), error=exc)
                 return
+            if cloned is None:
+                return  # prepared, waiting for the uploader's consent
+            result = cloned
             # Stored before answering: a restart answers from here instead of cloning again.
             await self.store.update(job.id, result=result.to_dict())
         text, blocks = build_success(result, str(job.file.get("name") or file_name(job)))
+        note = consent_note(job.consent)
+        if note:
+            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
         await self.replies.final(job, text, blocks)
         await self._finish(job, DONE, None, "done")
 
-    async def _clone(self, job: Job) -> CloneResult:
+    def _consent(self, job: Job) -> dict[str, Any] | None:
+        """The consent this job already has: given by button, by the form's box, or by workspace policy."""
+        if job.consent:
+            return job.consent
+        if job.kind == "modal":
+            # The form's required consent box, checked server-side when the form was submitted.
+            return {"how": FORM, "user": job.user_id, "at": job.created_at}
+        if self.settings.consent == "attested":
+            return {"how": ATTESTED, "user": job.user_id, "at": job.created_at}
+        return None
+
+    async def _clone(self, job: Job) -> CloneResult | None:
+        """Fetch, prepare and clone; None when the prompt is prepared and now waits for consent."""
         problem = job.options.get("problem")
         if problem:
             raise OptionError(problem.get("option") or "", problem.get("value") or "", problem.get("allowed") or "")
+        consent = self._consent(job)
+        prompt = None
+        if job.prompt and consent:
+            wav = self.prepared.load(job.id)
+            if wav is not None:
+                prompt = Prompt.from_meta(job.prompt, wav)
+        request = self._request(job)
+        if prompt is None:
+            if job.kind == "command" and not await self._may_clone(job):
+                return None
+            prompt = await self._prepare(job, request)
+            if consent is None:
+                # Nothing goes to Tencent until the uploader says yes: keep the prompt privately and ask.
+                self.prepared.save(job.id, prompt.wav)
+                await self.store.update(job.id, status=AWAITING, prompt=prompt.meta(), stage="awaiting_consent")
+                card = build_report_card(prompt.report) if prompt.report else None
+                await self.replies.ask_consent(job, card, self._ttl_hours)
+                await self._share_reactions(job)
+                return None
+        request = self._request(job)
+        try:
+            result = await clone_prompt(prompt, request, self.trtc, on_stage=lambda stage: self._stage(job, stage))
+        except ApiError as exc:
+            await self._audit(job, consent, prompt, request, outcome=exc.code, request_id=exc.request_id)
+            if exc.transient:
+                raise Waiting("waiting_tencent", exc) from None
+            self.prepared.delete(job.id)
+            raise
+        await self._audit(job, consent, prompt, request, outcome="cloned", result=result)
+        self.prepared.delete(job.id)
+        return result
+
+    def _request(self, job: Job) -> CloneRequest:
+        file = job.file
+        return CloneRequest(
+            name=job.options.get("name") or default_voice_name(str(file.get("name") or file.get("title") or "")),
+            text=job.options.get("text"),
+            model=job.options.get("model"),
+            language=job.options.get("language"),
+            denoise=job.options.get("denoise"),
+        )
+
+    async def _resolve(self, job: Job) -> dict[str, Any]:
+        try:
+            file = await resolve_file(self.slack, job.file)
+        except DownloadError as exc:
+            if _slack_down(exc):
+                raise Waiting("waiting_slack", exc) from None
+            raise
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise Waiting("waiting_slack", exc) from None
+        if file is not job.file:
+            job.file = file
+            await self.store.update(job.id, file=file)
+        return file
+
+    async def _may_clone(self, job: Job) -> bool:
+        """`/clone <file>`: only a file the caller shared, or one shared in the channel they ran it in."""
+        try:
+            file = await self._resolve(job)
+        except FileAccessError:
+            file = {}
+        if may_use_file(file, job.user_id, job.channel):
+            return True
+        log.info("job %s: /clone refused, the caller may not use file %s", job.id, job.file.get("id"))
+        if job.channel and job.user_id:
+            await self.replies.ephemeral(
+                f"refused:{job.id}", job.channel, job.user_id, build_file_refused(str(job.file.get("id"))), None,
+                job.team_id,
+            )
+        await self.store.update(job.id, status=FAILED, error={"type": "not_allowed"}, finished_at=time.time())
+        metrics.JOBS.labels(outcome="failed").inc()
+        return False
+
+    async def _prepare(self, job: Job, request: CloneRequest) -> Prompt:
+        """Download the file and make the prompt (no API call)."""
         await self._stage(job, "downloading")
         started = time.monotonic()
         try:
-            file = await resolve_file(self.slack, job.file)
-            if file is not job.file:
-                job.file = file
-                await self.store.update(job.id, file=file)
+            file = await self._resolve(job)
             if not looks_like_media(file):
                 raise NotAudioError("not an audio or video file")
-            request = CloneRequest(
-                name=job.options.get("name") or default_voice_name(str(file.get("name") or file.get("title") or "")),
-                text=job.options.get("text"),
-                model=job.options.get("model"),
-                language=job.options.get("language"),
-            )
+            request = self._request(job)
             check_request(request)
             token = self.settings.slack_bot_token.get() if self.settings.slack_bot_token else ""
             path = await download_file(
@@ -286,21 +393,148 @@ class JobRunner:
         except (aiohttp.ClientError, httpx.TransportError, TimeoutError) as exc:
             raise Waiting("waiting_slack", exc) from None
         metrics.JOB_STAGE_SECONDS.labels(stage="download").observe(time.monotonic() - started)
+        started = time.monotonic()
         try:
-            return await clone_recording(
-                path,
-                request,
-                self.trtc,
-                limits=self.audio_limits,
-                ffmpeg_slots=self.ffmpeg_slots,
+            return await prepare_prompt(
+                path, request, limits=self.audio_limits, ffmpeg_slots=self.ffmpeg_slots,
                 on_stage=lambda stage: self._stage(job, stage),
             )
-        except ApiError as exc:
-            if exc.transient:
-                raise Waiting("waiting_tencent", exc) from None
-            raise
         finally:
             Path(path).unlink(missing_ok=True)
+            metrics.JOB_STAGE_SECONDS.labels(stage="prepare").observe(time.monotonic() - started)
+
+    async def _audit(
+        self,
+        job: Job,
+        consent: dict[str, Any] | None,
+        prompt: Prompt,
+        request: CloneRequest,
+        *,
+        outcome: str,
+        result: CloneResult | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        consent = consent or {}
+        await self.audit.record(
+            AuditEntry(
+                consent=str(consent.get("how") or "unknown"),
+                outcome=outcome,
+                team_id=job.team_id,
+                user_id=consent.get("user") or job.user_id,
+                job_id=job.id,
+                file_id=job.file.get("id"),
+                file_name=file_name(job),
+                audio_sha256=hashlib.sha256(prompt.wav).hexdigest(),
+                seconds=prompt.seconds,
+                voice_name=request.name,
+                voice_id=result.voice_id if result else None,
+                request_id=result.request_id if result else request_id,
+            )
+        )
+
+    # -- consent (the buttons call these on the acknowledgement path: database writes only) ---------------
+
+    async def confirm(self, job_id: int, user_id: str | None, where: tuple[str | None, str | None]) -> bool:
+        """The uploader pressed "Clone this voice": record it and clone now; anyone else is told no."""
+        job = await self.store.get(job_id)
+        if job is None or job.status != AWAITING:
+            return False  # already confirmed (a double press), cancelled or expired: nothing to do
+        if user_id != job.user_id:
+            await self._not_yours(job, user_id, where)
+            return False
+        at = time.time()
+        if not await self.store.give_consent(job_id, {"how": BUTTON, "user": user_id, "at": at}):
+            return False
+        log.info("job %s: consent given by %s", job_id, user_id)
+        await self.replies.consent_given(job, str(user_id), at)
+        await self._share_reactions(job)
+        # Not through the queue: the prompt is ready, so the request leaves now whatever the workers are doing.
+        self._run_now(job_id)
+        return True
+
+    async def cancel(self, job_id: int, user_id: str | None, where: tuple[str | None, str | None]) -> bool:
+        """The uploader pressed Cancel: delete the prepared audio and say so."""
+        job = await self.store.get(job_id)
+        if job is None or job.status != AWAITING:
+            return False
+        if user_id != job.user_id:
+            await self._not_yours(job, user_id, where)
+            return False
+        if not await self.store.end_waiting(job_id, CANCELLED, {"type": "cancelled", "by": user_id}):
+            return False
+        self.prepared.delete(job_id)
+        text, blocks = build_consent_cancelled(str(user_id), file_name(job))
+        await self.replies.final(job, text, blocks)
+        await self._share_reactions(job)
+        metrics.JOBS.labels(outcome="failed").inc()
+        return True
+
+    async def _not_yours(self, job: Job, user_id: str | None, where: tuple[str | None, str | None]) -> None:
+        channel, thread_ts = where
+        if channel and user_id:
+            await self.replies.ephemeral(
+                f"notyours:{job.id}:{user_id}:{time.time():.3f}", channel, user_id, build_only_uploader(job.user_id),
+                thread_ts, job.team_id,
+            )
+
+    def _run_now(self, job_id: int) -> None:
+        async def run() -> None:
+            self._in_flight.add(job_id)
+            self._idle.clear()
+            try:
+                await self._attempt(job_id)
+            except asyncio.CancelledError:
+                raise
+            except BaseException:
+                log.exception("job %s: unexpected failure outside the job; it resumes at the next start", job_id)
+            finally:
+                self._in_flight.discard(job_id)
+                if not self._in_flight:
+                    self._idle.set()
+
+        task = asyncio.create_task(run(), name=f"job-{job_id}")
+        self._direct.add(task)
+        task.add_done_callback(self._direct.discard)
+
+    @property
+    def _ttl_hours(self) -> float:
+        return self.settings.consent_ttl_hours
+
+    # -- housekeeping: consent expiry and retention ---------------------------------------------------------
+
+    async def maintain(self) -> None:
+        """Expire unconfirmed prompts, delete what the retention period allows, remove orphaned audio."""
+        now = time.time()
+        for job_id in await self.store.waiting_since(now - self.settings.consent_ttl_hours * 3600):
+            job = await self.store.get(job_id)
+            if job is None or not await self.store.end_waiting(job_id, EXPIRED, {"type": "expired"}):
+                continue
+            self.prepared.delete(job_id)
+            text, blocks = build_consent_expired(file_name(job), self.settings.consent_ttl_hours)
+            await self.replies.final(job, text, blocks)
+            await self._share_reactions(job)
+            log.info("job %s: nobody confirmed within %g h; prepared audio deleted", job_id, self._ttl_hours)
+        horizon = now - self.settings.retention_days * 86400
+        purged = await self.store.purge(horizon)
+        records = await self.replies.outbox.purge(horizon)
+        if purged or records:
+            log.info("retention: deleted %d job(s) and %d Slack record(s) older than %g days", len(purged), records,
+                     self.settings.retention_days)
+        self.prepared.sweep(await self.store.with_prompt())
+
+    async def _maintenance(self) -> None:
+        while True:
+            try:
+                await self.maintain()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("housekeeping failed; trying again later")
+            await asyncio.sleep(self.maintenance_interval)
+
+    async def _share_reactions(self, job: Job) -> None:
+        if job.kind == "share" and job.channel and job.share_ts:
+            await self.replies.share_done(job, await self.store.share_statuses(job.channel, job.share_ts))
 
     async def _stage(self, job: Job, stage: str) -> None:
         with log_context(stage=stage):
@@ -327,7 +561,9 @@ class JobRunner:
         log.warning("job %s: %s (%s); retrying in %.0f s", job.id, waiting.stage, type(cause).__name__, delay)
         # A wait is not an attempt: only crashes and timeouts count towards giving up.
         await self.store.update(job.id, status=QUEUED, attempts=job.attempts - 1, waits=waits)
-        await self._stage(job, waiting.stage)
+        if not (job.kind == "command" and not job.file.get("url_private_download")):
+            # (A /clone request whose file could not be looked up yet has no thread: it may still be refused.)
+            await self._stage(job, waiting.stage)
         self._submit_later(job.id, delay)
 
     async def _attempt_failed(self, job: Job) -> None:
@@ -350,8 +586,7 @@ class JobRunner:
 
     async def _finish(self, job: Job, status: str, error: dict[str, Any] | None, outcome: str) -> None:
         await self.store.update(job.id, status=status, error=error, finished_at=time.time())
-        if job.kind == "share" and job.channel and job.share_ts:
-            await self.replies.share_done(job, await self.store.share_statuses(job.channel, job.share_ts))
+        await self._share_reactions(job)
         metrics.JOBS.labels(outcome=outcome).inc()
         if self.on_finish is not None:
             await self.on_finish(job, status)

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.blocks import build_elsewhere_note
-from bot.outbox import MESSAGE, Outbox, Record
+from bot.outbox import EPHEMERAL, MESSAGE, Outbox, Record
 from bot.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -112,8 +112,7 @@ class Sender:
             if remaining <= 0:
                 raise TimeoutError("the outbox did not drain")
             self.wake()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._progress.wait(), min(remaining, 1.0))
+            await _wait(self._progress, min(remaining, 1.0))
 
     # -- the loop -------------------------------------------------------------------------------------
 
@@ -128,8 +127,7 @@ class Sender:
             except Exception:
                 log.exception("outbox pass failed; trying again shortly")
                 idle = 1.0
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), idle)
+            await _wait(self._wake, idle)
 
     async def _pass(self) -> float:
         """Start every due record that pacing allows; return how long to sleep when nothing wakes us."""
@@ -167,6 +165,8 @@ class Sender:
         try:
             if record.kind == MESSAGE:
                 await self._send_message(record)
+            elif record.kind == EPHEMERAL:
+                await self._send_ephemeral(record)
             else:
                 await self._send_reactions(record)
             if self._failing:
@@ -216,6 +216,14 @@ class Sender:
             # blocks=[] rather than None: None would leave the old blocks in place.
             await client.chat_update(channel=record.channel, ts=record.ts, text=text, blocks=blocks or [])
             await self.outbox.delivered(record)
+
+    async def _send_ephemeral(self, record: Record) -> None:
+        client = self.client_for(record.team_id)
+        await client.chat_postEphemeral(
+            channel=record.channel, user=record.payload["user"], text=record.payload.get("text") or "",
+            thread_ts=record.thread_ts,
+        )
+        await self.outbox.delivered(record)
 
     async def _send_reactions(self, record: Record) -> None:
         client = self.client_for(record.team_id)
@@ -281,13 +289,22 @@ class Sender:
 
     async def _elsewhere(self, record: Record, error: str) -> None:
         user = (record.fallback or {}).get("user")
-        if record.kind == MESSAGE and user and record.channel != user and not record.channel.startswith("D"):
+        movable = record.kind in (MESSAGE, EPHEMERAL)
+        if movable and user and record.channel != user and not record.channel.startswith("D"):
             note, note_block = build_elsewhere_note(record.channel, error)
             log.info("cannot post in %s (%s): answering %s in a DM instead", record.channel, error, record.key)
             await self.outbox.redirect(record, channel=user, note=note, note_block=note_block)
         else:
             log.warning("cannot post in %s (%s) and nobody to tell: dropped %s", record.channel, error, record.key)
             await self.outbox.give_up(record, error)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Wait for `event` at most `seconds`. Not asyncio.wait_for: on Python 3.11 it can swallow a cancellation that
+    arrives as the wait ends, and a sender that misses its cancellation never stops (seen in tests)."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            await event.wait()
 
 
 async def _reaction(call: Any, record: Record, name: str) -> None:
@@ -299,12 +316,16 @@ async def _reaction(call: Any, record: Record, name: str) -> None:
 
 
 def _pace_key(record: Record) -> tuple[str, str]:
+    if record.kind == EPHEMERAL:
+        return "update", record.team_id or ""
     if record.kind == MESSAGE:
         return ("post", record.channel) if record.ts is None else ("update", record.team_id or "")
     return "react", record.team_id or ""
 
 
 def _method(record: Record) -> str:
+    if record.kind == EPHEMERAL:
+        return "chat.postEphemeral"
     if record.kind == MESSAGE:
         return "chat.postMessage" if record.ts is None else "chat.update"
     return "reactions"

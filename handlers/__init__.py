@@ -6,7 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.runner import JobRunner
 from bot.settings import Settings
-from handlers import commands, messages, views
+from handlers import actions, commands, messages, views
 
 
 def register(app: AsyncApp, *, runner: JobRunner, settings: Settings) -> None:
@@ -14,3 +14,4 @@ def register(app: AsyncApp, *, runner: JobRunner, settings: Settings) -> None:
     messages.register(app, runner=runner)
     commands.register(app, runner=runner)
     views.register(app, runner=runner)
+    actions.register(app, runner=runner)

@@ -15,6 +15,10 @@ def register(app: AsyncApp, *, runner: JobRunner) -> None:
     """Listen for file shares, and acknowledge every other message event."""
 
     async def handle_file_share(body: dict[str, Any]) -> None:
+        event = body.get("event") or {}
+        if event.get("bot_id") or event.get("bot_profile") or event.get("subtype") == "bot_message":
+            # Files posted by bots (ours included: previews, uploads) are never someone's consent to clone.
+            return
         intake = share_jobs(body)
         # Stored before this returns, and so before Slack gets its 200 (process_before_response).
         await runner.accept(intake.jobs, react=True)

@@ -37,7 +37,9 @@ def free_port() -> int:
 
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
     """The environment a bot aimed at the stand-ins runs with in tests."""
-    return standin_environ(slack, trtc, db_path, **{"TRTC_TIMEOUT": "5", "SHUTDOWN_GRACE_SECONDS": "10", **extra})
+    # CONSENT=attested: most tests are about what happens after consent; tests/test_consent.py sets "ask".
+    defaults = {"TRTC_TIMEOUT": "5", "SHUTDOWN_GRACE_SECONDS": "10", "CONSENT": "attested"}
+    return standin_environ(slack, trtc, db_path, **{**defaults, **extra})
 
 
 @dataclass

@@ -79,64 +79,67 @@ class Rig:
         await self.sender.stop(0.1)
         self.db.close()
 
+    async def __aenter__(self) -> Rig:
+        return self
 
-@pytest.fixture
-async def rig(slack, tmp_path):
-    rig = Rig(slack, tmp_path)
-    yield rig
-    await rig.close()
-
-
-async def test_only_the_newest_version_of_a_message_is_sent(slack, rig):
-    # Ten progress states written before the sender runs: Slack sees one post, with the last state.
-    for n in range(10):
-        await rig.outbox.put_message("job:1:status", channel=CHANNEL, text=f"state {n}")
-    rig.sender.start()
-    await rig.sender.drain(10)
-    posts = slack.calls_to("chat.postMessage")
-    assert [p["text"] for p in posts] == ["state 9"]
-    assert slack.calls_to("chat.update") == []
-    # A later state edits that message; writing the same state again sends nothing.
-    await rig.outbox.put_message("job:1:status", channel=CHANNEL, text="final")
-    await rig.outbox.put_message("job:1:status", channel=CHANNEL, text="final")
-    await rig.sender.drain(10)
-    assert [u["text"] for u in slack.calls_to("chat.update")] == ["final"]
-    assert [m["text"] for m in slack.messages(CHANNEL)] == ["final"]
-    assert (await rig.outbox.get("job:1:status")).state == SENT
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
 
 
-async def test_a_reply_waits_for_its_parent_and_lands_in_its_thread(slack, rig):
-    await rig.outbox.put_message("job:2:parent", channel=CHANNEL, text="parent", once=True)
-    await rig.outbox.put_message("job:2:status", channel=CHANNEL, text="reply", thread_key="job:2:parent")
-    slack.fail_next("chat.postMessage", "internal_error")  # the parent's first try fails
-    rig.sender.start()
-    await rig.sender.drain(10)
-    [parent, reply] = slack.messages(CHANNEL)
-    assert parent["text"] == "parent" and reply["text"] == "reply" and reply["thread_ts"] == parent["ts"]
+async def test_only_the_newest_version_of_a_message_is_sent(slack, tmp_path):
+    async with Rig(slack, tmp_path) as rig:
+        # Ten progress states written before the sender runs: Slack sees one post, with the last state.
+        for n in range(10):
+            await rig.outbox.put_message("job:1:status", channel=CHANNEL, text=f"state {n}")
+        rig.sender.start()
+        await rig.sender.drain(10)
+        posts = slack.calls_to("chat.postMessage")
+        assert [p["text"] for p in posts] == ["state 9"]
+        assert slack.calls_to("chat.update") == []
+        # A later state edits that message; writing the same state again sends nothing.
+        await rig.outbox.put_message("job:1:status", channel=CHANNEL, text="final")
+        await rig.outbox.put_message("job:1:status", channel=CHANNEL, text="final")
+        await rig.sender.drain(10)
+        assert [u["text"] for u in slack.calls_to("chat.update")] == ["final"]
+        assert [m["text"] for m in slack.messages(CHANNEL)] == ["final"]
+        assert (await rig.outbox.get("job:1:status")).state == SENT
 
 
-async def test_an_outage_is_retried_without_a_restart_and_coalesced(slack, rig):
-    rig.sender.start()
-    slack.outage("refuse")
-    await rig.outbox.put_message("job:3:status", channel=CHANNEL, text="downloading")
-    assert await slack.wait_for_async(lambda: slack.outage_api_calls("chat.postMessage") >= 2, 10)
-    slack.outage("html")
-    await rig.outbox.put_message("job:3:status", channel=CHANNEL, text="answer")
-    assert await slack.wait_for_async(lambda: slack.outage_api_calls("chat.postMessage") >= 4, 10)
-    slack.restore()
-    await rig.sender.drain(10)
-    assert [p["text"] for p in slack.calls_to("chat.postMessage")] == ["answer"]
-    assert [m["text"] for m in slack.messages(CHANNEL)] == ["answer"]
+async def test_a_reply_waits_for_its_parent_and_lands_in_its_thread(slack, tmp_path):
+    async with Rig(slack, tmp_path) as rig:
+        await rig.outbox.put_message("job:2:parent", channel=CHANNEL, text="parent", once=True)
+        await rig.outbox.put_message("job:2:status", channel=CHANNEL, text="reply", thread_key="job:2:parent")
+        slack.fail_next("chat.postMessage", "internal_error")  # the parent's first try fails
+        rig.sender.start()
+        await rig.sender.drain(10)
+        [parent, reply] = slack.messages(CHANNEL)
+        assert parent["text"] == "parent" and reply["text"] == "reply" and reply["thread_ts"] == parent["ts"]
 
 
-async def test_429_waits_for_retry_after(slack, rig):
-    slack.rate_limit_next("chat.postMessage", retry_after=1)
-    await rig.outbox.put_message("job:4:status", channel=CHANNEL, text="hello")
-    rig.sender.start()
-    await rig.sender.drain(10)
-    posts = [c.time for c in slack.calls if c.method == "chat.postMessage"]
-    assert len(posts) == 2 and posts[1] - posts[0] >= 1.0
-    assert [m["text"] for m in slack.messages(CHANNEL)] == ["hello"]
+async def test_an_outage_is_retried_without_a_restart_and_coalesced(slack, tmp_path):
+    async with Rig(slack, tmp_path) as rig:
+        rig.sender.start()
+        slack.outage("refuse")
+        await rig.outbox.put_message("job:3:status", channel=CHANNEL, text="downloading")
+        assert await slack.wait_for_async(lambda: slack.outage_api_calls("chat.postMessage") >= 2, 10)
+        slack.outage("html")
+        await rig.outbox.put_message("job:3:status", channel=CHANNEL, text="answer")
+        assert await slack.wait_for_async(lambda: slack.outage_api_calls("chat.postMessage") >= 4, 10)
+        slack.restore()
+        await rig.sender.drain(10)
+        assert [p["text"] for p in slack.calls_to("chat.postMessage")] == ["answer"]
+        assert [m["text"] for m in slack.messages(CHANNEL)] == ["answer"]
+
+
+async def test_429_waits_for_retry_after(slack, tmp_path):
+    async with Rig(slack, tmp_path) as rig:
+        slack.rate_limit_next("chat.postMessage", retry_after=1)
+        await rig.outbox.put_message("job:4:status", channel=CHANNEL, text="hello")
+        rig.sender.start()
+        await rig.sender.drain(10)
+        posts = [c.time for c in slack.calls if c.method == "chat.postMessage"]
+        assert len(posts) == 2 and posts[1] - posts[0] >= 1.0
+        assert [m["text"] for m in slack.messages(CHANNEL)] == ["hello"]
 
 
 async def test_messages_in_one_channel_go_out_in_order_at_the_paced_rate(slack, tmp_path):
@@ -154,49 +157,52 @@ async def test_messages_in_one_channel_go_out_in_order_at_the_paced_rate(slack, 
     assert posts[-1].time - posts[0].time >= 4 / 5 - 0.05
 
 
-async def test_deleted_message_is_posted_again(slack, rig):
-    await rig.outbox.put_message("job:5:status", channel=CHANNEL, text="converting")
-    rig.sender.start()
-    await rig.sender.drain(10)
-    [first] = slack.messages(CHANNEL)
-    slack.delete_message(CHANNEL, first["ts"])
-    await rig.outbox.put_message("job:5:status", channel=CHANNEL, text="answer")
-    await rig.sender.drain(10)
-    assert [m["text"] for m in slack.messages(CHANNEL)] == ["answer"]
-    assert len(slack.calls_to("chat.postMessage")) == 2
+async def test_deleted_message_is_posted_again(slack, tmp_path):
+    async with Rig(slack, tmp_path) as rig:
+        await rig.outbox.put_message("job:5:status", channel=CHANNEL, text="converting")
+        rig.sender.start()
+        await rig.sender.drain(10)
+        [first] = slack.messages(CHANNEL)
+        slack.delete_message(CHANNEL, first["ts"])
+        await rig.outbox.put_message("job:5:status", channel=CHANNEL, text="answer")
+        await rig.sender.drain(10)
+        assert [m["text"] for m in slack.messages(CHANNEL)] == ["answer"]
+        assert len(slack.calls_to("chat.postMessage")) == 2
 
 
-async def test_not_in_channel_answers_in_the_users_dm(slack, rig):
-    slack.remove_bot_from(CHANNEL)
-    await rig.outbox.put_message(
-        "job:6:status", channel=CHANNEL, text="Voice cloned: v_1", fallback={"user": "U0ASKER"}
-    )
-    rig.sender.start()
-    await rig.sender.drain(10)
-    [dm] = slack.messages(slack.dm_channel("U0ASKER"))
-    assert "Voice cloned: v_1" in dm["text"] and "/invite" in dm["text"]
-    assert slack.messages(CHANNEL) == []
+async def test_not_in_channel_answers_in_the_users_dm(slack, tmp_path):
+    async with Rig(slack, tmp_path) as rig:
+        slack.remove_bot_from(CHANNEL)
+        await rig.outbox.put_message(
+            "job:6:status", channel=CHANNEL, text="Voice cloned: v_1", fallback={"user": "U0ASKER"}
+        )
+        rig.sender.start()
+        await rig.sender.drain(10)
+        [dm] = slack.messages(slack.dm_channel("U0ASKER"))
+        assert "Voice cloned: v_1" in dm["text"] and "/invite" in dm["text"]
+        assert slack.messages(CHANNEL) == []
 
 
-async def test_revoked_token_stops_sending_for_the_workspace(slack, rig, caplog):
-    slack.revoke_token()
-    await rig.outbox.put_message("job:0:status", channel=CHANNEL, text="x", team_id="T1")
-    rig.sender.start()
-    assert await slack.wait_for_async(lambda: "T1" in rig.sender.stopped_teams, 5)
-    refused = len(slack.calls_to("chat.postMessage"))
-    assert refused == 1
-    # More answers for that workspace: none is tried, however often the sender looks.
-    for n in range(1, 4):
-        await rig.outbox.put_message(f"job:{n}:status", channel=CHANNEL, text="x", team_id="T1")
-    deadline = time.monotonic() + 1.0
-    while time.monotonic() < deadline:
-        rig.sender.wake()
-        await slack.wait_for_async(lambda: len(slack.calls_to("chat.postMessage")) > refused, 0.2)
-    assert len(slack.calls_to("chat.postMessage")) == refused
-    # Another workspace is still served.
-    await rig.outbox.put_message("job:9:status", channel="C0OTHER", text="y", team_id="T2")
-    assert await slack.wait_for_async(lambda: len(slack.calls_to("chat.postMessage")) > refused, 5)
-    assert len([r for r in caplog.records if r.levelname == "ERROR" and "TOKEN REFUSED" in r.getMessage()]) == 1
+async def test_revoked_token_stops_sending_for_the_workspace(slack, tmp_path, caplog):
+    async with Rig(slack, tmp_path) as rig:
+        slack.revoke_token()
+        await rig.outbox.put_message("job:0:status", channel=CHANNEL, text="x", team_id="T1")
+        rig.sender.start()
+        assert await slack.wait_for_async(lambda: "T1" in rig.sender.stopped_teams, 5)
+        refused = len(slack.calls_to("chat.postMessage"))
+        assert refused == 1
+        # More answers for that workspace: none is tried, however often the sender looks.
+        for n in range(1, 4):
+            await rig.outbox.put_message(f"job:{n}:status", channel=CHANNEL, text="x", team_id="T1")
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            rig.sender.wake()
+            await slack.wait_for_async(lambda: len(slack.calls_to("chat.postMessage")) > refused, 0.2)
+        assert len(slack.calls_to("chat.postMessage")) == refused
+        # Another workspace is still served.
+        await rig.outbox.put_message("job:9:status", channel="C0OTHER", text="y", team_id="T2")
+        assert await slack.wait_for_async(lambda: len(slack.calls_to("chat.postMessage")) > refused, 5)
+        assert len([r for r in caplog.records if r.levelname == "ERROR" and "TOKEN REFUSED" in r.getMessage()]) == 1
 
 
 async def test_an_answer_older_than_the_ttl_is_given_up_with_one_log_line(slack, tmp_path, caplog):

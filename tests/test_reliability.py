@@ -43,8 +43,8 @@ def speech_wav(media) -> bytes:
 
 @pytest.fixture(scope="module")
 def small_wav(media) -> bytes:
-    """The cheapest valid prompt to convert: 10.5 s, already 16 kHz mono."""
-    return media.speech(10.5, ".wav", "-ar", "16000", "-ac", "1").read_bytes()
+    """A cheap valid prompt to convert: 14 s (over 10 s of it speech once silence is cut), 16 kHz mono."""
+    return media.speech(14, ".wav", "-ar", "16000", "-ac", "1").read_bytes()
 
 
 @pytest.fixture(scope="module")
