@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from bot.errors import ApiError, BotError, ConfigError, InputError, OptionError, StartupError
 from bot.logs import configure_logging
@@ -98,6 +99,15 @@ def build_parser() -> argparse.ArgumentParser:
         description="Needs no credentials and no network: starts local stand-ins of Slack and of the TRTC "
         "API, shares a generated speech clip and prints the thread as a user would see it.",
     )
+    audit = commands.add_parser(
+        "audit",
+        help="print the consent audit: one line per clone attempt (who consented, how, what was sent)",
+        description="Prints the append-only consent audit from the bot's database (DATABASE_URL): time, workspace, "
+        "the consenting user and how (button, form, attested, operator), file, SHA-256 and seconds of the audio "
+        "sent, VoiceName, VoiceId, RequestId and outcome.",
+    )
+    audit.add_argument("--since", metavar="DATE", help="only lines from this date on (YYYY-MM-DD, UTC, or ISO 8601)")
+    audit.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json lines")
     standins = commands.add_parser(
         "standins",
         help="start local stand-ins of Slack and TRTC and print the settings to use with them",
@@ -131,6 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _clone(args, env_file)
         if command == "check":
             return _check(args)
+        if command == "audit":
+            return _audit(args, env_file)
         if command == "demo":
             from bot.demo import run_demo
 
@@ -184,8 +196,55 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit(args: argparse.Namespace, env_file: str) -> int:
+    """Print the consent audit."""
+    from datetime import UTC, datetime
+
+    from bot.audit import Audit, render
+    from bot.db import Database
+
+    settings = load_settings(env_file=env_file)
+    since = None
+    if args.since:
+        try:
+            when = datetime.fromisoformat(args.since)
+        except ValueError:
+            raise ConfigError({"--since": f"must be a date such as 2026-11-01, got {args.since!r}"}) from None
+        since = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if settings.database_path != ":memory:" and not Path(settings.database_path).is_file():
+        print(f"No database at {settings.database_path} (DATABASE_URL): nothing was cloned there.", file=sys.stderr)
+        return EXIT_INPUT
+    db = Database(settings.database_path)
+    try:
+        sys.stdout.write(render(Audit(db).entries(since), args.format))
+    finally:
+        db.close()
+    return EXIT_OK
+
+
+def _audit_operator_clone(settings: Settings, file: Path, prompt: Any, request: Any, outcome: str, **done: Any) -> None:
+    """The operator's own clone is a consent act too: it goes into the same audit as the bot's."""
+    import getpass
+    import hashlib
+
+    from bot.audit import OPERATOR, Audit, AuditEntry
+    from bot.db import Database
+
+    db = Database(settings.database_path)
+    try:
+        Audit(db).record_sync(
+            AuditEntry(
+                consent=OPERATOR, outcome=outcome, user_id=getpass.getuser(), file_name=file.name,
+                audio_sha256=hashlib.sha256(prompt.wav).hexdigest(), seconds=prompt.seconds,
+                voice_name=request.name, **done,
+            )
+        )
+    finally:
+        db.close()
+
+
 def _clone(args: argparse.Namespace, env_file: str) -> int:
-    from bot.pipeline import CloneRequest, clone_recording
+    from bot.pipeline import CloneRequest, clone_prompt, prepare_prompt
     from bot.trtc import VoiceCloneClient, default_voice_name
 
     settings = load_settings(TRTC_KEYS, env_file=env_file)
@@ -209,8 +268,16 @@ def _clone(args: argparse.Namespace, env_file: str) -> int:
     )
 
     async def clone() -> int:
+        prompt = await prepare_prompt(args.file, request)
         async with VoiceCloneClient(settings) as client:
-            result = await clone_recording(args.file, request, client)
+            try:
+                result = await clone_prompt(prompt, request, client)
+            except ApiError as exc:
+                _audit_operator_clone(settings, args.file, prompt, request, exc.code, request_id=exc.request_id)
+                raise
+        _audit_operator_clone(
+            settings, args.file, prompt, request, "cloned", voice_id=result.voice_id, request_id=result.request_id
+        )
         from bot.report import report_lines
 
         if result.report is not None:

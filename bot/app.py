@@ -98,6 +98,10 @@ class Runtime:
 
     async def start(self) -> None:
         """Start the background work: the Slack outbox sender and the job workers."""
+        if self.settings.consent == "attested":
+            log.info("consent: attested (drops are cloned at once under the workspace's own consent policy)")
+        else:
+            log.info("consent: ask (nothing is cloned before the uploader presses \"Clone this voice\")")
         self.sender.start()
         await self.runner.start()
 

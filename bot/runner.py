@@ -271,7 +271,7 @@ class JobRunner:
             # Stored before answering: a restart answers from here instead of cloning again.
             await self.store.update(job.id, result=result.to_dict())
         text, blocks = build_success(result, str(job.file.get("name") or file_name(job)))
-        note = consent_note(job.consent)
+        note = consent_note(self._consent(job))
         if note:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
         await self.replies.final(job, text, blocks)
@@ -502,9 +502,9 @@ class JobRunner:
 
     # -- housekeeping: consent expiry and retention ---------------------------------------------------------
 
-    async def maintain(self) -> None:
+    async def maintain(self, now: float | None = None) -> None:
         """Expire unconfirmed prompts, delete what the retention period allows, remove orphaned audio."""
-        now = time.time()
+        now = time.time() if now is None else now
         for job_id in await self.store.waiting_since(now - self.settings.consent_ttl_hours * 3600):
             job = await self.store.get(job_id)
             if job is None or not await self.store.end_waiting(job_id, EXPIRED, {"type": "expired"}):

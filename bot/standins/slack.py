@@ -1131,8 +1131,25 @@ class SlackStandIn:
         stored = {k: v for k, v in body["event"].items() if k not in ("channel_type", "event_ts")}
         with self._cond:
             self._messages.setdefault(channel, {})[stored["ts"]] = copy.deepcopy(stored)
+            for file in files:
+                self._record_share(str(file.get("id")), channel, kind, stored["ts"], thread_ts)
         self._notify()
         return body
+
+    def _record_share(self, file_id: str, channel: str, kind: str, ts: str, thread_ts: str | None) -> None:
+        """Where a file was shared, as files.info reports it: channels/groups/ims lists and `shares`."""
+        stored = self._files.get(file_id)
+        if stored is None:
+            return
+        obj = stored["object"]
+        listing = {"channel": "channels", "private": "groups", "mpim": "groups", "im": "ims"}.get(kind, "channels")
+        if channel not in obj.setdefault(listing, []):
+            obj[listing].append(channel)
+        visibility = "public" if kind == "channel" else "private"
+        share: JsonDict = {"ts": ts, "channel_name": channel.lower(), "team_id": self.team_id, "reply_count": 0}
+        if thread_ts:
+            share["thread_ts"] = thread_ts
+        obj.setdefault("shares", {}).setdefault(visibility, {}).setdefault(channel, []).append(share)
 
     def slash_command(
         self,
