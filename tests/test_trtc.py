@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import io
+import json
 import logging
 import math
+import re
 import socket
 import struct
 import wave
@@ -14,6 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 from functools import lru_cache
 from typing import Any
 
+import httpx
 import pytest
 
 from bot.errors import ApiError, ConfigError, InvalidVoiceNameError, PromptTextError
@@ -468,3 +472,50 @@ async def test_debug_logging_leaks_neither_the_secret_key_nor_the_audio(
     )
     assert SECRET_KEY not in text
     assert audio_chunk not in text
+
+
+# -- the hand-built, hand-signed request body -------------------------------------------------------------
+
+
+async def test_the_hand_built_body_is_json_signed_over_its_exact_bytes(
+    client: VoiceCloneClient, trtc: TrtcStandIn
+) -> None:
+    """The body is valid JSON carrying every field; the stand-in's TC3 verifier accepts exactly those bytes."""
+    wav = prompt_wav()
+    fields: dict[str, Any] = {"SdkAppId": APP_ID, "VoiceName": "Alice", "PromptText": 'a "b"\n\\c', "Model": None}
+    body, digest = client._body(wav, **fields)
+    assert json.loads(body) == {
+        "SdkAppId": APP_ID,
+        "VoiceName": "Alice",
+        "PromptText": 'a "b"\n\\c',
+        "PromptAudio": base64.b64encode(wav).decode(),
+    }
+    assert digest == hashlib.sha256(body).hexdigest()
+
+    async with httpx.AsyncClient() as http:
+        signed = await http.post(client._url, content=body, headers=client._headers(digest))
+        assert "Error" not in signed.json()["Response"]
+        [seen] = trtc.requests
+        assert seen.outcome == "ok" and seen.audio_seconds == pytest.approx(10.5)
+        assert seen.prompt_text == 'a "b"\n\\c'
+
+        # The same headers over a body differing in one byte of the audio: the signature no longer matches.
+        tampered = body.replace(b'"PromptAudio": "UklG', b'"PromptAudio": "UklH', 1)
+        assert tampered != body
+        refused = await http.post(client._url, content=tampered, headers=client._headers(digest))
+        assert refused.json()["Response"]["Error"]["Code"] == "AuthFailure.SignatureFailure"
+
+        # A signature made with another key over the right body is refused as well.
+        headers = client._headers(digest)
+        headers["Authorization"] = re.sub(r"Signature=[0-9a-f]{64}", "Signature=" + "0" * 64, headers["Authorization"])
+        wrong = await http.post(client._url, content=body, headers=headers)
+        assert wrong.json()["Response"]["Error"]["Code"] == "AuthFailure.SignatureFailure"
+
+
+async def test_the_body_without_optional_fields_is_still_json(client: VoiceCloneClient) -> None:
+    quoted, _ = client._body(b"", VoiceName='Zoë "x"', Language="\u2028")
+    assert json.loads(quoted) == {"VoiceName": 'Zoë "x"', "Language": "\u2028", "PromptAudio": ""}
+    body, _ = client._body(b"\x00\x01\x02\x03", SdkAppId=APP_ID, VoiceName="a", PromptText=None)
+    assert json.loads(body) == {"SdkAppId": APP_ID, "VoiceName": "a", "PromptAudio": "AAECAw=="}
+    empty, _ = client._body(b"", PromptText=None)
+    assert json.loads(empty) == {"PromptAudio": ""}
