@@ -41,3 +41,32 @@ def make_speech(dest: str | Path, seconds: float = 14.0, *, codec_args: tuple[st
             capture_output=True,
         )
     return dest
+
+
+def synthesize(text: str, fmt: str, sample_rate: int, *, speed: float = 1.0, pitch: int = 0) -> tuple[bytes, int]:
+    """Speak `text` (espeak-ng, else a tone whose length follows the text) as mono `fmt` ("pcm": raw s16le,
+    "wav", "mp3") at `sample_rate`; return (audio, duration in ms). The TRTC stand-in's TextToSpeech."""
+    ffmpeg = find_ffmpeg()
+    quiet = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-y"]
+    with tempfile.TemporaryDirectory() as tmp:
+        espeak = shutil.which("espeak-ng")
+        if espeak:
+            raw = Path(tmp) / "speech.wav"
+            words = str(max(80, min(450, round(160 * speed))))
+            subprocess.run([espeak, "-s", words, "-p", str(50 + 4 * pitch), "-w", str(raw), text],
+                           check=True, capture_output=True)
+            source = ["-i", str(raw)]
+        else:
+            seconds = max(0.5, 0.07 * len(text) / speed)
+            source = ["-f", "lavfi", "-i", f"aevalsrc=exprs='{_SYNTHETIC}':s=22050", "-t", f"{seconds:.2f}"]
+        pcm = Path(tmp) / "speech.pcm"
+        subprocess.run([*quiet, *source, "-ac", "1", "-ar", str(sample_rate), "-f", "s16le", str(pcm)],
+                       check=True, capture_output=True)
+        millis = pcm.stat().st_size * 1000 // (2 * sample_rate)
+        if fmt == "pcm":
+            return pcm.read_bytes(), millis
+        out = Path(tmp) / f"speech.{fmt}"
+        codec = ["-c:a", "pcm_s16le"] if fmt == "wav" else ["-c:a", "libmp3lame", "-b:a", "64k"]
+        subprocess.run([*quiet, "-f", "s16le", "-ac", "1", "-ar", str(sample_rate), "-i", str(pcm), *codec, str(out)],
+                       check=True, capture_output=True)
+        return out.read_bytes(), millis

@@ -1,4 +1,4 @@
-"""A local stand-in of Tencent Cloud's TRTC API (VoiceClone) that checks requests the way the real one does.
+"""A local stand-in of Tencent Cloud's TRTC API (VoiceClone, TextToSpeech), checking requests as the real one does.
 
 It verifies TC3-HMAC-SHA256 signatures with the secret key, enforces the documented VoiceClone body
 rules, answers in Tencent's envelope ({"Response": {...}} over HTTP 200), and can be scripted to fail,
@@ -32,10 +32,12 @@ from typing import Any
 
 from aiohttp import web
 
+from bot.standins.speech import synthesize
+
 SERVICE = "trtc"
 VERSION = "2019-07-22"
 ALGORITHM = "TC3-HMAC-SHA256"
-ACTIONS = frozenset({"VoiceClone"})
+ACTIONS = frozenset({"VoiceClone", "TextToSpeech"})
 REGIONS = frozenset(
     {
         "ap-singapore",
@@ -61,6 +63,10 @@ BODY_KEYS = frozenset(
     {"SdkAppId", "VoiceName", "PromptAudio", "APIKey", "PromptText", "Model", "Language", "ExtraParams"}
 )
 REQUIRED_KEYS = ("SdkAppId", "VoiceName", "PromptAudio")
+TTS_KEYS = frozenset({"SdkAppId", "Text", "Voice", "AudioFormat", "APIKey", "Model", "Language"})
+TTS_MAX_TEXT = 255  # the international TextToSpeech documentation: 1-255 characters
+TTS_FORMATS = ("pcm", "wav", "mp3")
+TTS_SAMPLE_RATES = (16000, 24000)
 VOICE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,36}")
 CLOCK_SKEW = 300  # seconds; Tencent rejects timestamps further off than five minutes
 SAMPLE_RATE = 16000
@@ -116,6 +122,10 @@ class TrtcRequest:
     language: str | None
     outcome: str  # "ok", an error code, "HTTP 502", "dropped" or "reset" (an outage)
     request_id: str | None
+    # TextToSpeech only: what was asked for.
+    text: str | None = None
+    voice: dict[str, Any] | None = None
+    audio_format: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -171,6 +181,10 @@ class TrtcStandIn:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
+        # Voices this stand-in cloned (VoiceId -> Model): TextToSpeech knows only these.
+        self.voices: dict[str, str | None] = {}
+        # Models whose voices TextToSpeech refuses (the international doc names only flow_01_turbo for TTS).
+        self.tts_refused_models: set[str] = set()
 
     @property
     def secret_key(self) -> str:
@@ -407,8 +421,12 @@ class TrtcStandIn:
             outcome, answer = ("dropped" if script.kind == "drop" else f"HTTP {script.status}"), {}
         else:
             try:
-                voice_id = self._voice_clone(request, body, parsed, audio)
-                answer = {"VoiceId": voice_id, "RequestId": request_id}
+                if action == "TextToSpeech":
+                    answer = await self._text_to_speech(request, body, parsed)
+                    answer["RequestId"] = request_id
+                else:
+                    voice_id = self._voice_clone(request, body, parsed, audio)
+                    answer = {"VoiceId": voice_id, "RequestId": request_id}
                 outcome = "ok"
             except _Refusal as refusal:
                 outcome, answer = refusal.code, _error(request_id, refusal)
@@ -428,6 +446,9 @@ class TrtcStandIn:
                 language=_text(params.get("Language")),
                 outcome=outcome,
                 request_id=None if script is not None and script.kind != "fail" else request_id,
+                text=_text(params.get("Text")) if action == "TextToSpeech" else None,
+                voice=params.get("Voice") if isinstance(params.get("Voice"), dict) else None,
+                audio_format=params.get("AudioFormat") if isinstance(params.get("AudioFormat"), dict) else None,
             )
         )
         if delay > 0:
@@ -510,7 +531,58 @@ class TrtcStandIn:
         if text is not None and len(text) > MAX_PROMPT_TEXT:
             limit = f"PromptText is too long: at most {MAX_PROMPT_TEXT} characters."
             raise _Refusal("InvalidParameter.TextLength", limit)
-        return f"{name}_{secrets.token_hex(4)}"
+        voice_id = f"{name}_{secrets.token_hex(4)}"
+        with self._cond:
+            self.voices[voice_id] = model
+        return voice_id
+
+    async def _text_to_speech(self, request: web.Request, body: bytes, params: dict[str, Any] | None) -> dict[str, Any]:
+        """TextToSpeech as documented: Text 1-255, Voice {VoiceId, Speed 0.5-2, Volume (0,10], Pitch -12..12},
+        AudioFormat {Format pcm|wav|mp3, SampleRate 16000|24000}; answers real audio of that format, base64."""
+        self._authenticate(request, body)
+        if params is None:
+            raise _Refusal("InvalidParameter", "The request body is not a valid JSON object.")
+        for key in params:
+            if key not in TTS_KEYS:
+                raise _Refusal("UnknownParameter", f"The parameter `{key}` is not recognized.")
+        for key in ("SdkAppId", "Text", "Voice"):
+            if params.get(key) in (None, ""):
+                raise _missing(key)
+        if self.sdk_app_id is not None and params["SdkAppId"] != self.sdk_app_id:
+            raise _Refusal("FailedOperation.SdkAppIdNotExist", f"SdkAppId {params['SdkAppId']} does not exist.")
+        text = params["Text"]
+        if not isinstance(text, str) or not 1 <= len(text) <= TTS_MAX_TEXT:
+            raise _Refusal("InvalidParameter.TextLength", f"Text must be 1 to {TTS_MAX_TEXT} characters.")
+        voice = params["Voice"]
+        if not isinstance(voice, dict):
+            raise _bad_type("Voice")
+        speed, volume, pitch = voice.get("Speed", 1.0), voice.get("Volume", 1.0), voice.get("Pitch", 0)
+        if not _number(speed) or not 0.5 <= speed <= 2.0:
+            raise _Refusal("InvalidParameter.Speed", "Speed must be between 0.5 and 2.0.")
+        if not _number(volume) or not 0 < volume <= 10:
+            raise _Refusal("InvalidParameter.Volume", "Volume must be above 0 and at most 10.")
+        if not _number(pitch) or pitch != int(pitch) or not -12 <= pitch <= 12:
+            raise _Refusal("InvalidParameter.Pitch", "Pitch must be an integer from -12 to 12.")
+        audio_format = params.get("AudioFormat") or {}
+        fmt = audio_format.get("Format", "pcm")
+        rate = audio_format.get("SampleRate", 24000)
+        if fmt not in TTS_FORMATS:
+            raise _Refusal("InvalidParameter", f"Invalid Format: must be one of {', '.join(TTS_FORMATS)}.")
+        if rate not in TTS_SAMPLE_RATES:
+            raise _Refusal("InvalidParameter.SampleRate", "SampleRate must be 16000 or 24000.")
+        model = params.get("Model")
+        if model is not None and model not in MODELS:
+            raise _Refusal("InvalidParameter", f"Invalid Model: must be one of {', '.join(sorted(MODELS))}.")
+        with self._cond:
+            known = voice.get("VoiceId") in self.voices
+            cloned_with = self.voices.get(voice.get("VoiceId"))
+        if not known:
+            raise _Refusal("InvalidParameter.VoiceId", "The VoiceId does not exist.")
+        if cloned_with in self.tts_refused_models:
+            raise _Refusal("InvalidParameter.VoiceId", f"The voice was cloned with {cloned_with}, which "
+                           "TextToSpeech does not support.")
+        audio, millis = await asyncio.to_thread(synthesize, text, fmt, rate, speed=float(speed), pitch=int(pitch))
+        return {"Audio": base64.b64encode(audio).decode("ascii"), "TotalDurationMs": millis, "Alignments": []}
 
     def _authenticate(self, request: web.Request, body: bytes) -> None:
         """Check the TC3-HMAC-SHA256 signature exactly as Tencent computes it."""
@@ -601,6 +673,10 @@ def tc3_signature(secret_key: str, date: str, service: str, string_to_sign: str)
 
     key = digest(digest(digest(("TC3" + secret_key).encode(), date), service), "tc3_request")
     return hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _missing(key: str) -> _Refusal:
