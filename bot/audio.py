@@ -120,7 +120,13 @@ class PreparedAudio:
 
 @functools.cache
 def find_ffmpeg() -> str:
-    """ffmpeg on PATH, else the static binary bundled with imageio-ffmpeg; cached."""
+    """ffmpeg on PATH, else the static binary bundled with imageio-ffmpeg; cached.
+
+    PATH first on measurement (2 cores, Debian's 5.1 vs imageio-ffmpeg's static 9.0): the static binary starts
+    ~42 ms sooner (`-version` 10 vs 52 ms) and wins for short clips (12 s m4a prepared in 24 vs 58 ms), but it
+    decodes and resamples slower, so the cost target's 180 s m4a takes 137 vs 115 ms and a 60 min MP3 1140 vs
+    521 ms. Put another ffmpeg first on PATH to change the choice.
+    """
     return shutil.which("ffmpeg") or _bundled_ffmpeg()
 
 

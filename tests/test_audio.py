@@ -183,6 +183,7 @@ async def test_works_without_ffmpeg_on_path(
 
 
 def test_find_ffmpeg_prefers_path() -> None:
+    """PATH first: the bundled static ffmpeg starts faster but decodes a 180 s m4a or an hour of MP3 slower."""
     if shutil.which("ffmpeg") is None:
         pytest.skip("no ffmpeg on PATH")
     find_ffmpeg.cache_clear()
