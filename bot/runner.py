@@ -108,6 +108,7 @@ class JobRunner:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._in_flight: set[int] = set()
         self._direct: set[asyncio.Task[None]] = set()  # confirmed clones, started outside the queue
+        self._stages: dict[int, tuple[str | None, float]] = {}  # job -> (current stage, when it began)
         self.maintenance_interval = 60.0
         self._maintenance_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -537,8 +538,14 @@ class JobRunner:
             await self.replies.share_done(job, await self.store.share_statuses(job.channel, job.share_ts))
 
     async def _stage(self, job: Job, stage: str) -> None:
+        # One line per stage, with how long the previous one took (LOG_FORMAT=json makes these queryable).
+        now = time.monotonic()
+        if len(self._stages) > 10_000:  # jobs that ended without _finish (cancelled, expired) leave entries
+            self._stages.clear()
+        previous, since = self._stages.get(job.id, (None, now))
+        self._stages[job.id] = (stage, now)
         with log_context(stage=stage):
-            log.debug("job %s: %s", job.id, stage)
+            log.info("job %s: %s", job.id, stage, extra={"previous": previous, "duration": round(now - since, 3)})
         # Progress is a nicety: a failure to record it must never stop the clone.
         try:
             await self.replies.stage(job, stage)
@@ -586,6 +593,9 @@ class JobRunner:
 
     async def _finish(self, job: Job, status: str, error: dict[str, Any] | None, outcome: str) -> None:
         await self.store.update(job.id, status=status, error=error, finished_at=time.time())
+        with log_context(stage=outcome):
+            log.info("job %s: %s", job.id, outcome, extra={"duration": round(time.time() - job.created_at, 3)})
+        self._stages.pop(job.id, None)
         await self._share_reactions(job)
         metrics.JOBS.labels(outcome=outcome).inc()
         if self.on_finish is not None:
