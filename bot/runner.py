@@ -217,22 +217,28 @@ class JobRunner:
         while True:
             job_id = await self._queue.get()
             metrics.QUEUE_DEPTH.set(self._queue.qsize())
-            self._in_flight.add(job_id)
-            self._idle.clear()
-            self.last_progress = time.monotonic()
             try:
-                await self._attempt(job_id)
-            except asyncio.CancelledError:
-                raise
-            except BaseException:
-                # The worker boundary: whatever escapes (the database, a bug in the failure path), the worker lives.
-                log.exception("job %s: unexpected failure outside the job; it resumes at the next start", job_id)
+                await self._guarded(job_id)
             finally:
-                self._in_flight.discard(job_id)
-                self.last_progress = time.monotonic()
-                if not self._in_flight:
-                    self._idle.set()
                 self._queue.task_done()
+
+    async def _guarded(self, job_id: int) -> None:
+        """One attempt at a job, inside the boundary nothing crosses: whatever escapes is logged, never raised."""
+        self._in_flight.add(job_id)
+        self._idle.clear()
+        self.last_progress = time.monotonic()
+        try:
+            await self._attempt(job_id)
+        except asyncio.CancelledError:
+            raise
+        except BaseException:
+            # Whatever escapes (the database, a bug in the failure path), the worker lives.
+            log.exception("job %s: unexpected failure outside the job; it resumes at the next start", job_id)
+        finally:
+            self._in_flight.discard(job_id)
+            self.last_progress = time.monotonic()
+            if not self._in_flight:
+                self._idle.set()
 
     async def _attempt(self, job_id: int) -> None:
         job = await self.store.claim(job_id)
@@ -479,21 +485,7 @@ class JobRunner:
             )
 
     def _run_now(self, job_id: int) -> None:
-        async def run() -> None:
-            self._in_flight.add(job_id)
-            self._idle.clear()
-            try:
-                await self._attempt(job_id)
-            except asyncio.CancelledError:
-                raise
-            except BaseException:
-                log.exception("job %s: unexpected failure outside the job; it resumes at the next start", job_id)
-            finally:
-                self._in_flight.discard(job_id)
-                if not self._in_flight:
-                    self._idle.set()
-
-        task = asyncio.create_task(run(), name=f"job-{job_id}")
+        task = asyncio.create_task(self._guarded(job_id), name=f"job-{job_id}")
         self._direct.add(task)
         task.add_done_callback(self._direct.discard)
 
