@@ -157,13 +157,13 @@ def test_cancel_deletes_the_prepared_audio_and_says_so(bot, speech_wav):
 def test_unconfirmed_drops_expire(bot, speech_wav):
     _, body = bot.share(speech_wav, "memo.wav", "audio/wav", "wav", channel=CHANNEL)
     question(bot, body)
-    runner = bot.runtime.runner
+    housekeeping = bot.runtime.housekeeping
     # Not yet: a housekeeping pass now leaves it waiting.
-    asyncio.run_coroutine_threadsafe(runner.maintain(), bot._loop).result(10)
+    asyncio.run_coroutine_threadsafe(housekeeping.maintain(), bot._loop).result(10)
     assert job_row(bot, share_ts=body["event"]["ts"])["status"] == "awaiting_consent"
     # As if CONSENT_TTL_HOURS (24) had passed.
     later = time.time() + 24 * 3600 + 60
-    asyncio.run_coroutine_threadsafe(runner.maintain(now=later), bot._loop).result(10)
+    asyncio.run_coroutine_threadsafe(housekeeping.maintain(now=later), bot._loop).result(10)
     assert bot.slack.wait_for(lambda: "Expired" in bot.replies(*where(body))[0]["text"], 10)
     assert list(prepared_dir(bot).iterdir()) == []
     assert job_row(bot, share_ts=body["event"]["ts"])["status"] == "expired"
@@ -222,7 +222,7 @@ def test_rows_past_retention_are_deleted_and_the_audit_stays(bot, speech_wav):
     with sqlite3.connect(bot.tmp / "jobs.db") as conn:
         conn.execute("UPDATE jobs SET finished_at = ? WHERE id = ?", (time.time() - 31 * 86400, job_id))
         conn.execute("UPDATE outbox SET updated_at = ? WHERE job_id = ?", (time.time() - 31 * 86400, job_id))
-    asyncio.run_coroutine_threadsafe(bot.runtime.runner.maintain(), bot._loop).result(10)
+    asyncio.run_coroutine_threadsafe(bot.runtime.housekeeping.maintain(), bot._loop).result(10)
     with sqlite3.connect(bot.tmp / "jobs.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM jobs WHERE id = ?", (job_id,)).fetchone()[0] == 0
         assert conn.execute("SELECT COUNT(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0] == 0
