@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import psutil
@@ -201,6 +202,17 @@ class Rig:
         """POST one share to the bot, stamping when it was sent."""
         share.sent_wall, share.sent_mono = time.time(), time.monotonic()
         return client.post(self.url, content=share.body, headers=share.headers)
+
+    def press(
+        self, channel: str, message_ts: str, action_id: str, client: httpx.Client
+    ) -> tuple[float, httpx.Response]:
+        """POST the signed block_actions of `action_id` in a bot message, pressed by the sharer; (sent, answer)."""
+        payload = self.slack.press(channel, message_ts, action_id, user=USER)
+        body = urlencode({"payload": json.dumps(payload)}).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": SLACK_USER_AGENT}
+        headers.update(sign(body, SIGNING_SECRET))
+        sent = time.monotonic()
+        return sent, client.post(self.url, content=body, headers=headers)
 
     def final_reaction(self, share: Share) -> str | None:
         """The share's final reaction, once there is one."""

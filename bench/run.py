@@ -17,10 +17,10 @@ import psutil
 
 from bench.media import MediaCache
 from bench.report import Results, checks, plot_ack, plot_channel, plot_clones, write_markdown
-from bench.scenarios import SLACK_POST_LIMIT, run_burst, run_channel, run_conversion, run_memory
+from bench.scenarios import SLACK_POST_LIMIT, run_burst, run_channel, run_conversion, run_memory, run_press
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("burst", "channel", "conversion", "memory")
+SCENARIOS = ("burst", "channel", "conversion", "memory", "press")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--reps", type=int, default=7, help="repetitions of the conversion comparison (default 7)"
     )
     parser.add_argument(
+        "--presses", type=int, default=20, help="consent button presses timed to the request (default 20)"
+    )
+    parser.add_argument(
         "--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)"
     )
     parser.add_argument(
@@ -59,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     only = args.only or list(SCENARIOS)
     defaults = build_parser().parse_args([])
-    options = ("shares", "bursts", "channel_shares", "max_rps", "reps")
+    options = ("shares", "bursts", "channel_shares", "max_rps", "reps", "presses")
     tuned = any(getattr(args, key) != getattr(defaults, key) for key in options)
     full = set(only) == set(SCENARIOS) and not tuned
     command = " ".join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
@@ -92,6 +95,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seconds in (3600, 180):
             _say(f"memory: a {seconds // 60} min MP3 through a fresh bot process")
             results.memory.append(run_memory(args.out / f"memory-{seconds}", media.mp3(seconds)))
+    if "press" in only:
+        _say(f"press: CONSENT=ask, {args.presses} presses of Clone this voice on a 180 s AAC m4a, press -> request")
+        results.press = run_press(args.out / "press", media.m4a(180), presses=args.presses)
     results.seconds = time.monotonic() - began
     busy_after, own_after = _cpu_seconds()
     results.other_cpu = max(0.0, (busy_after - busy) - (own_after - own))

@@ -17,8 +17,9 @@ import psutil
 
 from bench.burst import send_burst_from_child
 from bench.media import Recording
-from bench.rig import MemoryPeaks, MemorySampler, Rig, status_bytes, to_monotonic
+from bench.rig import MemoryPeaks, MemorySampler, Rig, Share, status_bytes, to_monotonic
 from bot.audio import find_ffmpeg
+from bot.consent import CONFIRM_ACTION
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -409,3 +410,47 @@ def run_memory(workdir: Path, recording: Recording) -> MemoryResult:
 
 def _kib(recording: Recording) -> int:
     return recording.path.stat().st_size // 1024
+
+
+@dataclass
+class PressResult:
+    """CONSENT=ask: the uploader's "Clone this voice" press until the VoiceClone request reaches TRTC."""
+
+    recording: str
+    seconds: list[float] = field(default_factory=list)  # press sent -> VoiceClone request arrived
+    asked_seconds: list[float] = field(default_factory=list)  # share sent -> consent question in the thread
+
+
+def run_press(workdir: Path, recording: Recording, presses: int = 20) -> PressResult:
+    """Share `recording` `presses` times (one channel each) with CONSENT=ask, wait for the consent question,
+    press Confirm as the uploader and time the press to the VoiceClone request; one warm-up not counted."""
+    result = PressResult(f"{recording.name} ({recording.seconds} s AAC, {_kib(recording)} KiB)")
+    rig = Rig(workdir, post_limit=SLACK_POST_LIMIT, env={"CONSENT": "ask"})
+    with rig, httpx.Client(timeout=30) as client:
+        for rep in range(presses + 1):
+            share = rig.file_share(f"CPRESS{rep:02d}", recording)
+            rig.deliver(share, client).raise_for_status()
+
+            def question(share: Share = share) -> dict[str, Any] | None:
+                for message in rig.slack.thread(share.channel, share.ts)[1:]:
+                    if CONFIRM_ACTION in str(message.get("blocks") or ""):
+                        return message
+                return None
+
+            if not rig.slack.wait_for(lambda: question() is not None, ANSWER_TIMEOUT):
+                raise RuntimeError(f"no consent question for {recording.name}:\n{rig.log_tail()}")
+            asked = time.monotonic() - share.sent_mono
+            message = question()
+            assert message is not None
+            seen = len(rig.trtc.requests)
+            sent, response = rig.press(share.channel, message["ts"], CONFIRM_ACTION, client)
+            response.raise_for_status()
+            if not rig.trtc.wait_for_requests(seen + 1, ANSWER_TIMEOUT):
+                raise RuntimeError(f"no VoiceClone request after the press:\n{rig.log_tail()}")
+            arrived = rig.trtc.requests[seen].time
+            if not rig.wait_final([share], ANSWER_TIMEOUT):
+                raise RuntimeError(f"no answer after the press:\n{rig.log_tail()}")
+            if rep:  # the first is a warm-up
+                result.seconds.append(arrived - sent)
+                result.asked_seconds.append(asked)
+    return result
