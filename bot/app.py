@@ -27,7 +27,9 @@ import handlers
 from bot import metrics
 from bot.audit import Audit
 from bot.db import Database
+from bot.housekeeping import Housekeeping
 from bot.jobs import JobStore
+from bot.lifecycle import VoiceService
 from bot.outbox import Outbox
 from bot.pacing import SLACK_RATES, Pacer
 from bot.prepared import PreparedAudio
@@ -36,6 +38,8 @@ from bot.runner import JobRunner
 from bot.sender import Sender
 from bot.settings import Settings
 from bot.trtc import VoiceCloneClient
+from bot.tts import TextToSpeechClient
+from bot.voices import VoiceLibrary
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +64,9 @@ def create_web_client(
     )
 
 
-def create_app(settings: Settings, *, client: AsyncWebClient, runner: JobRunner) -> AsyncApp:
+def create_app(
+    settings: Settings, *, client: AsyncWebClient, runner: JobRunner, voices: VoiceService | None = None
+) -> AsyncApp:
     """Build the Bolt app; no network is touched until the first request arrives.
 
     `client` is what listeners get: it serves the acknowledgement path (views.open), so it must not retry and
@@ -74,7 +80,7 @@ def create_app(settings: Settings, *, client: AsyncWebClient, runner: JobRunner)
         process_before_response=True,
         ignoring_self_events_enabled=True,
     )
-    handlers.register(app, runner=runner, settings=settings)
+    handlers.register(app, runner=runner, settings=settings, voices=voices)
     return app
 
 
@@ -91,10 +97,12 @@ class Runtime:
     http: httpx.AsyncClient
     runner: JobRunner
     sender: Sender
+    housekeeping: Housekeeping
     app: AsyncApp
     session: aiohttp.ClientSession | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     ack_session: aiohttp.ClientSession | None = None
+    voices: VoiceService | None = None
 
     async def start(self) -> None:
         """Start the background work: the Slack outbox sender and the job workers."""
@@ -104,15 +112,21 @@ class Runtime:
             log.info("consent: ask (nothing is cloned before the uploader presses \"Clone this voice\")")
         self.sender.start()
         await self.runner.start()
+        self.housekeeping.start()
 
     async def close(self) -> None:
         """Stop the workers (within the grace period), then the sender, and close every client."""
         started = time.monotonic()
+        await self.housekeeping.stop()
         await self.runner.stop()
         # The answers of the jobs that just finished go out in what is left of the grace period.
         grace = self.settings.shutdown_grace - (time.monotonic() - started)
+        if self.voices is not None:
+            await self.voices.stop()
         await self.sender.stop(max(grace, 1.0))
         await self.trtc.aclose()
+        if self.voices is not None:
+            await self.voices.tts.aclose()
         await self.http.aclose()
         if self.session is not None:
             await self.session.close()
@@ -124,6 +138,8 @@ class Runtime:
         """Wait until every job has finished and every answer has been delivered (tests, demo, benchmarks)."""
         async with asyncio.timeout(timeout):
             await self.runner.drain()
+            if self.voices is not None:
+                await self.voices.drain()
         await self.sender.drain(timeout)
 
     def health(self) -> str | None:
@@ -181,13 +197,19 @@ def build_runtime(
     trtc = VoiceCloneClient(settings)
     # Downloads never follow redirects: a redirect means Slack's sign-in page (see bot.slack_files).
     http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
+    replies, prepared = Replies(outbox), PreparedAudio(settings.data_path)
     runner = JobRunner(
-        settings, store, Replies(outbox), Audit(db), PreparedAudio(settings.data_path), worker_client, trtc, http,
+        settings, store, replies, Audit(db), prepared, worker_client, trtc, http,
         workers=workers, max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait,
     )
-    app = create_app(settings, client=ack_client, runner=runner)
-    return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, app, session,
-                   ack_session=ack_session)
+    housekeeping = Housekeeping(settings, store, replies, prepared)
+    # One TRTC_MAX_RPS cap for VoiceClone and TextToSpeech together: the same limiter.
+    tts = TextToSpeechClient(settings, limiter=trtc.limiter)
+    voices = VoiceService(settings, VoiceLibrary(db), tts, outbox, worker_client)
+    runner.on_cloned = voices.on_cloned
+    app = create_app(settings, client=ack_client, runner=runner, voices=voices)
+    return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, housekeeping, app, session,
+                   ack_session=ack_session, voices=voices)
 
 
 def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:

@@ -10,6 +10,8 @@ from bot.messages import escape
 from bot.pipeline import CloneResult
 from bot.report import summary, warnings
 from bot.settings import MODELS
+from bot.voice_blocks import USAGE as VOICE_USAGE
+from bot.voice_blocks import say_button
 
 Blocks = list[dict[str, Any]]
 
@@ -123,6 +125,8 @@ def build_success(result: CloneResult, file_name: str) -> tuple[str, Blocks]:
         blocks.append(build_report_card(report))
     if notes:
         blocks.append(_context(*notes))
+    # Hear it say anything (bot.voice_blocks / handlers.voices); the preview follows in the thread.
+    blocks.append({"type": "actions", "elements": [say_button(result.voice_id)]})
     return f"Voice cloned: {result.voice_id}", blocks
 
 
@@ -153,7 +157,7 @@ def build_elsewhere_note(channel: str, error: str) -> tuple[str, dict[str, Any]]
 
 def build_help() -> tuple[str, Blocks]:
     """The `/clone help` answer."""
-    return "How to clone a voice with /clone", [_section(USAGE)]
+    return "How to clone a voice with /clone", [_section(USAGE), _section(VOICE_USAGE)]
 
 
 def build_usage_error(problem: str) -> tuple[str, Blocks]:

@@ -1,13 +1,16 @@
 """The outbox: every Slack side effect a job needs, stored before it is sent, so nothing is lost when Slack is down.
 
-A record is one thing the user should see: a message (posted once, then edited) or the set of reactions on a
-message. Writers only ever store the newest *desired* state and bump its version; the sender (bot.sender) makes
+A record is one thing the user should see: a message (posted once, then edited), the set of reactions on a
+message, or an audio file uploaded into a thread (its bytes wait in a private file, deleted once sent or given up).
+Writers only ever store the newest *desired* state and bump its version; the sender (bot.sender) makes
 Slack match it. So an out-of-date status edit is never sent: only the newest version of a record goes out.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -19,6 +22,7 @@ from bot.db import Database
 MESSAGE = "message"
 REACTIONS = "reactions"
 EPHEMERAL = "ephemeral"  # seen only by one user (payload "user"); never edited
+UPLOAD = "upload"  # a file (payload "path", "filename", "title", "comment") shared into a channel or thread; once
 
 PENDING = "pending"
 SENT = "sent"
@@ -141,11 +145,13 @@ class Outbox:
         job_id: int | None = None,
         fallback: dict[str, Any] | None = None,
         once: bool = False,
+        after_key: str | None = None,
     ) -> None:
-        """Store the newest content of message `key` (posted the first time, edited after); `once`: never edit."""
+        """Store the newest content of message `key` (posted the first time, edited after); `once`: never edit;
+        `after_key`: post only once that record has been delivered."""
         payload = json.dumps({"text": text, "blocks": blocks})
         await self._upsert(
-            key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once
+            key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once, after_key
         )
 
     async def put_ephemeral(
@@ -156,6 +162,20 @@ class Outbox:
         payload = json.dumps({"text": text, "user": user})
         await self._upsert(
             key, EPHEMERAL, channel, payload, thread_ts, None, None, team_id, job_id, {"user": user}, True
+        )
+
+    async def put_upload(
+        self, key: str, *, channel: str, path: str | os.PathLike[str], filename: str, title: str = "",
+        comment: str = "", thread_ts: str | None = None, thread_key: str | None = None, after_key: str | None = None,
+        team_id: str | None = None, job_id: int | None = None,
+    ) -> None:
+        """Upload the file at `path` (files_upload_v2) once per key, then delete it.
+
+        `thread_key`: into the thread of that record once it is posted; `after_key`: only after that record went.
+        """
+        payload = json.dumps({"path": str(path), "filename": filename, "title": title, "comment": comment})
+        await self._upsert(
+            key, UPLOAD, channel, payload, thread_ts, thread_key, None, team_id, job_id, None, True, after_key
         )
 
     async def put_reactions(
@@ -320,7 +340,8 @@ class Outbox:
         self._changed()
 
     async def give_up(self, record: Record, error: str) -> None:
-        """Never send this record."""
+        """Never send this record (an upload's file is deleted)."""
+        discard_file(record)
         await self.db.run(
             lambda conn: conn.execute(
                 "UPDATE outbox SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?",
@@ -339,7 +360,10 @@ class Outbox:
             ).fetchall()
             return [_record(r) for r in rows]
 
-        return await self.db.run(write)
+        expired = await self.db.run(write)
+        for record in expired:
+            discard_file(record)
+        return expired
 
     async def purge(self, before: float) -> int:
         """Delete records delivered or given up before `before` (they hold message text); return how many."""
@@ -357,3 +381,10 @@ class Outbox:
             return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
 
         return await self.db.run(select)
+
+
+def discard_file(record: Record) -> None:
+    """Delete the audio file an upload record holds (sent, given up or expired)."""
+    if record.kind == UPLOAD and record.payload.get("path"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(record.payload["path"])

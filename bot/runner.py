@@ -31,14 +31,13 @@ from bot.audit import ATTESTED, BUTTON, FORM, Audit, AuditEntry
 from bot.blocks import GAVE_UP, build_failure, build_report_card, build_success
 from bot.consent import (
     build_consent_cancelled,
-    build_consent_expired,
     build_file_refused,
     build_only_uploader,
     consent_note,
     may_use_file,
 )
 from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, OptionError, UnsafeURLError
-from bot.jobs import AWAITING, CANCELLED, DONE, EXPIRED, FAILED, QUEUED, Job, JobStore, NewJob
+from bot.jobs import AWAITING, CANCELLED, DONE, FAILED, QUEUED, Job, JobStore, NewJob
 from bot.logs import log_context
 from bot.messages import describe
 from bot.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
@@ -102,6 +101,8 @@ class JobRunner:
         self.tencent_wait = tencent_wait
         self.accepting = False
         self.on_finish: Callable[[Job, str], Awaitable[None]] | None = None
+        # Called once a clone has been answered (bot.lifecycle: the library and the preview).
+        self.on_cloned: Callable[[Job, CloneResult], Awaitable[None]] | None = None
         self.last_progress = time.monotonic()
         self._queue: asyncio.Queue[int] = asyncio.Queue()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -109,8 +110,6 @@ class JobRunner:
         self._in_flight: set[int] = set()
         self._direct: set[asyncio.Task[None]] = set()  # confirmed clones, started outside the queue
         self._stages: dict[int, tuple[str | None, float]] = {}  # job -> (current stage, when it began)
-        self.maintenance_interval = 60.0
-        self._maintenance_task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -124,7 +123,6 @@ class JobRunner:
         pending = await self.store.unfinished()
         for job_id in pending:
             self._submit(job_id)
-        self._maintenance_task = asyncio.create_task(self._maintenance(), name="housekeeping")
         if pending:
             log.info("resuming %d unfinished job(s)", len(pending))
         return len(pending)
@@ -159,7 +157,7 @@ class JobRunner:
         except TimeoutError:
             log.warning("%d job(s) still running after %.0f s; they resume at the next start", len(self._in_flight),
                         grace)
-        tasks = [*self._tasks, *self._direct, *([self._maintenance_task] if self._maintenance_task else [])]
+        tasks = [*self._tasks, *self._direct]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -283,6 +281,8 @@ class JobRunner:
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
         await self.replies.final(job, text, blocks)
         await self._finish(job, DONE, None, "done")
+        if self.on_cloned is not None:
+            await self.on_cloned(job, result)
 
     def _consent(self, job: Job) -> dict[str, Any] | None:
         """The consent this job already has: given by button, by the form's box, or by workspace policy."""
@@ -492,38 +492,6 @@ class JobRunner:
     @property
     def _ttl_hours(self) -> float:
         return self.settings.consent_ttl_hours
-
-    # -- housekeeping: consent expiry and retention ---------------------------------------------------------
-
-    async def maintain(self, now: float | None = None) -> None:
-        """Expire unconfirmed prompts, delete what the retention period allows, remove orphaned audio."""
-        now = time.time() if now is None else now
-        for job_id in await self.store.waiting_since(now - self.settings.consent_ttl_hours * 3600):
-            job = await self.store.get(job_id)
-            if job is None or not await self.store.end_waiting(job_id, EXPIRED, {"type": "expired"}):
-                continue
-            self.prepared.delete(job_id)
-            text, blocks = build_consent_expired(file_name(job), self.settings.consent_ttl_hours)
-            await self.replies.final(job, text, blocks)
-            await self._share_reactions(job)
-            log.info("job %s: nobody confirmed within %g h; prepared audio deleted", job_id, self._ttl_hours)
-        horizon = now - self.settings.retention_days * 86400
-        purged = await self.store.purge(horizon)
-        records = await self.replies.outbox.purge(horizon)
-        if purged or records:
-            log.info("retention: deleted %d job(s) and %d Slack record(s) older than %g days", len(purged), records,
-                     self.settings.retention_days)
-        self.prepared.sweep(await self.store.with_prompt())
-
-    async def _maintenance(self) -> None:
-        while True:
-            try:
-                await self.maintain()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("housekeeping failed; trying again later")
-            await asyncio.sleep(self.maintenance_interval)
 
     async def _share_reactions(self, job: Job) -> None:
         if job.kind == "share" and job.channel and job.share_ts:

@@ -22,7 +22,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.blocks import build_elsewhere_note
-from bot.outbox import EPHEMERAL, MESSAGE, Outbox, Record
+from bot.outbox import EPHEMERAL, MESSAGE, UPLOAD, Outbox, Record, discard_file
 from bot.pacing import Pacer
 
 log = logging.getLogger(__name__)
@@ -167,6 +167,8 @@ class Sender:
                 await self._send_message(record)
             elif record.kind == EPHEMERAL:
                 await self._send_ephemeral(record)
+            elif record.kind == UPLOAD:
+                await self._send_upload(record)
             else:
                 await self._send_reactions(record)
             if self._failing:
@@ -224,6 +226,30 @@ class Sender:
             thread_ts=record.thread_ts,
         )
         await self.outbox.delivered(record)
+
+    async def _send_upload(self, record: Record) -> None:
+        client = self.client_for(record.team_id)
+        payload = record.payload
+        try:
+            with open(payload["path"], "rb") as audio:
+                content = audio.read()
+        except FileNotFoundError:
+            log.warning("the file for %s is gone; not uploading it", record.key)
+            await self.outbox.give_up(record, "file gone")
+            return
+        channel, thread_ts = record.channel, record.thread_ts
+        if record.thread_key is not None and record.parent_state != "dead":
+            # The parent's channel too: one posted to a user id lives in the DM channel Slack answered with.
+            parent = await self.outbox.get(record.thread_key)
+            if parent is not None and parent.ts:
+                channel, thread_ts = parent.channel, parent.ts
+        # files_upload_v2: getUploadURLExternal, the bytes, completeUploadExternal (channel + the parent's ts).
+        await client.files_upload_v2(
+            channel=channel, thread_ts=thread_ts, filename=payload["filename"], content=content,
+            title=payload.get("title") or payload["filename"], initial_comment=payload.get("comment") or None,
+        )
+        await self.outbox.delivered(record)
+        discard_file(record)
 
     async def _send_reactions(self, record: Record) -> None:
         client = self.client_for(record.team_id)
@@ -320,6 +346,8 @@ def _pace_key(record: Record) -> tuple[str, str]:
         return "update", record.team_id or ""
     if record.kind == MESSAGE:
         return ("post", record.channel) if record.ts is None else ("update", record.team_id or "")
+    if record.kind == UPLOAD:
+        return "post", record.channel  # shared files appear as messages: the channel's posting pace
     return "react", record.team_id or ""
 
 
@@ -328,6 +356,8 @@ def _method(record: Record) -> str:
         return "chat.postEphemeral"
     if record.kind == MESSAGE:
         return "chat.postMessage" if record.ts is None else "chat.update"
+    if record.kind == UPLOAD:
+        return "files.completeUploadExternal"
     return "reactions"
 
 

@@ -58,6 +58,9 @@ KNOWN_KEYS = (
     "CONSENT_TTL_HOURS",
     "RETENTION_DAYS",
     "DATA_DIR",
+    "PREVIEW",
+    "PREVIEW_TEXT",
+    "ADMIN_USERS",
     # Read by the command line, not by Settings: which settings file to read.
     "VOICECLONE_ENV_FILE",
 )
@@ -141,6 +144,12 @@ class Settings:
     retention_days: float = 30.0
     # Where recordings waiting for consent are kept (mode 0600); default: beside the SQLite database.
     data_dir: str | None = None
+    # Speak a preview of every new voice into its thread (TextToSpeech; one more TRTC request per clone).
+    preview: bool = True
+    # What a new voice says in its preview (default: a sentence in the voice's language); 1-255 characters.
+    preview_text: str | None = None
+    # Slack user IDs who may see, speak with, rename and forget anyone's voices.
+    admin_users: frozenset[str] = frozenset()
 
     @property
     def trtc_url(self) -> str:
@@ -344,6 +353,18 @@ def load_settings(
         problems["CONSENT"] = f"must be one of {', '.join(CONSENT_MODES)}, got {text('CONSENT')!r}"
         consent = "ask"
 
+    preview = (text("PREVIEW") or "on").lower()
+    if preview not in ("on", "off"):
+        problems["PREVIEW"] = f"must be on or off, got {text('PREVIEW')!r}"
+    preview_text = text("PREVIEW_TEXT")
+    if preview_text is not None and not 1 <= len(preview_text.strip()) <= 255:
+        problems["PREVIEW_TEXT"] = f"must be 1 to 255 characters (TextToSpeech's limit), got {len(preview_text)}"
+        preview_text = None
+    admins = frozenset(u.strip() for u in (text("ADMIN_USERS") or "").split(",") if u.strip())
+    bad_admins = sorted(u for u in admins if not (u[:1] in "UW" and u[1:].isalnum() and u.upper() == u))
+    if bad_admins:
+        problems["ADMIN_USERS"] = f"must be Slack user IDs (U... or W...), comma-separated; got {', '.join(bad_admins)}"
+
     settings = Settings(
         tencent_secret_id=secret("TENCENTCLOUD_SECRET_ID"),
         tencent_secret_key=secret("TENCENTCLOUD_SECRET_KEY"),
@@ -373,6 +394,9 @@ def load_settings(
         consent_ttl_hours=number("CONSENT_TTL_HOURS", 24.0),
         retention_days=number("RETENTION_DAYS", 30.0),
         data_dir=text("DATA_DIR"),
+        preview=preview != "off",
+        preview_text=preview_text.strip() if preview_text else None,
+        admin_users=admins,
     )
     problems.update(unknown_keys(env))
     if problems:

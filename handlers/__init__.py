@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
+from bot.lifecycle import VoiceService
 from bot.runner import JobRunner
 from bot.settings import Settings
 from handlers import actions, commands, messages, views
+from handlers import voices as voice_handlers
 
 
-def register(app: AsyncApp, *, runner: JobRunner, settings: Settings) -> None:
+def register(app: AsyncApp, *, runner: JobRunner, settings: Settings, voices: VoiceService | None = None) -> None:
     """Register every listener on `app`."""
     messages.register(app, runner=runner)
-    commands.register(app, runner=runner)
+    commands.register(app, runner=runner, voices=voices)
     views.register(app, runner=runner)
     actions.register(app, runner=runner)
+    if voices is not None:
+        voice_handlers.register(app, voices=voices)

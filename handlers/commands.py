@@ -13,14 +13,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import build_command_ack, build_help, build_modal, build_usage_error
 from bot.errors import InputError
 from bot.intake import command_job, file_reference
+from bot.lifecycle import VoiceService
 from bot.messages import describe
 from bot.options import parse_options
 from bot.runner import JobRunner
+from handlers import voices as voice_commands
 
 log = logging.getLogger(__name__)
 
 
-def register(app: AsyncApp, *, runner: JobRunner) -> None:
+def register(app: AsyncApp, *, runner: JobRunner, voices: VoiceService | None = None) -> None:
     """Listen for `/clone`."""
 
     async def handle_clone_command(
@@ -46,6 +48,9 @@ def register(app: AsyncApp, *, runner: JobRunner) -> None:
                     text="I couldn't open the form (Slack took too long). Please run `/clone` again.",
                     response_type="ephemeral",
                 )
+            return
+        if voices is not None and text.split(maxsplit=1)[0].lower() in voice_commands.COMMANDS:
+            await voice_commands.handle_command(ack, command, text, voices)
             return
         file_id, rest = file_reference(text)
         if file_id is None:

@@ -38,7 +38,8 @@ def free_port() -> int:
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
     """The environment a bot aimed at the stand-ins runs with in tests."""
     # CONSENT=attested: most tests are about what happens after consent; tests/test_consent.py sets "ask".
-    defaults = {"TRTC_TIMEOUT": "5", "SHUTDOWN_GRACE_SECONDS": "10", "CONSENT": "attested"}
+    # PREVIEW=off: most tests count VoiceClone requests and messages; tests/test_voices.py sets "on".
+    defaults = {"TRTC_TIMEOUT": "5", "SHUTDOWN_GRACE_SECONDS": "10", "CONSENT": "attested", "PREVIEW": "off"}
     return standin_environ(slack, trtc, db_path, **{**defaults, **extra})
 
 

@@ -32,6 +32,7 @@ METHOD_SCOPES: dict[str, str | None] = {
     "views.open": None,
     "views.update": None,
     "views.push": None,
+    "views.publish": None,  # the App Home tab
     "conversations.info": "channels:read groups:read im:read mpim:read",
     "conversations.open": "im:write",
     "conversations.replies": "channels:history groups:history im:history mpim:history",
@@ -47,6 +48,7 @@ EVENT_SUBSCRIPTIONS = {
     },
     "app_mention": {"app_mention": "app_mentions:read"},
     "file_shared": {"file_shared": "files:read"},
+    "app_home_opened": {"app_home_opened": ""},  # no scope
 }
 # Everything that is not a Web API call but needs a scope.
 OTHER_USES = {
@@ -92,7 +94,7 @@ def needed_scopes() -> set[str]:
         scopes |= set((METHOD_SCOPES[method] or "").split())
     for event in events_used():
         assert event in EVENT_SUBSCRIPTIONS, f"the code listens to {event}: add it to EVENT_SUBSCRIPTIONS"
-        scopes |= set(EVENT_SUBSCRIPTIONS[event].values())
+        scopes |= {scope for scope in EVENT_SUBSCRIPTIONS[event].values() if scope}
     for pattern, scope in OTHER_USES.items():
         if any(re.search(pattern, path.read_text()) for path in SOURCES if path.name != "demo.py"):
             scopes.add(scope)
@@ -125,6 +127,12 @@ def test_dms_work():
     # The bot answers DMs and the outbox DMs users (chat.postMessage to a user id): the Messages tab must be on.
     home = _manifest()["features"]["app_home"]
     assert home["messages_tab_enabled"] is True and home["messages_tab_read_only_enabled"] is False
+
+
+def test_home_tab_is_on_when_the_code_publishes_it():
+    # The voice library lives on the Home tab: views.publish on app_home_opened needs the tab switched on.
+    assert "views.publish" in methods_used() and "app_home_opened" in events_used()
+    assert _manifest()["features"]["app_home"]["home_tab_enabled"] is True
 
 
 def test_command_interactivity_and_socket_mode():

@@ -173,6 +173,13 @@ def event_callback(
     }
 
 
+def app_home_opened_event(user: str, tab: str = "home", **envelope: Any) -> JsonDict:
+    """The `app_home_opened` event for `user` opening the app's Home tab, in its envelope."""
+    event = {"type": "app_home_opened", "user": user, "channel": "D" + secrets.token_hex(5).upper(), "tab": tab,
+             "event_ts": f"{time.time():.6f}"}
+    return event_callback(event, **envelope)
+
+
 def message_event(
     channel: str,
     user: str = DEFAULT_USER_ID,
@@ -563,6 +570,8 @@ class SlackStandIn:
         self.envelopes: list[JsonDict] = []
         self.stalled: list[str] = []
         self.views: dict[str, JsonDict] = {}
+        # views.publish: each user's current Home tab (user id -> view).
+        self.home_views: dict[str, JsonDict] = {}
         self.connection_count = 0
         self._messages: dict[str, dict[str, JsonDict]] = {}
         self._ephemerals: list[JsonDict] = []
@@ -1269,6 +1278,7 @@ class SlackStandIn:
             "files.completeUploadExternal": self._files_complete_upload,
             "views.open": self._views_open,
             "views.update": self._views_update,
+            "views.publish": self._views_publish,
             "conversations.info": self._conversations_info,
             "apps.connections.open": self._apps_connections_open,
         }
@@ -1543,6 +1553,39 @@ class SlackStandIn:
         stored.update({"state": {"values": {}}, "hash": f"{int(time.time())}.{secrets.token_hex(4)}"})
         stored.setdefault("previous_view_id", None)
         return {"view": copy.deepcopy(stored)}
+
+    def _views_publish(self, params: JsonDict) -> JsonDict:
+        view = _json_value(params.get("view"))
+        user = params.get("user_id")
+        if not isinstance(view, dict) or view.get("type") != "home" or not user:
+            raise _SlackError("invalid_arguments")
+        if len(view.get("blocks") or []) > 100:
+            raise _SlackError("invalid_blocks")
+        view_id = (self.home_views.get(user) or {}).get("id") or "V" + secrets.token_hex(5).upper()
+        stored = {"id": view_id, "team_id": self.team_id, "app_id": self.app_id, "bot_id": self.bot_id,
+                  "state": {"values": {}}, "hash": f"{int(time.time())}.{secrets.token_hex(4)}", **copy.deepcopy(view)}
+        self.home_views[user] = stored
+        return {"view": copy.deepcopy(stored)}
+
+    def app_home_opened(self, user: str = DEFAULT_USER_ID) -> JsonDict:
+        """app_home_opened for `user`, addressed to this workspace."""
+        return app_home_opened_event(user, team_id=self.team_id, api_app_id=self.app_id, bot_user_id=self.bot_user_id)
+
+    def press_home(self, user: str, action_id: str, value: str) -> JsonDict:
+        """block_actions for a button on `user`'s Home tab (the button is found by action_id and value)."""
+        with self._cond:
+            view = copy.deepcopy(self.home_views[user])
+        for block in view.get("blocks") or []:
+            for element in block.get("elements") or []:
+                if element.get("action_id") == action_id and element.get("value") == value:
+                    body = block_actions({"blocks": [block]}, "", action_id, user, trigger_id=self.issue_trigger_id(),
+                                         team_id=self.team_id, team_domain=self.team_domain, api_app_id=self.app_id)
+                    body["container"] = {"type": "view", "view_id": view["id"]}
+                    body.pop("channel", None)
+                    body.pop("message", None)
+                    body["view"] = view
+                    return body
+        raise ValueError(f"no {action_id} button for {value!r} on {user}'s Home tab")
 
     def _conversations_info(self, params: JsonDict) -> JsonDict:
         channel_id = self._channel(params)

@@ -135,6 +135,7 @@ class _Script:
     message: str | None = None
     status: int = 502
     body: str = ""
+    action: str | None = None  # only requests of this action take the script (None: any)
 
 
 @dataclass
@@ -272,9 +273,9 @@ class TrtcStandIn:
 
     # -- scripting (thread-safe) -----------------------------------------------------------------
 
-    def fail_next(self, code: str, message: str | None = None, times: int = 1) -> None:
-        """Answer the next `times` requests with this Tencent error code."""
-        self._script(_Script("fail", code=code, message=message), times)
+    def fail_next(self, code: str, message: str | None = None, times: int = 1, action: str | None = None) -> None:
+        """Answer the next `times` requests (of `action` only, when given) with this Tencent error code."""
+        self._script(_Script("fail", code=code, message=message, action=action), times)
 
     def http_error_next(
         self, status: int = 502, times: int = 1, body: str = "<html>502 Bad Gateway</html>"
@@ -480,7 +481,9 @@ class TrtcStandIn:
         if action not in ACTIONS:
             return None, 0.0
         with self._cond:
-            script = self._answers.popleft() if self._answers else None
+            script = next((s for s in self._answers if s.action in (None, action)), None)
+            if script is not None:
+                self._answers.remove(script)
             delay = self._delays.popleft() if self._delays else 0.0
         return script, delay
 

@@ -1,0 +1,186 @@
+"""The voice lifecycle behind the Slack handlers: remember each clone, preview it in its thread, make it speak,
+list, rename and forget it. Everything the user sees goes through the outbox (uploads included)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.errors import ApiError, InputError
+from bot.jobs import Job
+from bot.outbox import Outbox
+from bot.pipeline import CloneResult
+from bot.replies import Replies, file_name
+from bot.settings import Settings
+from bot.tts import SpeechParamError, TextToSpeechClient, Voice
+from bot.voice_blocks import (
+    build_home,
+    build_preview_failed,
+    build_say_failed,
+    describe_tts_error,
+    preview_text,
+    speech_comment,
+)
+from bot.voices import VoiceLibrary, VoiceRecord, may_reach
+
+log = logging.getLogger(__name__)
+
+
+class VoiceService:
+    """Library, previews and speech; background work runs on tracked tasks (`drain()` waits for them)."""
+
+    def __init__(
+        self, settings: Settings, library: VoiceLibrary, tts: TextToSpeechClient, outbox: Outbox,
+        slack: AsyncWebClient,
+    ):
+        self.settings = settings
+        self.library = library
+        self.tts = tts
+        self.outbox = outbox
+        self.slack = slack
+        self.admins = settings.admin_users
+        self.root = Path(settings.data_path) / "speech"
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- background tasks --------------------------------------------------------------------------------
+
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run `coro` in the background, logged if it fails, awaited by drain()."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", name)
+
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for every preview, speech and Home publish in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel what is in flight (a preview lost to a shutdown is not retried)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- after a clone -----------------------------------------------------------------------------------
+
+    async def on_cloned(self, job: Job, result: CloneResult) -> None:
+        """Runner hook: record the voice in the library, then preview it in the thread (in the background)."""
+        try:
+            voice = VoiceRecord(
+                team_id=job.team_id or "", voice_id=result.voice_id, voice_name=result.name, owner=job.user_id,
+                created_at=time.time(), file_name=file_name(job), seconds=result.seconds,
+                model=result.model or self.settings.voiceclone_model, language=result.language,
+                channel=job.channel or job.user_id, thread_ts=job.thread_ts, request_id=result.request_id,
+                job_id=job.id,
+            )
+            await self.library.add(voice)
+        except Exception:
+            log.exception("job %s: could not record voice %s in the library", job.id, result.voice_id)
+            return
+        if self.settings.preview:
+            self.spawn(self.preview(job, voice), f"preview-{job.id}")
+
+    def _where(self, job: Job) -> dict[str, Any]:
+        """The job's thread: the share's, or the parent message the bot posts for a form or /clone request."""
+        channel = job.channel or job.user_id or ""
+        if job.thread_ts is not None:
+            return {"channel": channel, "thread_ts": job.thread_ts}
+        return {"channel": channel, "thread_key": f"job:{job.id}:parent"}
+
+    async def preview(self, job: Job, voice: VoiceRecord) -> None:
+        """Speak the preview sentence and upload it into the thread, after the answer; or say why not."""
+        where = self._where(job)
+        after = Replies.status_key(job.id)
+        text = preview_text(voice.language, self.settings.preview_text)
+        try:
+            speech = await self.tts.speak(text, Voice(voice.voice_id), language=voice.language)
+        except (ApiError, InputError) as exc:
+            code = exc.code if isinstance(exc, ApiError) else None
+            request_id = exc.request_id if isinstance(exc, ApiError) else None
+            sentence = describe_tts_error(exc, voice.model) if isinstance(exc, ApiError) else str(exc)
+            log.info("job %s: no preview for %s (%s, RequestId %s)", job.id, voice.voice_id, code, request_id)
+            message, blocks = build_preview_failed(sentence, code, request_id)
+            await self.outbox.put_message(
+                f"preview:{job.id}:failed", text=message, blocks=blocks, after_key=after, team_id=job.team_id,
+                job_id=job.id, once=True, **where,
+            )
+            return
+        path = self._save(speech.audio)
+        await self.outbox.put_upload(
+            f"preview:{job.id}", path=path, filename=f"{voice.voice_name}-preview.mp3",
+            title=f"{voice.voice_name} preview", comment=speech_comment(None, voice, text, preview=True),
+            after_key=after, team_id=job.team_id, job_id=job.id, **where,
+        )
+
+    def _save(self, audio: bytes) -> Path:
+        """The clip's bytes in the data folder, mode 0600 from the first byte; the sender deletes it once sent."""
+        path = self.root / f"{secrets.token_hex(8)}.mp3"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(audio)
+        return path
+
+    # -- speaking ----------------------------------------------------------------------------------------
+
+    async def reachable(self, team_id: str | None, user: str | None, ref: str) -> VoiceRecord | None:
+        """The voice `ref` names, if `user` may reach it (never tells whether someone else's exists)."""
+        voice = await self.library.find(team_id, user, ref, self.admins)
+        return voice if voice is not None and may_reach(voice, user, self.admins) else None
+
+    async def say(
+        self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,
+        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None,
+    ) -> None:
+        """Speak `text` and post it (in `channel`/`thread_ts`, else the voice's own thread); errors go to `user`."""
+        if channel is None:
+            channel, thread_ts = voice.channel, voice.thread_ts
+            if thread_ts is None and voice.job_id is not None:
+                parent = await self.outbox.get(f"job:{voice.job_id}:parent")
+                if parent is not None and parent.ts:
+                    channel, thread_ts = parent.channel, parent.ts
+        channel = channel or user or ""
+        try:
+            speech = await self.tts.speak(text, Voice(voice.voice_id, speed, volume, pitch), language=voice.language)
+        except (ApiError, SpeechParamError) as exc:
+            if isinstance(exc, ApiError):
+                sentence, code, rid = describe_tts_error(exc, voice.model), exc.code, exc.request_id
+            else:
+                sentence, code, rid = f"the {exc.field} must be {exc.allowed}.", None, None
+            note = build_say_failed(voice.title, sentence, code, rid)
+            if user:
+                await self.outbox.put_ephemeral(
+                    f"say:{secrets.token_hex(6)}:failed", channel=channel, user=user, text=note, thread_ts=thread_ts,
+                    team_id=voice.team_id or None,
+                )
+            return
+        path = self._save(speech.audio)
+        await self.outbox.put_upload(
+            f"say:{secrets.token_hex(8)}", channel=channel, thread_ts=thread_ts, path=path,
+            filename=f"{voice.voice_name}-says.mp3", title=f"{voice.title} says",
+            comment=speech_comment(user, voice, text, preview=False), team_id=voice.team_id or None,
+        )
+
+    # -- App Home ----------------------------------------------------------------------------------------
+
+    async def publish_home(self, team_id: str | None, user: str) -> None:
+        """Publish `user`'s "Your voices" Home tab (only their own voices, admins included)."""
+        voices = await self.library.listed(team_id or "", user)
+        await self.slack.views_publish(user_id=user, view=build_home(voices))
