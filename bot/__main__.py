@@ -1,4 +1,4 @@
-"""Command line: `python -m bot [run|clone|check|demo|standins]` (also installed as `voiceclone-bot`).
+"""Command line: `python -m bot [run|clone|check|say|voices|audit|demo|standins]` (also installed as `voiceclone-bot`).
 
 Everything printed here is for the operator at a terminal: plain text, one message per failure, no traceback.
 """
@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bot import cli_voices
 from bot.errors import ApiError, BotError, ConfigError, InputError, OptionError, StartupError
 from bot.logs import configure_logging
 from bot.messages import config_report, describe_for_operator
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--since", metavar="DATE", help="only lines from this date on (YYYY-MM-DD, UTC, or ISO 8601)")
     audit.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json lines")
+    cli_voices.add_parsers(commands)
     standins = commands.add_parser(
         "standins",
         help="start local stand-ins of Slack and TRTC and print the settings to use with them",
@@ -143,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _check(args)
         if command == "audit":
             return _audit(args, env_file)
+        if command == "say":
+            return cli_voices.say(args, env_file)
+        if command == "voices":
+            return cli_voices.voices(args, env_file)
         if command == "demo":
             from bot.demo import run_demo
 

@@ -135,6 +135,8 @@ def test_preview_is_playable_mp3_in_the_thread_after_the_answer(bot, speech_wav,
     assert tts.voice["VoiceId"] == voice_id and tts.audio_format == {"Format": "mp3", "SampleRate": 24000}
     order = [m for m in bot.replies(channel, ts)]
     assert order.index(upload) > next(i for i, m in enumerate(order) if voice_id in (m.get("text") or ""))
+    # One TRTC_MAX_RPS cap for both actions.
+    assert bot.runtime.voices.tts.limiter is bot.runtime.trtc.limiter
     # Its bytes were kept privately until the upload and then deleted.
     assert not list((Path(bot.settings.data_path) / "speech").iterdir())
     print(f"\nclone answer -> preview in thread: {preview_seconds:.2f} s (drop -> answer {answered - started:.2f} s)")
