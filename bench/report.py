@@ -309,7 +309,9 @@ needed, builds the test recordings once (espeak-ng speech, else a synthetic voic
 `bench/out/media/`), starts the Slack and TRTC stand-ins in the bench process and runs the real bot as a
 separate process (`python -m bot run --http`: Slack pacing on, as by default) aimed at them. Every scenario but
 item 7 runs the bot with `CONSENT=attested`, so each share is cloned without the uploader's consent button press
-that the default `ask` waits for; item 7 runs it with `CONSENT=ask` and presses the button. Everything
+that the default `ask` waits for; item 7 runs it with `CONSENT=ask` and presses the button. Every scenario runs
+with `PREVIEW=off`: no TextToSpeech preview after each clone (it would add a TRTC request under the same cap and
+a message in each thread). Everything
 talks over loopback (127.0.0.1) on one machine: no real Slack or Tencent Cloud, no network between them, so
 the times leave out real network latency. It rewrites this file, `docs/ack-latency.png`,
 `docs/clones-over-time.png` and `docs/one-channel.png`; raw numbers go to `bench/out/results.json`, the bot's

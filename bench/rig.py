@@ -61,6 +61,9 @@ def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: 
         "SHUTDOWN_GRACE_SECONDS": "10",
         "LOG_LEVEL": "WARNING",
         "CONSENT": "attested",
+        # No TextToSpeech preview after each clone (issue 12): the bench measures cloning; a preview would add a
+        # TRTC request under the same 20/s cap and a second bot message in each thread.
+        "PREVIEW": "off",
     }
     return standin_environ(slack, trtc, db_path, **{**defaults, **extra})
 
