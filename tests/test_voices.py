@@ -361,3 +361,23 @@ def test_an_admin_may_speak_with_anyones_voice(bot, speech_wav):
     assert "is on it" in command(bot, f"say {voice_id} admin check", user=ADMIN)["text"]
     bot.drain()
     assert [r.text for r in tts_requests(bot)] == ["admin check"]
+
+
+def test_a_clone_command_without_a_thread_gets_its_preview_under_the_bots_parent_message(bot, speech_wav):
+    file = bot.slack.add_file(speech_wav, "memo.wav", "audio/wav", "wav")
+    command(bot, f"{file['id']} name=From_command", channel="C0CMD")
+    assert bot.wait(lambda: uploads_in(bot, "C0CMD"), 30)
+    bot.drain()
+    parent = next(m for m in bot.slack.messages("C0CMD") if "asked me to clone" in (m.get("text") or ""))
+    (upload,) = uploads_in(bot, "C0CMD")
+    assert upload["thread_ts"] == parent["ts"] and upload["files"][0]["name"] == "From_command-preview.mp3"
+    # The library knows where that thread is, so Say… from the Home tab speaks there too.
+    voice_id = next(m["text"] for m in bot.replies("C0CMD", parent["ts"]) if "Voice cloned" in m["text"]).split()[-1]
+    assert bot.deliver(bot.slack.app_home_opened(OWNER)).status_code == 200
+    assert bot.wait(lambda: voice_id in json.dumps(bot.slack.home_views.get(OWNER) or {}))
+    press_body = bot.slack.press_home(OWNER, SAY_ACTION, voice_id)
+    assert bot.deliver(press_body, kind="interactive").status_code == 200
+    view_id = next(v for v, view in bot.slack.views.items() if view.get("callback_id") == SAY_CALLBACK)
+    bot.deliver(bot.slack.view_submission(view_id, OWNER, say_values("From home")), kind="interactive")
+    uploads = wait_upload(bot, "C0CMD", parent["ts"], count=2)
+    assert "From home" in uploads[-1]["text"]
