@@ -4,6 +4,7 @@ list, rename and forget it. Everything the user sees goes through the outbox (up
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import secrets
@@ -50,6 +51,22 @@ class VoiceService:
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.sweep()
+
+    def sweep(self) -> int:
+        """Delete clips no pending upload holds (a crash between writing one and storing its record)."""
+
+        def pending(conn: Any) -> set[str]:
+            rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'upload' AND state = 'pending'")
+            return {json.loads(row["payload"]).get("path") for row in rows}
+
+        keep = self.outbox.db.call(pending)
+        removed = 0
+        for path in self.root.glob("*.mp3"):
+            if str(path) not in keep:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
 
     # -- background tasks --------------------------------------------------------------------------------
 

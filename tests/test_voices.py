@@ -381,3 +381,19 @@ def test_a_clone_command_without_a_thread_gets_its_preview_under_the_bots_parent
     bot.deliver(bot.slack.view_submission(view_id, OWNER, say_values("From home")), kind="interactive")
     uploads = wait_upload(bot, "C0CMD", parent["ts"], count=2)
     assert "From home" in uploads[-1]["text"]
+
+
+def test_a_clip_that_cannot_be_posted_is_deleted_and_orphans_are_swept(bot, speech_wav):
+    _, voice_id = clone(bot, speech_wav)
+    bot.drain()
+    speech_dir = Path(bot.settings.data_path) / "speech"
+    bot.slack.remove_bot_from("C0GONE")
+    try:
+        assert "is on it" in command(bot, f"say {voice_id} nobody hears this", channel="C0GONE")["text"]
+        assert bot.wait(lambda: bot.slack.calls_to("files.completeUploadExternal"))
+        bot.drain()
+    finally:
+        bot.slack.add_bot_to("C0GONE")
+    assert uploads_in(bot, "C0GONE") == [] and list(speech_dir.iterdir()) == []
+    (speech_dir / "left-by-a-crash.mp3").write_bytes(b"ID3")
+    assert bot.runtime.voices.sweep() == 1 and list(speech_dir.iterdir()) == []
