@@ -21,45 +21,35 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import httpx
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.audio import AudioLimits
-from bot.audit import ATTESTED, BUTTON, FORM, Audit, AuditEntry
+from bot.audit import ATTESTED, FORM, Audit, AuditEntry
 from bot.blocks import GAVE_UP, build_failure, build_report_card, build_success
 from bot.consent import (
-    build_consent_cancelled,
     build_file_refused,
-    build_only_uploader,
     consent_note,
     may_use_file,
 )
-from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, OptionError, UnsafeURLError
-from bot.jobs import AWAITING, CANCELLED, DONE, FAILED, QUEUED, Job, JobStore, NewJob
+from bot.consent_flow import ConsentButtons
+from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, OptionError
+from bot.fetch import Fetcher, Waiting
+from bot.jobs import AWAITING, DONE, FAILED, QUEUED, Job, JobStore, NewJob
 from bot.logs import log_context
 from bot.messages import describe
 from bot.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
 from bot.prepared import PreparedAudio
 from bot.replies import Replies, file_name
 from bot.settings import Settings
-from bot.slack_files import download_file, looks_like_media, resolve_file
+from bot.slack_files import looks_like_media
 from bot.trtc import VoiceCloneClient, default_voice_name
 
 log = logging.getLogger(__name__)
 
 # A job that crashed the process or timed out this many times is answered "could not process" and ends.
 MAX_ATTEMPTS = 3
-
-
-class Waiting(Exception):
-    """A stage could not run because Slack or Tencent is unreachable; the job is retried later."""
-
-    def __init__(self, stage: str, cause: BaseException):
-        self.stage = stage
-        self.cause = cause
-        super().__init__(stage)
 
 
 class JobRunner:
@@ -109,6 +99,7 @@ class JobRunner:
         self._timers: dict[int, asyncio.TimerHandle] = {}
         self._in_flight: set[int] = set()
         self._direct: set[asyncio.Task[None]] = set()  # confirmed clones, started outside the queue
+        self.consent = ConsentButtons(store, replies, prepared, self._run_now)
         self._stages: dict[int, tuple[str | None, float]] = {}  # job -> (current stage, when it began)
         self._idle = asyncio.Event()
         self._idle.set()
@@ -332,6 +323,11 @@ class JobRunner:
         self.prepared.delete(job.id)
         return result
 
+    @property
+    def _fetcher(self) -> Fetcher:
+        # Built on use: tests point temp_dir elsewhere after construction.
+        return Fetcher(self.settings, self.slack, self.http, self.temp_dir)
+
     def _request(self, job: Job) -> CloneRequest:
         file = job.file
         return CloneRequest(
@@ -343,14 +339,7 @@ class JobRunner:
         )
 
     async def _resolve(self, job: Job) -> dict[str, Any]:
-        try:
-            file = await resolve_file(self.slack, job.file)
-        except DownloadError as exc:
-            if _slack_down(exc):
-                raise Waiting("waiting_slack", exc) from None
-            raise
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise Waiting("waiting_slack", exc) from None
+        file = await self._fetcher.resolve(job.file)
         if file is not job.file:
             job.file = file
             await self.store.update(job.id, file=file)
@@ -378,27 +367,12 @@ class JobRunner:
         """Download the file and make the prompt (no API call)."""
         await self._stage(job, "downloading")
         started = time.monotonic()
-        try:
-            file = await self._resolve(job)
-            if not looks_like_media(file):
-                raise NotAudioError("not an audio or video file")
-            request = self._request(job)
-            check_request(request)
-            token = self.settings.slack_bot_token.get() if self.settings.slack_bot_token else ""
-            path = await download_file(
-                self.http,
-                file,
-                token=token,
-                api_url=self.settings.slack_api_url,
-                dest_dir=self.temp_dir,
-                max_bytes=self.settings.max_download_bytes,
-            )
-        except DownloadError as exc:
-            if _slack_down(exc):
-                raise Waiting("waiting_slack", exc) from None
-            raise
-        except (aiohttp.ClientError, httpx.TransportError, TimeoutError) as exc:
-            raise Waiting("waiting_slack", exc) from None
+        file = await self._resolve(job)
+        if not looks_like_media(file):
+            raise NotAudioError("not an audio or video file")
+        request = self._request(job)
+        check_request(request)
+        path = await self._fetcher.download(file)
         metrics.JOB_STAGE_SECONDS.labels(stage="download").observe(time.monotonic() - started)
         started = time.monotonic()
         try:
@@ -438,51 +412,6 @@ class JobRunner:
                 request_id=result.request_id if result else request_id,
             )
         )
-
-    # -- consent (the buttons call these on the acknowledgement path: database writes only) ---------------
-
-    async def confirm(self, job_id: int, user_id: str | None, where: tuple[str | None, str | None]) -> bool:
-        """The uploader pressed "Clone this voice": record it and clone now; anyone else is told no."""
-        job = await self.store.get(job_id)
-        if job is None or job.status != AWAITING:
-            return False  # already confirmed (a double press), cancelled or expired: nothing to do
-        if user_id != job.user_id:
-            await self._not_yours(job, user_id, where)
-            return False
-        at = time.time()
-        if not await self.store.give_consent(job_id, {"how": BUTTON, "user": user_id, "at": at}):
-            return False
-        log.info("job %s: consent given by %s", job_id, user_id)
-        await self.replies.consent_given(job, str(user_id), at)
-        await self._share_reactions(job)
-        # Not through the queue: the prompt is ready, so the request leaves now whatever the workers are doing.
-        self._run_now(job_id)
-        return True
-
-    async def cancel(self, job_id: int, user_id: str | None, where: tuple[str | None, str | None]) -> bool:
-        """The uploader pressed Cancel: delete the prepared audio and say so."""
-        job = await self.store.get(job_id)
-        if job is None or job.status != AWAITING:
-            return False
-        if user_id != job.user_id:
-            await self._not_yours(job, user_id, where)
-            return False
-        if not await self.store.end_waiting(job_id, CANCELLED, {"type": "cancelled", "by": user_id}):
-            return False
-        self.prepared.delete(job_id)
-        text, blocks = build_consent_cancelled(str(user_id), file_name(job))
-        await self.replies.final(job, text, blocks)
-        await self._share_reactions(job)
-        metrics.JOBS.labels(outcome="failed").inc()
-        return True
-
-    async def _not_yours(self, job: Job, user_id: str | None, where: tuple[str | None, str | None]) -> None:
-        channel, thread_ts = where
-        if channel and user_id:
-            await self.replies.ephemeral(
-                f"notyours:{job.id}:{user_id}:{time.time():.3f}", channel, user_id, build_only_uploader(job.user_id),
-                thread_ts, job.team_id,
-            )
 
     def _run_now(self, job_id: int) -> None:
         task = asyncio.create_task(self._guarded(job_id), name=f"job-{job_id}")
@@ -561,19 +490,3 @@ class JobRunner:
         if self.on_finish is not None:
             await self.on_finish(job, status)
 
-
-def _slack_down(exc: DownloadError) -> bool:
-    """True when a failed fetch says Slack is unreachable or failing, not that the file cannot be had."""
-    if isinstance(exc, FileAccessError | UnsafeURLError):
-        return False
-    if exc.status is not None:
-        return exc.status >= 500 or exc.status == 429
-    if exc.reason.startswith("files.info failed: "):
-        # slack_sdk reports an HTML error page as no error at all: "unknown_error" here.
-        return exc.reason.split(": ", 1)[1] in _TRANSIENT_FILES_INFO
-    return exc.reason.startswith(("the download timed out", "the download failed"))
-
-
-_TRANSIENT_FILES_INFO = frozenset(
-    {"unknown_error", "internal_error", "fatal_error", "ratelimited", "service_unavailable", "request_timeout"}
-)

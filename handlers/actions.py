@@ -25,13 +25,13 @@ def register(app: AsyncApp, *, runner: JobRunner) -> None:
         job_id = _job_id(body)
         if job_id is not None:
             # Database writes only: the clone itself starts on its own task, right away.
-            await runner.confirm(job_id, (body.get("user") or {}).get("id"), _where(body))
+            await runner.consent.confirm(job_id, (body.get("user") or {}).get("id"), _where(body))
 
     async def handle_consent_cancel(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         job_id = _job_id(body)
         if job_id is not None:
-            await runner.cancel(job_id, (body.get("user") or {}).get("id"), _where(body))
+            await runner.consent.cancel(job_id, (body.get("user") or {}).get("id"), _where(body))
 
     app.action(CONFIRM_ACTION)(handle_consent_confirm)
     app.action(CANCEL_ACTION)(handle_consent_cancel)
