@@ -113,6 +113,8 @@ class Runtime:
         self.sender.start()
         await self.runner.start()
         self.housekeeping.start()
+        if self.voices is not None:
+            await self.voices.resume()
 
     async def close(self) -> None:
         """Stop the workers (within the grace period), then the sender, and close every client."""

@@ -108,24 +108,46 @@ class VoiceService:
                 channel=job.channel or job.user_id, thread_ts=job.thread_ts, request_id=result.request_id,
                 job_id=job.id,
             )
-            await self.library.add(voice)
+            added = await self.library.add(voice)
         except Exception:
             log.exception("job %s: could not record voice %s in the library", job.id, result.voice_id)
             return
-        if self.settings.preview:
-            self.spawn(self.preview(job, voice), f"preview-{job.id}")
+        if self.settings.preview and added:
+            await self.library.set_preview(voice.team_id, voice.voice_id, "pending")
+            self.spawn(self.preview(voice), f"preview-{job.id}")
 
-    def _where(self, job: Job) -> dict[str, Any]:
-        """The job's thread: the share's, or the parent message the bot posts for a form or /clone request."""
-        channel = job.channel or job.user_id or ""
-        if job.thread_ts is not None:
-            return {"channel": channel, "thread_ts": job.thread_ts}
-        return {"channel": channel, "thread_key": f"job:{job.id}:parent"}
+    async def resume(self) -> int:
+        """Make the previews a stop interrupted (cloned within ANSWER_TTL_HOURS); return how many."""
+        if not self.settings.preview:
+            return 0
+        pending = await self.library.pending_previews(time.time() - self.settings.answer_ttl_hours * 3600)
+        for voice in pending:
+            self.spawn(self.preview(voice), f"preview-{voice.job_id}")
+        if pending:
+            log.info("resuming %d preview(s) a stop interrupted", len(pending))
+        return len(pending)
 
-    async def preview(self, job: Job, voice: VoiceRecord) -> None:
+    @staticmethod
+    def _where(voice: VoiceRecord) -> dict[str, Any]:
+        """The voice's thread: the share's, or the parent message the bot posts for a form or /clone request."""
+        channel = voice.channel or voice.owner or ""
+        if voice.thread_ts is not None:
+            return {"channel": channel, "thread_ts": voice.thread_ts}
+        return {"channel": channel, "thread_key": f"job:{voice.job_id}:parent"}
+
+    async def preview(self, voice: VoiceRecord) -> None:
         """Speak the preview sentence and upload it into the thread, after the answer; or say why not."""
-        where = self._where(job)
-        after = Replies.status_key(job.id)
+        try:
+            await self._preview(voice)
+        finally:
+            # Stored in the outbox (or refused for good): from here the outbox carries it through any stop.
+            await self.library.set_preview(voice.team_id, voice.voice_id, "done")
+
+    async def _preview(self, voice: VoiceRecord) -> None:
+        job_id = voice.job_id
+        team_id = voice.team_id or None
+        where = self._where(voice)
+        after = Replies.status_key(job_id or 0)
         text = preview_text(voice.language, self.settings.preview_text)
         try:
             speech = await self.tts.speak(text, Voice(voice.voice_id), language=voice.language)
@@ -133,18 +155,18 @@ class VoiceService:
             code = exc.code if isinstance(exc, ApiError) else None
             request_id = exc.request_id if isinstance(exc, ApiError) else None
             sentence = describe_tts_error(exc, voice.model) if isinstance(exc, ApiError) else str(exc)
-            log.info("job %s: no preview for %s (%s, RequestId %s)", job.id, voice.voice_id, code, request_id)
+            log.info("job %s: no preview for %s (%s, RequestId %s)", job_id, voice.voice_id, code, request_id)
             message, blocks = build_preview_failed(sentence, code, request_id)
             await self.outbox.put_message(
-                f"preview:{job.id}:failed", text=message, blocks=blocks, after_key=after, team_id=job.team_id,
-                job_id=job.id, once=True, **where,
+                f"preview:{job_id}:failed", text=message, blocks=blocks, after_key=after, team_id=team_id,
+                job_id=job_id, once=True, **where,
             )
             return
         path = self._save(speech.audio)
         await self.outbox.put_upload(
-            f"preview:{job.id}", path=path, filename=f"{voice.voice_name}-preview.mp3",
+            f"preview:{job_id}", path=path, filename=f"{voice.voice_name}-preview.mp3",
             title=f"{voice.voice_name} preview", comment=speech_comment(None, voice, text, preview=True),
-            after_key=after, team_id=job.team_id, job_id=job.id, **where,
+            after_key=after, team_id=team_id, job_id=job_id, **where,
         )
 
     def _save(self, audio: bytes) -> Path:

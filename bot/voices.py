@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from bot.db import Database
@@ -68,7 +68,8 @@ def may_reach(voice: VoiceRecord, user: str | None, admins: Iterable[str] = ()) 
 
 
 def _voice(row: sqlite3.Row) -> VoiceRecord:
-    return VoiceRecord(**{key: row[key] for key in row.keys()})  # noqa: SIM118 (a Row iterates values)
+    known = {f.name for f in fields(VoiceRecord)}
+    return VoiceRecord(**{key: row[key] for key in row.keys() if key in known})  # noqa: SIM118 (a Row iterates values)
 
 
 class VoiceLibrary:
@@ -77,13 +78,35 @@ class VoiceLibrary:
     def __init__(self, db: Database):
         self.db = db
         db.call(lambda conn: conn.executescript(_SCHEMA))
+        # "pending" from the clone until the preview (or the sentence saying why there is none) is in the outbox:
+        # a restart in between makes the preview then, instead of losing it.
+        db.add_columns("voices", {"preview": "TEXT"})
 
-    async def add(self, voice: VoiceRecord) -> None:
-        """Remember a voice (again: a restart that answers from a stored result changes nothing)."""
+    async def set_preview(self, team_id: str | None, voice_id: str, state: str | None) -> None:
+        """Record where the voice's preview stands ("pending", "done", or None for none wanted)."""
+        await self.db.run(
+            lambda conn: conn.execute(
+                "UPDATE voices SET preview = ? WHERE team_id = ? AND voice_id = ?", (state, team_id or "", voice_id)
+            )
+        )
+
+    async def pending_previews(self, since: float) -> list[VoiceRecord]:
+        """Voices cloned after `since` whose preview was never made (the bot stopped in between)."""
+
+        def select(conn: sqlite3.Connection) -> list[VoiceRecord]:
+            rows = conn.execute(
+                "SELECT * FROM voices WHERE preview = 'pending' AND created_at >= ? ORDER BY created_at", (since,)
+            ).fetchall()
+            return [_voice(r) for r in rows]
+
+        return await self.db.run(select)
+
+    async def add(self, voice: VoiceRecord) -> bool:
+        """Remember a voice; False when it was already known (a restart answering from a stored result)."""
         row = voice.to_dict()
         marks = ",".join("?" * len(row))
         sql = f"INSERT OR IGNORE INTO voices ({','.join(row)}) VALUES ({marks})"
-        await self.db.run(lambda conn: conn.execute(sql, tuple(row.values())))
+        return await self.db.run(lambda conn: conn.execute(sql, tuple(row.values())).rowcount == 1)
 
     async def get(self, team_id: str | None, voice_id: str) -> VoiceRecord | None:
         """One voice by its VoiceId."""

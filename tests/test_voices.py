@@ -397,3 +397,28 @@ def test_a_clip_that_cannot_be_posted_is_deleted_and_orphans_are_swept(bot, spee
     assert uploads_in(bot, "C0GONE") == [] and list(speech_dir.iterdir()) == []
     (speech_dir / "left-by-a-crash.mp3").write_bytes(b"ID3")
     assert bot.runtime.voices.sweep() == 1 and list(speech_dir.iterdir()) == []
+
+
+def test_a_preview_cut_off_by_a_kill_is_made_after_the_restart(tmp_path, speech_wav):
+    from reliability_helpers import BotProcess, standins
+
+    with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path, PREVIEW="on") as process:
+        process.start()
+        trtc.delay_next(60, action="TextToSpeech")  # the preview's speech is held at Tencent...
+        _, body = process.share(speech_wav, "memo.wav", "audio/wav", "wav", channel="C0PREVIEW")
+        channel, ts = where(body)
+        assert slack.wait_for(lambda: "white_check_mark" in slack.reactions(channel, ts), 30)
+        assert trtc.wait_for_requests(2, 10) and trtc.requests[-1].action == "TextToSpeech"
+        process.kill()  # ...when the bot is killed: no preview was stored anywhere but in the bot's intent
+        assert not previews(slack, channel, ts)
+        process.start()
+        assert slack.wait_for(lambda: previews(slack, channel, ts), 30)
+        process.terminate()
+    uploads = previews(slack, channel, ts)
+    assert len(uploads) == 1 and uploads[0]["files"][0]["name"].endswith("-preview.mp3")
+    assert [r.action for r in trtc.requests].count("VoiceClone") == 1  # the voice itself was not cloned again
+
+
+def previews(slack, channel: str, ts: str) -> list[dict[str, Any]]:
+    """Files the bot posted in the thread (not the shared recording itself)."""
+    return [m for m in slack.thread(channel, ts) if m.get("files") and m["ts"] != ts]

@@ -176,7 +176,7 @@ class TrtcStandIn:
         self._refusals = 0
         self._window: deque[float] = deque()
         self._answers: deque[_Script] = deque()
-        self._delays: deque[float] = deque()
+        self._delays: deque[tuple[float, str | None]] = deque()  # (seconds, only this action or any)
         self._outage: tuple[str, int] | None = None  # (mode, HTTP status for "html")
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -287,10 +287,11 @@ class TrtcStandIn:
         """Close the connection of the next `times` requests without answering."""
         self._script(_Script("drop"), times)
 
-    def delay_next(self, seconds: float, times: int = 1) -> None:
-        """Hold the answer to the next `times` requests for `seconds` (other requests are not held up)."""
+    def delay_next(self, seconds: float, times: int = 1, action: str | None = None) -> None:
+        """Hold the answer to the next `times` requests (of `action` only, when given) for `seconds` (other
+        requests are not held up)."""
         with self._cond:
-            self._delays.extend([seconds] * times)
+            self._delays.extend([(seconds, action)] * times)
 
     def _script(self, script: _Script, times: int) -> None:
         with self._cond:
@@ -484,8 +485,10 @@ class TrtcStandIn:
             script = next((s for s in self._answers if s.action in (None, action)), None)
             if script is not None:
                 self._answers.remove(script)
-            delay = self._delays.popleft() if self._delays else 0.0
-        return script, delay
+            held = next((d for d in self._delays if d[1] in (None, action)), None)
+            if held is not None:
+                self._delays.remove(held)
+        return script, held[0] if held is not None else 0.0
 
     def _record(self, record: TrtcRequest) -> None:
         with self._cond:
