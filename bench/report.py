@@ -6,6 +6,7 @@ import os
 import platform
 import statistics
 import subprocess
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,6 +23,7 @@ from bench.scenarios import (
     ConversionResult,
     MemoryResult,
     PressResult,
+    PreviewResult,
     percentile,
 )
 from bot.audio import find_ffmpeg
@@ -54,6 +56,7 @@ class Results:
     conversion: ConversionResult | None = None
     memory: list[MemoryResult] = field(default_factory=list)
     press: PressResult | None = None
+    preview: PreviewResult | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +196,24 @@ def checks(results: Results) -> list[Check]:
             Check(7, "Press to VoiceClone request p99", _ms(p99), limit, p99 <= PRESS_TO_REQUEST),
             Check(7, "Press to VoiceClone request max", _ms(worst), limit, worst <= PRESS_TO_REQUEST),
         ]
+    if results.preview is not None:
+        out += preview_checks(results.preview)
+    return out
+
+
+def preview_checks(run: PreviewResult) -> list[Check]:
+    """Item 8 (issue 12): the clone's answer in the thread -> the preview mp3 shared in that thread; no target."""
+    n, got = run.shares, run.previews
+    values = run.seconds
+    out = [
+        Check(8, f"PREVIEW=on: answer -> preview in the thread p50 ({got} of {n} shares)",
+              _ms(percentile(values, 50)), "", None),
+        Check(8, "PREVIEW=on: answer -> preview in the thread p99", _ms(percentile(values, 99)), "", None),
+        Check(8, "PREVIEW=on: answer -> preview in the thread max", _ms(max(values, default=float("nan"))), "",
+              None),
+        Check(8, "PREVIEW=on: previews that are playable mp3 (ffprobe, ffmpeg decode)", f"{run.playable} of {n}",
+              "", None),
+    ]  # fmt: skip
     return out
 
 
@@ -309,9 +330,9 @@ needed, builds the test recordings once (espeak-ng speech, else a synthetic voic
 `bench/out/media/`), starts the Slack and TRTC stand-ins in the bench process and runs the real bot as a
 separate process (`python -m bot run --http`: Slack pacing on, as by default) aimed at them. Every scenario but
 item 7 runs the bot with `CONSENT=attested`, so each share is cloned without the uploader's consent button press
-that the default `ask` waits for; item 7 runs it with `CONSENT=ask` and presses the button. Every scenario runs
-with `PREVIEW=off`: no TextToSpeech preview after each clone (it would add a TRTC request under the same cap and
-a message in each thread). Everything
+that the default `ask` waits for; item 7 runs it with `CONSENT=ask` and presses the button. Every scenario but
+item 8 runs with `PREVIEW=off`: no TextToSpeech preview after each clone (it would add a TRTC request under the
+same cap and a message in each thread); item 8 runs with `PREVIEW=on` and times that preview. Everything
 talks over loopback (127.0.0.1) on one machine: no real Slack or Tencent Cloud, no network between them, so
 the times leave out real network latency. It rewrites this file, `docs/ack-latency.png`,
 `docs/clones-over-time.png` and `docs/one-channel.png`; raw numbers go to `bench/out/results.json`, the bot's
@@ -334,9 +355,11 @@ def _limits(results: Results) -> list[str]:
         f"- Slack stand-in, every scenario: chat.postMessage limited per channel to {per_second:g} a second with"
         f" bursts of {burst} (a token bucket), as Slack does; over it, HTTP 429 with `Retry-After`. Edits and"
         " reactions are not limited.",
-        f"- TRTC stand-in, items 1, 2, 5 and 6: at most {rps} requests a second (a sliding one-second window),"
-        " the excess refused with `RequestLimitExceeded`. Items 3 and 4 (one request at a time): no limit.",
-        "- No outages, delays or errors were injected; the TRTC stand-in answers VoiceClone at once.",
+        f"- TRTC stand-in, items 1, 2, 5, 6 and 8: at most {rps} requests a second (a sliding one-second window),"
+        " the excess refused with `RequestLimitExceeded` (VoiceClone and TextToSpeech count alike). Items 3, 4"
+        " and 7 (one request at a time): no limit.",
+        "- No outages, delays or errors were injected; the TRTC stand-in answers VoiceClone and TextToSpeech at"
+        " once.",
     ]
 
 
@@ -378,7 +401,23 @@ def write_markdown(results: Results, path: Path, plots: dict[str, str]) -> None:
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{title}]({image})" for title, image in plots.items()]
-    path.write_text("\n".join(lines) + "\n")
+    kept = _hand_written(path)
+    path.write_text("\n".join(lines) + "\n" + (f"\n{kept}" if kept else ""))
+
+
+HAND_WRITTEN = "written by hand, not by scripts/bench"
+
+
+def _hand_written(path: Path) -> str:
+    """The sections of the existing report written by hand (a heading that says HAND_WRITTEN, to the end):
+    a new run keeps them after what it writes."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    for at, line in enumerate(text.splitlines(keepends=True)):
+        if line.startswith("## ") and HAND_WRITTEN in line:
+            return "".join(text.splitlines(keepends=True)[at:])
+    return ""
 
 
 def _method(results: Results) -> list[str]:
@@ -441,6 +480,24 @@ def _method(results: Results) -> list[str]:
             " is the ack, reading the prepared WAV, building and signing the body and sending it). The next"
             f" share waits for the answer. {len(press.seconds)} presses after one warm-up; p99 by linear"
             " interpolation, so with 20 presses it sits between the two slowest.",
+            "",
+        ]
+    preview = results.preview
+    if preview is not None:
+        lines += [
+            f"**8: clone answer -> preview in the thread (issue 12).** A fresh bot with `PREVIEW=on` and"
+            f" `CONSENT=attested`. {preview.shares} signed `file_share` events, each for its own copy of"
+            f" {preview.clip} in its own channel, are POSTed at once from the load generator, so their"
+            f" {preview.shares} VoiceClone and {preview.shares} TextToSpeech requests share the TRTC stand-in's"
+            f" {preview.max_rps}/s. After each clone the bot posts the answer in the share's thread, asks"
+            " TextToSpeech for the preview sentence as mp3 and uploads it into the same thread through its outbox"
+            " (`files.getUploadURLExternal`, the upload, `files.completeUploadExternal` with `channel_id` and"
+            " `thread_ts`). Per share, timed by the Slack stand-in's clock: from the answer landing in the thread"
+            " (the stored \"Voice cloned\" message's ts, or the ts of the edit that made a message the answer) to"
+            " the preview's file message landing in that thread (its ts, stamped when"
+            " `files.completeUploadExternal` stored it). p99 by linear interpolation over the shares. Each"
+            " preview's bytes, as the stand-in kept them, are checked with ffprobe (format mp3, an mp3 audio"
+            " stream, a duration above 0) and decoded to the end by ffmpeg without an error.",
             "",
         ]
     conversion = results.conversion
@@ -511,6 +568,9 @@ def _details(results: Results) -> list[str]:
             f" {channel.cloning_bench_cpu:.1f} s, other processes on the machine {channel.cloning_other_cpu:.1f} s"
             f" ({channel.cloning_machine_cpu / (wall * cores) * 100:.0f}% of the machine busy in all)."
         )
+    preview = results.preview
+    if preview is not None:
+        lines.append(preview_details(preview))
     conversion = results.conversion
     if conversion is not None:
         stages = ", ".join(f"{name} {value:.3f} s" for name, value in conversion.stage_medians().items())
@@ -538,6 +598,29 @@ def _details(results: Results) -> list[str]:
                 f" {_mb(peaks.children)} ({peaks.children_seen} seen) | {answer} | {took} |"
             )
     return lines
+
+
+def preview_details(run: PreviewResult) -> str:
+    """One line of detail on item 8."""
+    threads = ", ".join(f"{count} thread(s) with {kind}" for kind, count in sorted(run.threads.items()))
+    probes = Counter(run.probes)
+    probed = "; ".join(f"{said} ({count}x)" for said, count in probes.most_common(3))
+    size = f"{statistics.median(run.sizes) / 1024:.1f} KiB" if run.sizes else "-"
+
+    def spread(values: Sequence[float]) -> str:
+        if not values:
+            return "-"
+        return f"p50 {_ms(percentile(values, 50))}, max {_ms(max(values))}"
+
+    return (
+        f"- Preview: final answers {run.outcomes}; {run.answered} answered \"Voice cloned\", {run.previews} previews"
+        f" in their threads, {run.preview_failed} \"couldn't make a preview\" messages; threads: {threads}."
+        f" TextToSpeech requests: {run.tts_requests} ({run.tts_refused} refused; AudioFormat"
+        f" {', '.join(run.audio_formats) or '-'}), text \"{run.preview_text}\"; refusals by the TRTC stand-in in"
+        f" all: {run.clone_refusals}. Answer -> TextToSpeech request arrived: {spread(run.tts_seconds)};"
+        f" answer -> `files.completeUploadExternal` answered: {spread(run.complete_seconds)}. Previews: median"
+        f" {size}; ffprobe: {probed or '-'}; playable {run.playable} of {run.shares}."
+    )
 
 
 def plot_ack(bursts: Sequence[BurstResult], path: Path) -> None:

@@ -17,10 +17,18 @@ import psutil
 
 from bench.media import MediaCache
 from bench.report import Results, checks, plot_ack, plot_channel, plot_clones, write_markdown
-from bench.scenarios import SLACK_POST_LIMIT, run_burst, run_channel, run_conversion, run_memory, run_press
+from bench.scenarios import (
+    SLACK_POST_LIMIT,
+    run_burst,
+    run_channel,
+    run_conversion,
+    run_memory,
+    run_press,
+    run_preview,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("burst", "channel", "conversion", "memory", "press")
+SCENARIOS = ("burst", "channel", "conversion", "memory", "press", "preview")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,6 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--presses", type=int, default=20, help="consent button presses timed to the request (default 20)"
     )
     parser.add_argument(
+        "--preview-shares",
+        type=int,
+        default=20,
+        help="shares (one channel each) cloned with PREVIEW=on, answer -> preview timed (default 20)",
+    )
+    parser.add_argument(
         "--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)"
     )
     parser.add_argument(
@@ -62,7 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     only = args.only or list(SCENARIOS)
     defaults = build_parser().parse_args([])
-    options = ("shares", "bursts", "channel_shares", "max_rps", "reps", "presses")
+    options = ("shares", "bursts", "channel_shares", "max_rps", "reps", "presses", "preview_shares")
     tuned = any(getattr(args, key) != getattr(defaults, key) for key in options)
     full = set(only) == set(SCENARIOS) and not tuned
     command = " ".join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
@@ -98,6 +112,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "press" in only:
         _say(f"press: CONSENT=ask, {args.presses} presses of Clone this voice on a 180 s AAC m4a, press -> request")
         results.press = run_press(args.out / "press", media.m4a(180), presses=args.presses)
+    if "preview" in only:
+        _say(
+            f"preview: PREVIEW=on, {args.preview_shares} shares of a 12 s clip at once, one channel each, TRTC at"
+            f" {args.max_rps}/s, clone answer -> preview mp3 in the thread"
+        )
+        results.preview = run_preview(
+            args.out / "preview", media.m4a(12), shares=args.preview_shares, max_rps=args.max_rps
+        )
     results.seconds = time.monotonic() - began
     busy_after, own_after = _cpu_seconds()
     results.other_cpu = max(0.0, (busy_after - busy) - (own_after - own))

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import subprocess
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -454,3 +456,167 @@ def run_press(workdir: Path, recording: Recording, presses: int = 20) -> PressRe
                 result.seconds.append(arrived - sent)
                 result.asked_seconds.append(asked)
     return result
+
+
+@dataclass
+class PreviewResult:
+    """PREVIEW=on: the clone's answer in the thread until the TextToSpeech preview is shared in that thread."""
+
+    shares: int
+    max_rps: int | None
+    clip: str
+    preview_text: str  # what the previews said (the TextToSpeech requests' Text)
+    audio_formats: dict[str, int]  # the TextToSpeech requests' AudioFormat -> count
+    outcomes: dict[str, int]  # final reaction -> count
+    answered: int  # shares whose thread shows the "Voice cloned" answer
+    previews: int  # shares whose thread holds the <VoiceName>-preview.mp3 file message
+    preview_failed: int  # shares whose thread says the preview failed instead
+    seconds: list[float] = field(default_factory=list)  # answer in the thread -> preview file message in it
+    complete_seconds: list[float] = field(default_factory=list)  # answer -> files.completeUploadExternal recorded
+    tts_seconds: list[float] = field(default_factory=list)  # answer -> the TextToSpeech request's arrival
+    tts_requests: int = 0
+    tts_refused: int = 0  # TextToSpeech requests refused (max_rps or any error)
+    clone_refusals: int = 0  # requests the TRTC stand-in refused for its max_rps
+    playable: int = 0  # previews ffprobe reads as mp3 audio with a duration and ffmpeg decodes without error
+    probes: list[str] = field(default_factory=list)  # per preview: what ffprobe said (format, codec, rate, duration)
+    sizes: list[int] = field(default_factory=list)  # preview bytes
+    threads: dict[str, int] = field(default_factory=dict)  # what each thread holds ("answer+preview") -> count
+
+
+PREVIEW_SUFFIX = "-preview.mp3"
+
+
+def run_preview(workdir: Path, clip: Recording, shares: int = 20, max_rps: int | None = 20) -> PreviewResult:
+    """`shares` file shares of `clip`, one channel each, POSTed at once to a bot with PREVIEW=on (issue 12); per
+    share, the answer ("Voice cloned") landing in the thread to the preview mp3 being shared in that thread."""
+    env = {"PREVIEW": "on", "CONSENT": "attested"}
+    with Rig(workdir, max_rps=max_rps, post_limit=SLACK_POST_LIMIT, env=env) as rig:
+        batch = [rig.file_share(f"CPREVIEW{i:03d}", clip, name=f"Preview Memo {i}.m4a") for i in range(shares)]
+        sent = send_burst_from_child(rig.url, [(share.body, share.headers) for share in batch])
+        for share, result in zip(batch, sent, strict=True):
+            share.sent_wall, share.sent_mono = result.wall, result.mono
+        rig.wait_final(batch, ANSWER_TIMEOUT + shares * 0.5)
+
+        def settled(share: Share) -> bool:
+            """The thread holds the preview file, or says the preview failed, or the clone failed."""
+            messages = rig.thread_messages([share])[0].get(share.ts, [])
+            return rig.final_reaction(share) == "x" or any(
+                _preview_file(m) or _preview_failed(m) for m in messages
+            )
+
+        rig.slack.wait_for(lambda: all(settled(s) for s in batch), ANSWER_TIMEOUT)
+        threads, _ = rig.thread_messages(batch)
+        completes = [c for c in list(rig.slack.calls) if c.method == "files.completeUploadExternal"]
+        requests = rig.trtc.requests
+        outcomes = Counter(rig.final_reaction(share) or "none" for share in batch)
+        refusals = rig.trtc.refusals
+        contents = {}
+        for messages in threads.values():
+            for message in messages:
+                file = _preview_file(message)
+                if file is not None:
+                    contents[file["id"]] = rig.slack.file_content(file["id"])
+    tts = [r for r in requests if r.action == "TextToSpeech"]
+    result = PreviewResult(
+        shares=shares,
+        max_rps=max_rps,
+        clip=f"{clip.name} ({clip.seconds} s, {_kib(clip)} KiB)",
+        preview_text=next((r.text or "" for r in tts), ""),
+        audio_formats=dict(Counter(str(r.audio_format) for r in tts)),
+        outcomes=dict(outcomes),
+        answered=0,
+        previews=0,
+        preview_failed=0,
+        tts_requests=len(tts),
+        tts_refused=sum(r.outcome != "ok" for r in tts),
+        clone_refusals=refusals,
+    )
+    kinds: Counter[str] = Counter()
+    for share in batch:
+        messages = threads.get(share.ts, [])
+        answers = [m for m in messages if _is_answer(m)]
+        files = [(m, f) for m in messages if (f := _preview_file(m)) is not None]
+        failed = [m for m in messages if _preview_failed(m)]
+        kinds["+".join(_thread_kind(m) for m in sorted(messages, key=lambda m: float(m["ts"])))] += 1
+        answered = _answer_time(messages)
+        if answered is None or not str(answers[0].get("text", "")).startswith("Voice cloned"):
+            continue
+        result.answered += 1
+        result.preview_failed += bool(failed)
+        if not files:
+            continue
+        result.previews += 1
+        message, file = files[0]
+        result.seconds.append(float(message["ts"]) - answered)
+        done = [
+            c.time for c in completes if c.params.get("thread_ts") == share.ts
+            and share.channel in (c.params.get("channel_id"), c.params.get("channels"))
+        ]  # fmt: skip
+        if done:
+            result.complete_seconds.append(min(done) - answered)
+        spoke = [r.time for r in tts if (r.voice or {}).get("VoiceId") and r.voice["VoiceId"] in str(answers[0])]
+        if spoke:
+            result.tts_seconds.append(min(spoke) - to_monotonic(answered))
+        content = contents[file["id"]]
+        result.sizes.append(len(content))
+        ok, said = probe_mp3(content)
+        result.playable += ok
+        result.probes.append(said)
+    result.threads = dict(kinds)
+    return result
+
+
+def _preview_file(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The preview mp3 a bot message shares, if it is one."""
+    if message.get("subtype") != "file_share":
+        return None
+    return next((f for f in message.get("files") or [] if str(f.get("name", "")).endswith(PREVIEW_SUFFIX)), None)
+
+
+def _preview_failed(message: dict[str, Any]) -> bool:
+    return str(message.get("text") or "").startswith("I couldn't make a preview")
+
+
+def _thread_kind(message: dict[str, Any]) -> str:
+    if _is_answer(message):
+        return "answer"
+    if _preview_file(message) is not None:
+        return "preview"
+    return "failed-preview" if _preview_failed(message) else "other"
+
+
+def probe_mp3(content: bytes) -> tuple[bool, str]:
+    """Whether `content` is mp3 audio (ffprobe: format mp3, an mp3 audio stream, a duration; ffmpeg decodes it
+    to the end without an error), and what ffprobe said."""
+    ffmpeg = find_ffmpeg()
+    ffprobe = str(Path(ffmpeg).with_name("ffprobe"))
+    if not Path(ffprobe).exists():
+        ffprobe = "ffprobe"
+    entries = "format=format_name,duration:stream=codec_type,codec_name,sample_rate,channels"
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / "preview.mp3"  # a file, not a pipe: ffprobe needs to seek for the duration
+        path.write_bytes(content)
+        command = [ffprobe, "-v", "error", "-show_entries", entries, "-of", "json", str(path)]
+        probed = subprocess.run(command, capture_output=True)
+        decode = [ffmpeg, "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-f", "null", "-"]
+        decoded = subprocess.run(decode, capture_output=True)
+    try:
+        info = json.loads(probed.stdout or b"{}")
+    except json.JSONDecodeError:
+        info = {}
+    fmt = info.get("format") or {}
+    audio = next((s for s in info.get("streams") or [] if s.get("codec_type") == "audio"), {})
+    duration = float(fmt.get("duration") or 0)
+    said = (
+        f"{fmt.get('format_name')}/{audio.get('codec_name')}, {audio.get('sample_rate')} Hz,"
+        f" {audio.get('channels')} ch, {duration:.2f} s"
+    )
+    ok = (
+        probed.returncode == 0
+        and fmt.get("format_name") == "mp3"
+        and audio.get("codec_name") == "mp3"
+        and duration > 0
+        and decoded.returncode == 0
+        and not decoded.stderr.strip()
+    )
+    return ok, said
