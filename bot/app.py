@@ -33,6 +33,8 @@ from bot.lifecycle import VoiceService
 from bot.outbox import Outbox
 from bot.pacing import SLACK_RATES, Pacer
 from bot.prepared import PreparedAudio
+from bot.ratelimit import SlidingWindowLimiter
+from bot.ratelimit_redis import RedisSlidingWindowLimiter
 from bot.replies import Replies
 from bot.runner import JobRunner
 from bot.sender import Sender
@@ -127,6 +129,8 @@ class Runtime:
             await self.voices.stop()
         await self.sender.stop(max(grace, 1.0))
         await self.trtc.aclose()
+        if isinstance(self.trtc.limiter, RedisSlidingWindowLimiter):
+            await self.trtc.limiter.aclose()
         if self.voices is not None:
             await self.voices.tts.aclose()
         await self.http.aclose()
@@ -164,6 +168,21 @@ class Runtime:
                 middleware.auth_test_result = result
 
 
+def trtc_limiter(settings: Settings) -> SlidingWindowLimiter | RedisSlidingWindowLimiter:
+    """TRTC_MAX_RPS for VoiceClone and TextToSpeech together: in Redis for every replica when REDIS_URL is set."""
+    if settings.redis_url:
+        # A held slot of a process killed mid-call frees itself once no call could still be running.
+        limiter = RedisSlidingWindowLimiter.from_url(
+            settings.redis_url, settings.trtc_max_rps, 1.0, hold_ttl=settings.trtc_timeout + 1.0 + 5.0
+        )
+        log.info("TRTC rate limit: %d calls/s shared by every process through Redis at %s",
+                 settings.trtc_max_rps, settings.redis_url_shown)
+        return limiter
+    log.info("TRTC rate limit: %d calls/s in this process (set REDIS_URL to share it between replicas)",
+             settings.trtc_max_rps)
+    return SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
+
+
 def build_runtime(
     settings: Settings,
     *,
@@ -196,7 +215,7 @@ def build_runtime(
         pacer = Pacer() if pace_interval > 0 else Pacer({kind: None for kind in SLACK_RATES})
     sender = Sender(outbox, lambda team_id: outbox_client, pacer=pacer, max_backoff=max_backoff or 60.0)
     outbox.on_change = sender.wake
-    trtc = VoiceCloneClient(settings)
+    trtc = VoiceCloneClient(settings, limiter=trtc_limiter(settings))
     # Downloads never follow redirects: a redirect means Slack's sign-in page (see bot.slack_files).
     http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
     replies, prepared = Replies(outbox), PreparedAudio(settings.data_path)

@@ -46,6 +46,7 @@ KNOWN_KEYS = (
     "SLACK_API_URL",
     "PORT",
     "DATABASE_URL",
+    "REDIS_URL",
     "MAX_DOWNLOAD_MB",
     "WORKERS",
     "SHUTDOWN_GRACE_SECONDS",
@@ -119,6 +120,8 @@ class Settings:
     voiceclone_model: str | None = None
     voiceclone_language: str | None = None
     database_url: str = "sqlite:///voiceclone.db"
+    # redis:// or rediss://: one TRTC_MAX_RPS for every replica sharing it; None: an in-process limiter.
+    redis_url: str | None = None
     slack_bot_token: Secret | None = None
     slack_signing_secret: Secret | None = None
     slack_app_token: Secret | None = None
@@ -180,7 +183,30 @@ class Settings:
             self.slack_signing_secret,
             self.slack_app_token,
         ]
-        return [s.get() for s in values if s]
+        found = [s.get() for s in values if s]
+        # A password in REDIS_URL (redis://:pw@host or redis://user:pw@host) is a secret; the rest of the URL is not.
+        password = urlsplit(self.redis_url).password if self.redis_url else None
+        if password:
+            found.append(password)
+        return found
+
+    @property
+    def redis_url_shown(self) -> str | None:
+        """REDIS_URL as logs may show it: any password masked."""
+        return masked_url(self.redis_url) if self.redis_url else None
+
+
+def masked_url(url: str) -> str:
+    """`url` with the password of its user part replaced by asterisks."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a URL that cannot be parsed; hidden)"
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:**********@{host}").geturl()
 
 
 def sqlite_path(url: str) -> str:
@@ -333,6 +359,22 @@ def load_settings(
     except ValueError as exc:
         problems["DATABASE_URL"] = f"{exc}, got {database_url!r}"
 
+    redis_url = text("REDIS_URL")
+    if redis_url:
+        try:
+            parts = urlsplit(redis_url)
+            valid = parts.scheme in ("redis", "rediss") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            valid = False
+        if not valid:
+            problems["REDIS_URL"] = (
+                f"must be a redis:// or rediss:// URL with a host, got {masked_url(redis_url)!r}"
+                if "://" in redis_url
+                else "must be a redis:// or rediss:// URL with a host (the value is hidden: it may hold a password)"
+            )
+            redis_url = None
+
     for key, prefix in (("SLACK_BOT_TOKEN", "xoxb-"), ("SLACK_APP_TOKEN", "xapp-")):
         value = text(key)
         if value and not value.startswith(prefix):
@@ -376,6 +418,7 @@ def load_settings(
         voiceclone_model=model,
         voiceclone_language=language,
         database_url=database_url,
+        redis_url=redis_url,
         slack_bot_token=secret("SLACK_BOT_TOKEN"),
         slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
         slack_app_token=secret("SLACK_APP_TOKEN"),
