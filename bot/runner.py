@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from redis.exceptions import RedisError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
@@ -319,6 +320,9 @@ class JobRunner:
                 raise Waiting("waiting_tencent", exc) from None
             self.prepared.delete(job.id)
             raise
+        except RedisError as exc:
+            # The shared limiter (REDIS_URL) is unreachable: no request left, so wait like a Tencent outage.
+            raise Waiting("waiting_tencent", exc) from None
         await self._audit(job, consent, prompt, request, outcome="cloned", result=result)
         self.prepared.delete(job.id)
         return result
