@@ -12,9 +12,11 @@ import re
 import time
 import unicodedata
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 import httpx
@@ -32,6 +34,8 @@ from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 VOICE_NAME_RE = re.compile(r"[A-Za-z0-9_]{1,36}")
 MAX_VOICE_NAME = 36
@@ -111,6 +115,68 @@ def default_voice_name(filename: str) -> str:
     return name or "voice"
 
 
+def sdk_client(settings: Settings) -> TrtcClient:
+    """The official async TRTC client aimed at TRTC_ENDPOINT; raises ConfigError naming missing credentials.
+
+    Shared by VoiceClone and TextToSpeech: one place for the endpoint, the profile and the status hook.
+    """
+    missing = {
+        key: "missing"
+        for key, value in (
+            ("TENCENTCLOUD_SECRET_ID", settings.tencent_secret_id),
+            ("TENCENTCLOUD_SECRET_KEY", settings.tencent_secret_key),
+            ("TRTC_SDK_APP_ID", settings.trtc_sdk_app_id),
+        )
+        if not value
+    }
+    if missing:
+        raise ConfigError(missing)
+    assert settings.tencent_secret_id is not None and settings.tencent_secret_key is not None
+    silence_sdk_debug_logging()
+    parts = urlsplit(settings.trtc_url)
+    http_profile = HttpProfile(protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=settings.trtc_timeout)
+    # The region breaker would fail over to a backup endpoint in another region; English error messages.
+    profile = ClientProfile(httpProfile=http_profile, language="en-US", disable_region_breaker=True)
+    credential = Credential(settings.tencent_secret_id.get(), settings.tencent_secret_key.get())
+    sdk = TrtcClient(credential, settings.trtc_region, profile)
+    # The SDK would turn any non-200 answer into ServerNetworkError carrying the raw page as its message.
+    sdk.http_client.event_hooks["response"].append(_check_status)
+    return sdk
+
+
+async def with_retries(
+    action: str,
+    limiter: SlidingWindowLimiter,
+    call: Callable[[], Awaitable[T]],
+    *,
+    max_attempts: int = 4,
+    backoff_base: float = 0.5,
+    backoff_max: float = 8.0,
+) -> T:
+    """Run `call` under the limiter, retrying transient ApiErrors with capped, equally jittered backoff.
+
+    Hand-written rather than tenacity (a dependency for ten lines) or the SDK's StandardRetryer, which retries
+    inside the SDK where our limiter cannot pace each attempt and does not retry InternalError.
+    """
+    attempt = 1
+    while True:
+        try:
+            # Each attempt holds its place in the limiter while it runs (see SlidingWindowLimiter).
+            async with limiter:
+                return await call()
+        except ApiError as error:
+            if not error.transient or attempt >= max_attempts:
+                raise
+            ceiling = min(backoff_max, backoff_base * 2 ** (attempt - 1))
+            delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+            log.warning(
+                "%s attempt %d/%d failed with %s (RequestId %s); retrying in %.2f s",
+                action, attempt, max_attempts, error.code, error.request_id, delay,
+            )
+        await asyncio.sleep(delay)
+        attempt += 1
+
+
 @dataclass(frozen=True)
 class CloneOutcome:
     """What VoiceClone returned."""
@@ -131,43 +197,20 @@ class VoiceCloneClient:
         backoff_max: float = 8.0,
         limiter: SlidingWindowLimiter | None = None,
     ):
-        missing = {
-            key: "missing"
-            for key, value in (
-                ("TENCENTCLOUD_SECRET_ID", settings.tencent_secret_id),
-                ("TENCENTCLOUD_SECRET_KEY", settings.tencent_secret_key),
-                ("TRTC_SDK_APP_ID", settings.trtc_sdk_app_id),
-            )
-            if not value
-        }
-        if missing:
-            raise ConfigError(missing)
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
-        assert settings.tencent_secret_id is not None and settings.tencent_secret_key is not None
-        assert settings.trtc_sdk_app_id is not None
-        silence_sdk_debug_logging()
+        # The SDK keeps the HTTP client (timeouts, keep-alive), the credential, the API version and the TC3 key
+        # derivation; VoiceClone's request body is built and signed here (see _body and _headers).
+        self._sdk = sdk_client(settings)
         self.settings = settings
         self.sdk_app_id = settings.trtc_sdk_app_id
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        # Shared by every call of this client; each attempt holds its place in it while it runs.
+        # Shared by every call of this client (and TextToSpeech's): one TRTC_MAX_RPS cap.
         self.limiter = limiter or SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
         self.timeout = settings.trtc_timeout
-
         parts = urlsplit(settings.trtc_url)
-        http_profile = HttpProfile(
-            protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=settings.trtc_timeout
-        )
-        # The region breaker would fail over to a backup endpoint in another region; English error messages.
-        profile = ClientProfile(httpProfile=http_profile, language="en-US", disable_region_breaker=True)
-        credential = Credential(settings.tencent_secret_id.get(), settings.tencent_secret_key.get())
-        # The SDK keeps the HTTP client (timeouts, keep-alive), the credential, the API version and the TC3 key
-        # derivation; VoiceClone's request body is built and signed here (see _body and _headers).
-        self._sdk = TrtcClient(credential, settings.trtc_region, profile)
-        # The SDK would turn any non-200 answer into ServerNetworkError carrying the raw page as its message.
-        self._sdk.http_client.event_hooks["response"].append(_check_status)
         self._host = parts.netloc
         self._url = f"{parts.scheme}://{parts.netloc}/"
 
@@ -195,32 +238,10 @@ class VoiceCloneClient:
             Language=language or self.settings.voiceclone_language,
         )
 
-        # Hand-written rather than tenacity (a dependency for ten lines) or the SDK's StandardRetryer, which
-        # retries inside the SDK where our limiter cannot pace each attempt and does not retry InternalError.
-        attempt = 1
-        while True:
-            try:
-                async with self.limiter:
-                    return await self._attempt(body, digest)
-            except ApiError as error:
-                if not error.transient or attempt >= self.max_attempts:
-                    raise
-                delay = self._backoff(attempt)
-                log.warning(
-                    "VoiceClone attempt %d/%d failed with %s (RequestId %s); retrying in %.2f s",
-                    attempt,
-                    self.max_attempts,
-                    error.code,
-                    error.request_id,
-                    delay,
-                )
-            await asyncio.sleep(delay)
-            attempt += 1
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with equal jitter: half fixed, half random, capped at backoff_max."""
-        ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        return await with_retries(
+            ACTION, self.limiter, lambda: self._attempt(body, digest), max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+        )
 
     @staticmethod
     def _body(wav: bytes, **fields: object) -> tuple[bytes, str]:

@@ -3,26 +3,19 @@ VoiceClone (bot.trtc), so both actions together stay under TRTC_MAX_RPS."""
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
-import random
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 import httpx
-from tencentcloud.common.credential import Credential
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
-from tencentcloud.common.profile.client_profile import ClientProfile
-from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.trtc.v20190722 import models
-from tencentcloud.trtc.v20190722.trtc_client_async import TrtcClient
 
-from bot.errors import ApiError, ConfigError, InputError
+from bot.errors import ApiError, InputError
 from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Settings
-from bot.trtc import NETWORK_ERROR, UNEXPECTED_RESPONSE, _check_status, _from_sdk, silence_sdk_debug_logging
+from bot.trtc import NETWORK_ERROR, UNEXPECTED_RESPONSE, _from_sdk, sdk_client, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -100,20 +93,12 @@ class TextToSpeechClient:
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
     ):
-        if not (settings.tencent_secret_id and settings.tencent_secret_key and settings.trtc_sdk_app_id):
-            raise ConfigError({"TENCENTCLOUD_SECRET_ID/KEY, TRTC_SDK_APP_ID": "missing"})
-        silence_sdk_debug_logging()
+        self._sdk = sdk_client(settings)
         self.settings = settings
         self.limiter = limiter or SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        parts = urlsplit(settings.trtc_url)
-        http_profile = HttpProfile(protocol=parts.scheme, endpoint=parts.netloc, reqTimeout=settings.trtc_timeout)
-        profile = ClientProfile(httpProfile=http_profile, language="en-US", disable_region_breaker=True)
-        credential = Credential(settings.tencent_secret_id.get(), settings.tencent_secret_key.get())
-        self._sdk = TrtcClient(credential, settings.trtc_region, profile)
-        self._sdk.http_client.event_hooks["response"].append(_check_status)
 
     async def speak(
         self, text: str, voice: Voice, *, fmt: str = "mp3", sample_rate: int = 24000, language: str | None = None
@@ -136,20 +121,10 @@ class TextToSpeechClient:
         request.Model = TTS_MODEL
         if language:
             request.Language = language
-        attempt = 1
-        while True:
-            try:
-                async with self.limiter:
-                    response = await self._attempt(request)
-                break
-            except ApiError as error:
-                if not error.transient or attempt >= self.max_attempts:
-                    raise
-                ceiling = min(self.backoff_max, self.backoff_base * 2 ** (attempt - 1))
-                delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-                log.warning("TextToSpeech attempt %d failed with %s; retrying in %.2f s", attempt, error.code, delay)
-            await asyncio.sleep(delay)
-            attempt += 1
+        response = await with_retries(
+            "TextToSpeech", self.limiter, lambda: self._attempt(request), max_attempts=self.max_attempts,
+            backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+        )
         try:
             audio = base64.b64decode(response.Audio or "", validate=True)
         except (binascii.Error, ValueError) as exc:
