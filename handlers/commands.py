@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import aiohttp
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -26,7 +26,7 @@ def register(app: AsyncApp, *, runner: JobRunner, voices: VoiceService | None = 
     """Listen for `/clone`."""
 
     async def handle_clone_command(
-        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, respond: AsyncRespond
+        ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient
     ) -> None:
         text = (command.get("text") or "").strip()
         if text.lower() in ("help", "-h", "--help", "?"):
@@ -44,10 +44,14 @@ def register(app: AsyncApp, *, runner: JobRunner, voices: VoiceService | None = 
                 # The ack client gives up after 2 s (the trigger_id expires after 3): a timeout is told too.
                 error = exc.response.get("error") if isinstance(exc, SlackApiError) else type(exc).__name__
                 log.warning("views.open failed: %s", error)
-                await respond(
-                    text="I couldn't open the form (Slack took too long). Please run `/clone` again.",
-                    response_type="ephemeral",
-                )
+                # Told through the outbox, not response_url: a second network call here would delay the ack.
+                channel, user = command.get("channel_id"), command.get("user_id")
+                if channel and user:
+                    await runner.replies.ephemeral(
+                        f"form:{command.get('trigger_id')}", channel, user,
+                        "I couldn't open the form (Slack took too long). Please run `/clone` again.", None,
+                        command.get("team_id"),
+                    )
             return
         if voices is not None and text.split(maxsplit=1)[0].lower() in voice_commands.COMMANDS:
             await voice_commands.handle_command(ack, command, text, voices)

@@ -12,7 +12,6 @@ outage is really hit many times over, which is what the tests check before resto
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import sqlite3
 import time
@@ -381,10 +380,10 @@ def test_clone_command_is_acked_in_time_when_views_open_is_slow(bot: BotHarness)
     assert response.status_code == 200
     assert acked < 3.0, f"acked after {acked:.2f} s"
     assert slack.delayed_calls and slack.delayed_calls[0].method == "views.open"
-    # The user hears that the form could not be opened (through the command's response_url).
-    assert slack.wait_for(lambda: slack.responses, 10)
-    [told] = slack.responses
-    assert "couldn't open the form" in json.dumps(told.payload)
+    # The user hears that the form could not be opened (an ephemeral message, through the outbox).
+    assert slack.wait_for(lambda: slack.ephemerals("C0SLOWFORM"), 10)
+    [told] = slack.ephemerals("C0SLOWFORM")
+    assert "couldn't open the form" in told["text"] and told["user"] == command["user_id"]
     assert slack.views == {}
     print(f"/clone acked in {acked:.2f} s with views.open held 5 s")
 
