@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from media import MediaCache
 
@@ -10,3 +12,12 @@ from media import MediaCache
 def media(tmp_path_factory: pytest.TempPathFactory) -> MediaCache:
     """Test media built once per session: `media.speech(12, ".m4a", "-c:a", "aac")`, `media.get(...)`."""
     return MediaCache(tmp_path_factory.mktemp("media"))
+
+
+@pytest.fixture(autouse=True)
+def _root_log_level():
+    """In-process CLI runs configure logging (the `clone` command sets ERROR): give the next test the level back."""
+    root = logging.getLogger()
+    level = root.level
+    yield
+    root.setLevel(level)

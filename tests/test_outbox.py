@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import time
 from pathlib import Path
 
@@ -207,7 +206,6 @@ async def test_revoked_token_stops_sending_for_the_workspace(slack, tmp_path, ca
 
 
 async def test_an_answer_older_than_the_ttl_is_given_up_with_one_log_line(slack, tmp_path, caplog):
-    caplog.set_level(logging.WARNING, logger="bot.sender")  # an earlier test may have left the root at ERROR
     rig = Rig(slack, tmp_path, ttl=0.5)
     try:
         slack.outage("refuse")
