@@ -15,7 +15,7 @@ from bot.audit import BUTTON
 from bot.consent import build_consent_cancelled, build_only_uploader
 from bot.jobs import AWAITING, CANCELLED, Job, JobStore
 from bot.prepared import PreparedAudio
-from bot.replies import Replies, file_name
+from bot.replies import Replies, file_name, refresh_share
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class ConsentButtons:
             return False
         log.info("job %s: consent given by %s", job_id, user_id)
         await self.replies.consent_given(job, str(user_id), at)
-        await self._share_reactions(job)
+        await refresh_share(self.replies, self.store, job)
         # Not through the queue: the prompt is ready, so the request leaves now whatever the workers are doing.
         self.run_now(job_id)
         return True
@@ -62,7 +62,7 @@ class ConsentButtons:
         self.prepared.delete(job_id)
         text, blocks = build_consent_cancelled(str(user_id), file_name(job))
         await self.replies.final(job, text, blocks)
-        await self._share_reactions(job)
+        await refresh_share(self.replies, self.store, job)
         metrics.JOBS.labels(outcome="failed").inc()
         return True
 
@@ -73,7 +73,3 @@ class ConsentButtons:
                 f"notyours:{job.id}:{user_id}:{time.time():.3f}", channel, user_id, build_only_uploader(job.user_id),
                 thread_ts, job.team_id,
             )
-
-    async def _share_reactions(self, job: Job) -> None:
-        if job.channel and job.share_ts:
-            await self.replies.share_done(job, await self.store.share_statuses(job.channel, job.share_ts))

@@ -15,7 +15,7 @@ import time
 from bot.consent import build_consent_expired
 from bot.jobs import EXPIRED, JobStore
 from bot.prepared import PreparedAudio
-from bot.replies import Replies, file_name
+from bot.replies import Replies, file_name, refresh_share
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,7 @@ class Housekeeping:
             self.prepared.delete(job_id)
             text, blocks = build_consent_expired(file_name(job), ttl_hours)
             await self.replies.final(job, text, blocks)
-            if job.kind == "share" and job.channel and job.share_ts:
-                await self.replies.share_done(job, await self.store.share_statuses(job.channel, job.share_ts))
+            await refresh_share(self.replies, self.store, job)
             log.info("job %s: nobody confirmed within %g h; prepared audio deleted", job_id, ttl_hours)
         horizon = now - self.settings.retention_days * 86400
         purged = await self.store.purge(horizon)

@@ -10,7 +10,7 @@ from typing import Any
 
 from bot.blocks import build_parent, build_status
 from bot.consent import build_consent_confirmed, build_consent_request
-from bot.jobs import DONE, FAILED, UNFINISHED, Job
+from bot.jobs import DONE, FAILED, UNFINISHED, Job, JobStore
 from bot.outbox import Outbox
 
 WORKING = "hourglass_flowing_sand"
@@ -128,3 +128,9 @@ class Replies:
             job_id=job.id,
             fallback={"user": job.user_id} if job.user_id else None,
         )
+
+
+async def refresh_share(replies: Replies, store: JobStore, job: Job) -> None:
+    """Set a shared message's reactions from the status of every job it started (after one of them changed)."""
+    if job.kind == "share" and job.channel and job.share_ts:
+        await replies.share_done(job, await store.share_statuses(job.channel, job.share_ts))

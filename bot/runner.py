@@ -42,7 +42,7 @@ from bot.logs import log_context
 from bot.messages import describe
 from bot.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
 from bot.prepared import PreparedAudio
-from bot.replies import Replies, file_name
+from bot.replies import Replies, file_name, refresh_share
 from bot.settings import Settings
 from bot.slack_files import looks_like_media
 from bot.trtc import VoiceCloneClient, default_voice_name
@@ -308,8 +308,8 @@ class JobRunner:
                 self.prepared.save(job.id, prompt.wav)
                 await self.store.update(job.id, status=AWAITING, prompt=prompt.meta(), stage="awaiting_consent")
                 card = build_report_card(prompt.report) if prompt.report else None
-                await self.replies.ask_consent(job, card, self._ttl_hours)
-                await self._share_reactions(job)
+                await self.replies.ask_consent(job, card, self.settings.consent_ttl_hours)
+                await refresh_share(self.replies, self.store, job)
                 return None
         request = self._request(job)
         try:
@@ -422,14 +422,6 @@ class JobRunner:
         self._direct.add(task)
         task.add_done_callback(self._direct.discard)
 
-    @property
-    def _ttl_hours(self) -> float:
-        return self.settings.consent_ttl_hours
-
-    async def _share_reactions(self, job: Job) -> None:
-        if job.kind == "share" and job.channel and job.share_ts:
-            await self.replies.share_done(job, await self.store.share_statuses(job.channel, job.share_ts))
-
     async def _stage(self, job: Job, stage: str) -> None:
         # One line per stage, with how long the previous one took (LOG_FORMAT=json makes these queryable).
         now = time.monotonic()
@@ -489,7 +481,7 @@ class JobRunner:
         with log_context(stage=outcome):
             log.info("job %s: %s", job.id, outcome, extra={"duration": round(time.time() - job.created_at, 3)})
         self._stages.pop(job.id, None)
-        await self._share_reactions(job)
+        await refresh_share(self.replies, self.store, job)
         metrics.JOBS.labels(outcome=outcome).inc()
         if self.on_finish is not None:
             await self.on_finish(job, status)
