@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
 import tempfile
@@ -58,7 +59,19 @@ def _show(call: tuple[Any, ...]) -> str | None:
         return f"  voiceclone (in thread): {plain_text(str(params.get('text')))}"
     if method == "chat.update":
         return f"  voiceclone (edited):    {plain_text(str(params.get('text')))}"
+    if method == "files.completeUploadExternal":
+        return f"  voiceclone (in thread): a sound file, {_file_title(params)}, with a player"
     return None
+
+
+def _file_title(params: dict[str, Any]) -> str:
+    files = params.get("files")
+    if isinstance(files, str):
+        try:
+            files = json.loads(files)
+        except ValueError:
+            files = None
+    return str((files or [{}])[0].get("title") or "the preview")
 
 
 def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
@@ -70,7 +83,11 @@ def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
         for item in block.get("fields", []):
             lines.append(item["text"].replace("\n", ": ", 1))
         for item in block.get("elements", []):
-            lines.append(f"({item.get('text', '')})")
+            text = item.get("text", "")
+            if isinstance(text, dict):  # a button: its label
+                lines.append(f"[{text.get('text', '')}]")
+            else:
+                lines.append(f"({text})")
     return [plain_text(line) for line in lines]
 
 
@@ -106,6 +123,7 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
         shown = 0
         done = False
         pressed = False
+        answered_at: float | None = None
         while not done and time.monotonic() - started < 120:
             await asyncio.to_thread(slack.wait_for, lambda seen=shown: len(slack.calls) > seen, 1.0)
             calls = list(slack.calls)
@@ -122,7 +140,12 @@ async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> i
                 await asyncio.to_thread(post_signed, app_url, press, kind="interactive", signing_secret=SIGNING_SECRET)
                 pressed = True
             reactions = slack.reactions(CHANNEL, share_ts)
-            done = any(name in reactions for name in ("white_check_mark", "x"))
+            answered = any(name in reactions for name in ("white_check_mark", "x"))
+            # After the answer the bot uploads a spoken preview in the new voice: wait for it (a few seconds at most).
+            previewed = bool(slack.calls_to("files.completeUploadExternal"))
+            if answered and answered_at is None:
+                answered_at = time.monotonic()
+            done = answered and (previewed or time.monotonic() - answered_at > 10)
         _say("\nThe thread now reads:")
         for message in slack.thread(CHANNEL, share_ts)[1:]:
             _say("  voiceclone:")
