@@ -18,6 +18,8 @@ from bot.options import LANGUAGE_RULE, MODELS, check_language
 TRTC_KEYS = ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TRTC_SDK_APP_ID")
 SLACK_HTTP_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")
 SLACK_SOCKET_KEYS = ("SLACK_BOT_TOKEN", "SLACK_APP_TOKEN")
+# Many workspaces (OAuth): these two replace SLACK_BOT_TOKEN; each workspace's token comes from its installation.
+SLACK_OAUTH_KEYS = ("SLACK_CLIENT_ID", "SLACK_CLIENT_SECRET")
 
 DEFAULT_TRTC_ENDPOINT = "trtc.intl.tencentcloudapi.com"
 DEFAULT_SLACK_API_URL = "https://slack.com/api/"
@@ -26,7 +28,14 @@ SUPPORTED_REGION = "ap-singapore"
 CONSENT_MODES = ("ask", "attested")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 SECRET_KEYS = frozenset(
-    {"TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"}
+    {
+        "TENCENTCLOUD_SECRET_ID",
+        "TENCENTCLOUD_SECRET_KEY",
+        "SLACK_BOT_TOKEN",
+        "SLACK_SIGNING_SECRET",
+        "SLACK_APP_TOKEN",
+        "SLACK_CLIENT_SECRET",
+    }
 )
 # Every setting the bot reads; .env.example lists each one (a test checks).
 KNOWN_KEYS = (
@@ -44,8 +53,11 @@ KNOWN_KEYS = (
     "SLACK_SIGNING_SECRET",
     "SLACK_APP_TOKEN",
     "SLACK_API_URL",
+    "SLACK_CLIENT_ID",
+    "SLACK_CLIENT_SECRET",
     "PORT",
     "DATABASE_URL",
+    "LEASE_SECONDS",
     "REDIS_URL",
     "MAX_DOWNLOAD_MB",
     "WORKERS",
@@ -76,6 +88,8 @@ WHERE = {
     "SLACK_SIGNING_SECRET": "the Signing Secret (Slack app -> Basic Information) for HTTP mode, "
     "or set SLACK_APP_TOKEN to use Socket Mode",
     "SLACK_APP_TOKEN": "an app-level token, xapp-..., with connections:write (Slack app -> Basic Information)",
+    "SLACK_CLIENT_ID": "the Client ID (Slack app -> Basic Information -> App Credentials), for OAuth installs",
+    "SLACK_CLIENT_SECRET": "the Client Secret (Slack app -> Basic Information -> App Credentials)",
 }
 
 
@@ -120,12 +134,17 @@ class Settings:
     voiceclone_model: str | None = None
     voiceclone_language: str | None = None
     database_url: str = "sqlite:///voiceclone.db"
+    # A replica holds a running job this long without renewing it; then another replica takes it over.
+    lease_seconds: float = 30.0
     # redis:// or rediss://: one TRTC_MAX_RPS for every replica sharing it; None: an in-process limiter.
     redis_url: str | None = None
     slack_bot_token: Secret | None = None
     slack_signing_secret: Secret | None = None
     slack_app_token: Secret | None = None
     slack_api_url: str = DEFAULT_SLACK_API_URL
+    # Set both for many workspaces (OAuth installs); then slack_bot_token is not used.
+    slack_client_id: str | None = None
+    slack_client_secret: Secret | None = None
     port: int = 3000
     max_download_bytes: int = 100 * 1024 * 1024
     workers: int = 8
@@ -162,15 +181,32 @@ class Settings:
         return f"https://{self.trtc_endpoint}"
 
     @property
+    def postgres(self) -> bool:
+        """True when DATABASE_URL names a PostgreSQL server (several processes may share it)."""
+        return is_postgres_url(self.database_url)
+
+    @property
+    def oauth(self) -> bool:
+        """True when the app installs into many workspaces (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET set)."""
+        return bool(self.slack_client_id and self.slack_client_secret)
+
+    @property
     def database_path(self) -> str:
         """The SQLite file (or ':memory:') named by DATABASE_URL."""
         return sqlite_path(self.database_url)
 
     @property
+    def database_shown(self) -> str:
+        """DATABASE_URL as logs may show it: any password masked."""
+        return masked_url(self.database_url)
+
+    @property
     def data_path(self) -> Path:
-        """The bot's private data folder: DATA_DIR, else `data/` beside the SQLite file."""
+        """The bot's private data folder: DATA_DIR, else `data/` beside the SQLite file (or the working folder)."""
         if self.data_dir:
             return Path(self.data_dir)
+        if self.postgres:
+            return Path("data").absolute()
         database = self.database_path
         base = Path(tempfile.gettempdir()) / "voiceclone-bot" if database == ":memory:" else Path(database).parent
         return base / "data"
@@ -182,12 +218,17 @@ class Settings:
             self.slack_bot_token,
             self.slack_signing_secret,
             self.slack_app_token,
+            self.slack_client_secret,
         ]
         found = [s.get() for s in values if s]
-        # A password in REDIS_URL (redis://:pw@host or redis://user:pw@host) is a secret; the rest of the URL is not.
-        password = urlsplit(self.redis_url).password if self.redis_url else None
-        if password:
-            found.append(password)
+        # A password in REDIS_URL or DATABASE_URL (scheme://user:pw@host) is a secret; the rest of the URL is not.
+        for url in (self.redis_url, self.database_url):
+            try:
+                password = urlsplit(url).password if url else None
+            except ValueError:
+                password = None
+            if password:
+                found.append(password)
         return found
 
     @property
@@ -209,10 +250,29 @@ def masked_url(url: str) -> str:
     return parts._replace(netloc=f"{user}:**********@{host}").geturl()
 
 
+def is_postgres_url(url: str) -> bool:
+    """postgresql:// or postgres:// (psycopg and libpq accept both)."""
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+def check_database_url(url: str) -> None:
+    """Raise ValueError saying what is wrong with DATABASE_URL."""
+    if is_postgres_url(url):
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            raise ValueError("expected postgresql://user[:password]@host[:port]/database") from None
+        if not parts.path.strip("/") and not parts.hostname:
+            raise ValueError("expected postgresql://user[:password]@host[:port]/database")
+        return
+    sqlite_path(url)
+
+
 def sqlite_path(url: str) -> str:
     """Map `sqlite:///rel.db` / `sqlite:////abs.db` / `sqlite://` to a path sqlite3 can open."""
     if not url.startswith("sqlite:"):
-        raise ValueError("only sqlite:/// URLs are supported")
+        raise ValueError("expected sqlite:///file.db or postgresql://user@host/database")
     rest = url[len("sqlite:") :]
     if rest in ("", "//", "///:memory:", "//:memory:"):
         return ":memory:"
@@ -355,9 +415,9 @@ def load_settings(
 
     database_url = text("DATABASE_URL") or "sqlite:///voiceclone.db"
     try:
-        sqlite_path(database_url)
+        check_database_url(database_url)
     except ValueError as exc:
-        problems["DATABASE_URL"] = f"{exc}, got {database_url!r}"
+        problems["DATABASE_URL"] = f"{exc}, got {masked_url(database_url)!r}"
 
     redis_url = text("REDIS_URL")
     if redis_url:
@@ -418,11 +478,14 @@ def load_settings(
         voiceclone_model=model,
         voiceclone_language=language,
         database_url=database_url,
+        lease_seconds=number("LEASE_SECONDS", 30.0),
         redis_url=redis_url,
         slack_bot_token=secret("SLACK_BOT_TOKEN"),
         slack_signing_secret=secret("SLACK_SIGNING_SECRET"),
         slack_app_token=secret("SLACK_APP_TOKEN"),
         slack_api_url=slack_api_url,
+        slack_client_id=text("SLACK_CLIENT_ID"),
+        slack_client_secret=secret("SLACK_CLIENT_SECRET"),
         port=integer("PORT", 3000, low=1, high=65535) or 3000,
         max_download_bytes=(integer("MAX_DOWNLOAD_MB", 100, low=1) or 100) * 1024 * 1024,
         workers=integer("WORKERS", 8, low=1, high=256) or 8,

@@ -63,7 +63,13 @@ def test_database_urls():
     assert sqlite_path("sqlite:////data/v.db") == "/data/v.db"
     assert sqlite_path("sqlite://") == ":memory:"
     with pytest.raises(ConfigError):
-        load_settings(environ={"DATABASE_URL": "postgresql://x/y"})
+        load_settings(environ={"DATABASE_URL": "mysql://x/y"})
+    with pytest.raises(ConfigError) as bad:
+        load_settings(environ={"DATABASE_URL": "postgresql://bot:hunter2@db:notaport/y"})
+    assert "hunter2" not in str(bad.value)
+    pg = load_settings(environ={"DATABASE_URL": "postgresql://bot:hunter2@db:5432/voices"})
+    assert pg.postgres and "hunter2" in pg.secrets() and "hunter2" not in pg.database_shown
+    assert not load_settings(environ={}).postgres
 
 
 def test_missing_invalid_and_unknown_keys_come_in_one_error():
