@@ -12,11 +12,6 @@ import httpx
 from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.middleware.authorization.async_single_team_authorization import AsyncSingleTeamAuthorization
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -42,28 +37,9 @@ from bot.settings import Settings
 from bot.trtc import VoiceCloneClient
 from bot.tts import TextToSpeechClient
 from bot.voices import VoiceLibrary
+from bot.workspaces import OUTBOX, Workspaces, create_web_client
 
 log = logging.getLogger(__name__)
-
-
-def create_web_client(
-    settings: Settings, session: aiohttp.ClientSession | None = None, *, retries: bool = True, timeout: float = 30
-) -> AsyncWebClient:
-    """A Slack Web API client on SLACK_API_URL; `retries`: slack_sdk retries 429, 5xx and dropped connections."""
-    return AsyncWebClient(
-        token=settings.slack_bot_token.get() if settings.slack_bot_token else None,
-        base_url=settings.slack_api_url,
-        # One session for every call: without it slack_sdk opens (and TLS-handshakes) a connection per call.
-        session=session,
-        timeout=int(timeout) if timeout >= 1 else 1,
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=3),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=5),
-            AsyncServerErrorRetryHandler(max_retry_count=3),
-        ]
-        if retries
-        else [],
-    )
 
 
 def create_app(
@@ -202,31 +178,32 @@ def build_runtime(
     store = JobStore(db)
     outbox = Outbox(db, ttl_seconds=settings.answer_ttl_hours * 3600)
     session = aiohttp.ClientSession()
-    # Three clients, three jobs: the ack path must never wait; the outbox retries by itself; the workers'
-    # files.info calls may lean on slack_sdk's own retries.
+    # Clients for three jobs: the ack path must never wait; the outbox retries by itself; the workers'
+    # files.info calls may lean on slack_sdk's own retries (bot.workspaces: per workspace, with its token).
     # Its own session: slack_sdk applies `timeout` only to sessions it creates, and Bolt's per-request client
     # reuses this session, so the 2 s limit has to live on the session (on the shared one views.open could take
     # aiohttp's default 5 minutes and the /clone acknowledgement missed Slack's 3 s).
     ack_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
     ack_client = create_web_client(settings, ack_session, retries=False, timeout=2)
-    outbox_client = create_web_client(settings, session, retries=False, timeout=15)
-    worker_client = create_web_client(settings, session)
+    workspaces = Workspaces(settings, session)
     if pacer is None:
         pacer = Pacer() if pace_interval > 0 else Pacer({kind: None for kind in SLACK_RATES})
-    sender = Sender(outbox, lambda team_id: outbox_client, pacer=pacer, max_backoff=max_backoff or 60.0)
+    sender = Sender(
+        outbox, lambda team_id: workspaces.client(team_id, OUTBOX), pacer=pacer, max_backoff=max_backoff or 60.0
+    )
     outbox.on_change = sender.wake
     trtc = VoiceCloneClient(settings, limiter=trtc_limiter(settings))
     # Downloads never follow redirects: a redirect means Slack's sign-in page (see bot.slack_files).
     http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
     replies, prepared = Replies(outbox), PreparedAudio(settings.data_path)
     runner = JobRunner(
-        settings, store, replies, Audit(db), prepared, worker_client, trtc, http,
+        settings, store, replies, Audit(db), prepared, workspaces, trtc, http,
         workers=workers, max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait,
     )
     housekeeping = Housekeeping(settings, store, replies, prepared)
     # One TRTC_MAX_RPS cap for VoiceClone and TextToSpeech together: the same limiter.
     tts = TextToSpeechClient(settings, limiter=trtc.limiter)
-    voices = VoiceService(settings, VoiceLibrary(db), tts, outbox, worker_client)
+    voices = VoiceService(settings, VoiceLibrary(db), tts, outbox, workspaces)
     runner.on_cloned = voices.on_cloned
     app = create_app(settings, client=ack_client, runner=runner, voices=voices)
     return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, housekeeping, app, session,

@@ -12,11 +12,11 @@ from typing import Any
 
 import aiohttp
 import httpx
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import DownloadError, FileAccessError, UnsafeURLError
 from bot.settings import Settings
 from bot.slack_files import download_file, resolve_file
+from bot.workspaces import Workspaces
 
 # files.info errors that mean "try later"; slack_sdk reports an HTML error page as no error ("unknown_error").
 _TRANSIENT_FILES_INFO = frozenset(
@@ -45,18 +45,24 @@ def slack_down(exc: DownloadError) -> bool:
 
 
 class Fetcher:
-    """Resolves and downloads Slack files with the bot token; raises Waiting while Slack is down."""
+    """Resolves and downloads Slack files with the job's workspace token; raises Waiting while Slack is down."""
 
-    def __init__(self, settings: Settings, slack: AsyncWebClient, http: httpx.AsyncClient, temp_dir: Path):
+    def __init__(
+        self, settings: Settings, workspaces: Workspaces, http: httpx.AsyncClient, temp_dir: Path, team_id: str | None
+    ):
         self.settings = settings
-        self.slack = slack
+        self.workspaces = workspaces
         self.http = http
         self.temp_dir = temp_dir
+        self.team_id = team_id
 
     async def resolve(self, file: dict[str, Any]) -> dict[str, Any]:
         """The full file object (files.info for a stub or a bare id)."""
+        client = await self.workspaces.client(self.team_id)
+        if client is None:
+            raise FileAccessError("the app is no longer installed in this workspace")
         try:
-            return await resolve_file(self.slack, file)
+            return await resolve_file(client, file)
         except DownloadError as exc:
             if slack_down(exc):
                 raise Waiting("waiting_slack", exc) from None
@@ -66,7 +72,9 @@ class Fetcher:
 
     async def download(self, file: dict[str, Any]) -> Path:
         """Download a resolved file into the temporary folder; the caller deletes it."""
-        token = self.settings.slack_bot_token.get() if self.settings.slack_bot_token else ""
+        token = await self.workspaces.token(self.team_id)
+        if token is None:
+            raise FileAccessError("the app is no longer installed in this workspace")
         try:
             return await download_file(
                 self.http,

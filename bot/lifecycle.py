@@ -12,8 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.errors import ApiError, InputError
 from bot.jobs import Job
 from bot.outbox import Outbox
@@ -30,6 +28,7 @@ from bot.voice_blocks import (
     speech_comment,
 )
 from bot.voices import VoiceLibrary, VoiceRecord, may_reach
+from bot.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +38,13 @@ class VoiceService:
 
     def __init__(
         self, settings: Settings, library: VoiceLibrary, tts: TextToSpeechClient, outbox: Outbox,
-        slack: AsyncWebClient,
+        workspaces: Workspaces,
     ):
         self.settings = settings
         self.library = library
         self.tts = tts
         self.outbox = outbox
-        self.slack = slack
+        self.workspaces = workspaces
         self.admins = settings.admin_users
         self.root = Path(settings.data_path) / "speech"
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -222,4 +221,6 @@ class VoiceService:
     async def publish_home(self, team_id: str | None, user: str) -> None:
         """Publish `user`'s "Your voices" Home tab (only their own voices, admins included)."""
         voices = await self.library.listed(team_id or "", user)
-        await self.slack.views_publish(user_id=user, view=build_home(voices))
+        client = await self.workspaces.client(team_id)
+        if client is not None:
+            await client.views_publish(user_id=user, view=build_home(voices))

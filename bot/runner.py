@@ -23,7 +23,6 @@ from typing import Any
 
 import httpx
 from redis.exceptions import RedisError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
 from bot.audio import AudioLimits
@@ -46,6 +45,7 @@ from bot.replies import Replies, file_name, refresh_share
 from bot.settings import Settings
 from bot.slack_files import looks_like_media
 from bot.trtc import VoiceCloneClient, default_voice_name
+from bot.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class JobRunner:
         replies: Replies,
         audit: Audit,
         prepared: PreparedAudio,
-        slack: AsyncWebClient,
+        workspaces: Workspaces,
         trtc: VoiceCloneClient,
         http: httpx.AsyncClient,
         *,
@@ -79,7 +79,7 @@ class JobRunner:
         self.replies = replies
         self.audit = audit
         self.prepared = prepared
-        self.slack = slack
+        self.workspaces = workspaces
         self.trtc = trtc
         self.http = http
         self.workers = workers or settings.workers
@@ -327,10 +327,9 @@ class JobRunner:
         self.prepared.delete(job.id)
         return result
 
-    @property
-    def _fetcher(self) -> Fetcher:
-        # Built on use: tests point temp_dir elsewhere after construction.
-        return Fetcher(self.settings, self.slack, self.http, self.temp_dir)
+    def _fetcher(self, job: Job) -> Fetcher:
+        # Built on use: tests point temp_dir elsewhere after construction; each job uses its workspace's token.
+        return Fetcher(self.settings, self.workspaces, self.http, self.temp_dir, job.team_id)
 
     def _request(self, job: Job) -> CloneRequest:
         file = job.file
@@ -343,7 +342,7 @@ class JobRunner:
         )
 
     async def _resolve(self, job: Job) -> dict[str, Any]:
-        file = await self._fetcher.resolve(job.file)
+        file = await self._fetcher(job).resolve(job.file)
         if file is not job.file:
             job.file = file
             await self.store.update(job.id, file=file)
@@ -376,7 +375,7 @@ class JobRunner:
             raise NotAudioError("not an audio or video file")
         request = self._request(job)
         check_request(request)
-        path = await self._fetcher.download(file)
+        path = await self._fetcher(job).download(file)
         metrics.JOB_STAGE_SECONDS.labels(stage="download").observe(time.monotonic() - started)
         started = time.monotonic()
         try:

@@ -13,7 +13,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -38,12 +38,13 @@ REACTION_NOOPS = frozenset({"already_reacted", "no_reaction"})
 
 
 class Sender:
-    """Delivers outbox records with `client_for(team_id)`; one loop, up to `concurrency` calls in flight."""
+    """Delivers outbox records with `await client_for(team_id)` (None: the app is not installed there any more);
+    one loop, up to `concurrency` calls in flight."""
 
     def __init__(
         self,
         outbox: Outbox,
-        client_for: Callable[[str | None], AsyncWebClient],
+        client_for: Callable[[str | None], Awaitable[AsyncWebClient | None]],
         *,
         pacer: Pacer | None = None,
         # 32 calls in flight: with 8, the hourglasses of a 200-share burst queued behind each other (feedback p99
@@ -163,6 +164,12 @@ class Sender:
 
     # -- one record -----------------------------------------------------------------------------------
 
+    async def _client(self, record: Record) -> AsyncWebClient:
+        client = await self.client_for(record.team_id)
+        if client is None:
+            raise NotInstalled(record.team_id)
+        return client
+
     async def _send(self, record: Record) -> None:
         try:
             if record.kind == MESSAGE:
@@ -178,6 +185,9 @@ class Sender:
                 log.info("Slack is answering again")
         except SlackApiError as exc:
             await self._guard(self._refused(record, exc))
+        except NotInstalled:
+            log.info("workspace %s no longer has the app installed: dropped %s", record.team_id, record.key)
+            await self._guard(self.outbox.give_up(record, "not_installed"))
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             await self._guard(self._back_off(record, type(exc).__name__, "connection"))
         except asyncio.CancelledError:
@@ -200,7 +210,7 @@ class Sender:
             log.exception("could not record a Slack failure")
 
     async def _send_message(self, record: Record) -> None:
-        client = self.client_for(record.team_id)
+        client = await self._client(record)
         text = record.payload.get("text") or ""
         blocks = record.payload.get("blocks")
         note = (record.fallback or {}).get("note")
@@ -222,7 +232,7 @@ class Sender:
             await self.outbox.delivered(record)
 
     async def _send_ephemeral(self, record: Record) -> None:
-        client = self.client_for(record.team_id)
+        client = await self._client(record)
         await client.chat_postEphemeral(
             channel=record.channel, user=record.payload["user"], text=record.payload.get("text") or "",
             thread_ts=record.thread_ts,
@@ -230,7 +240,7 @@ class Sender:
         await self.outbox.delivered(record)
 
     async def _send_upload(self, record: Record) -> None:
-        client = self.client_for(record.team_id)
+        client = await self._client(record)
         payload = record.payload
         try:
             with open(payload["path"], "rb") as audio:
@@ -254,7 +264,7 @@ class Sender:
         discard_file(record)
 
     async def _send_reactions(self, record: Record) -> None:
-        client = self.client_for(record.team_id)
+        client = await self._client(record)
         assert record.ts is not None
         desired = set(record.payload.get("names") or [])
         applied = set(record.applied)
@@ -325,6 +335,10 @@ class Sender:
         else:
             log.warning("cannot post in %s (%s) and nobody to tell: dropped %s", record.channel, error, record.key)
             await self.outbox.give_up(record, error)
+
+
+class NotInstalled(Exception):
+    """The record's workspace has no installation (it uninstalled the app): nothing can be sent there."""
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from harness import BOT_TOKEN, SIGNING_SECRET
 
-from bot.app import create_web_client
 from bot.db import Database
 from bot.outbox import DEAD, SENT, Outbox
 from bot.pacing import Pacer, Rate
 from bot.sender import Sender
 from bot.settings import load_settings
 from bot.standins.slack import SlackStandIn
+from bot.workspaces import create_web_client
 
 CHANNEL = "C0OUTBOX"
 
@@ -70,10 +70,13 @@ class Rig:
         self.outbox = Outbox(self.db, ttl_seconds=ttl)
         self.client = create_web_client(self.settings, retries=False, timeout=5)
         self.sender = Sender(
-            self.outbox, lambda team: self.client, pacer=pacer or Pacer({"post": None, "update": None, "react": None}),
+            self.outbox, self._client_for, pacer=pacer or Pacer({"post": None, "update": None, "react": None}),
             max_backoff=0.2,
         )
         self.outbox.on_change = self.sender.wake
+
+    async def _client_for(self, team: str | None):
+        return self.client
 
     async def close(self) -> None:
         await self.sender.stop(0.1)
