@@ -1,8 +1,9 @@
 FROM python:3.12-slim
 
-# Debian's ffmpeg (the imageio-ffmpeg wheel is the fallback for machines without one).
+# Debian's ffmpeg (the imageio-ffmpeg wheel is the fallback for machines without one), and libpq for psycopg
+# when DATABASE_URL is postgresql:// (docker-compose.yml; harmless when psycopg brings its own binary build).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ffmpeg \
+ && apt-get install -y --no-install-recommends ffmpeg libpq5 \
  && rm -rf /var/lib/apt/lists/*
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
