@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import httpx
@@ -23,8 +24,10 @@ from bot import metrics
 from bot.audit import Audit
 from bot.db import Database
 from bot.housekeeping import Housekeeping
+from bot.installations import Installations
 from bot.jobs import JobStore
 from bot.lifecycle import VoiceService
+from bot.oauth import authorize, oauth_flow
 from bot.outbox import Outbox
 from bot.pacing import SLACK_RATES, Pacer
 from bot.prepared import PreparedAudio
@@ -36,6 +39,7 @@ from bot.sender import Sender
 from bot.settings import Settings
 from bot.trtc import VoiceCloneClient
 from bot.tts import TextToSpeechClient
+from bot.uninstall import Uninstaller
 from bot.voices import VoiceLibrary
 from bot.workspaces import OUTBOX, Workspaces, create_web_client
 
@@ -43,13 +47,31 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings, *, client: AsyncWebClient, runner: JobRunner, voices: VoiceService | None = None
+    settings: Settings,
+    *,
+    client: AsyncWebClient,
+    runner: JobRunner,
+    voices: VoiceService | None = None,
+    installations: Installations | None = None,
+    oauth_client: AsyncWebClient | None = None,
+    on_uninstalled: Uninstaller | None = None,
 ) -> AsyncApp:
     """Build the Bolt app; no network is touched until the first request arrives.
 
     `client` is what listeners get: it serves the acknowledgement path (views.open), so it must not retry and
-    must time out well inside Slack's 3 seconds.
+    must time out well inside Slack's 3 seconds. With `installations` (OAuth mode) it holds no token: Bolt gives
+    each request a copy holding its workspace's token, and serves /slack/install and /slack/oauth_redirect;
+    `oauth_client` calls oauth.v2.access (off the acknowledgement path, so with a longer limit).
     """
+    oauth: dict[str, Any] = {}
+    if installations is not None:
+        flow_client = oauth_client or client
+        oauth = {
+            "oauth_flow": oauth_flow(settings, installations, flow_client),
+            "installation_store": installations.store,
+            "installation_store_bot_only": True,
+            "authorize": authorize(settings, installations, flow_client),
+        }
     app = AsyncApp(
         client=client,
         signing_secret=settings.slack_signing_secret.get() if settings.slack_signing_secret else "",
@@ -57,8 +79,9 @@ def create_app(
         # They only store and queue; the slow work happens on JobRunner's workers.
         process_before_response=True,
         ignoring_self_events_enabled=True,
+        **oauth,
     )
-    handlers.register(app, runner=runner, settings=settings, voices=voices)
+    handlers.register(app, runner=runner, settings=settings, voices=voices, on_uninstalled=on_uninstalled)
     return app
 
 
@@ -81,6 +104,8 @@ class Runtime:
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     ack_session: aiohttp.ClientSession | None = None
     voices: VoiceService | None = None
+    # OAuth mode: each workspace's installation (None: one workspace, SLACK_BOT_TOKEN).
+    installations: Installations | None = None
 
     async def start(self) -> None:
         """Start the background work: the Slack outbox sender and the job workers."""
@@ -114,6 +139,8 @@ class Runtime:
             await self.session.close()
         if self.ack_session is not None:
             await self.ack_session.close()
+        if self.installations is not None:
+            await self.installations.aclose()
         self.db.close()
 
     async def drain(self, timeout: float = 120.0) -> None:
@@ -137,7 +164,12 @@ class Runtime:
 
         Bolt caches auth.test lazily and without a lock: every event arriving before the first answer makes its own
         call (200 calls for a burst of 200 shares, measured). Doing it here also fails fast on a bad token.
+        OAuth mode has no single token to check (each workspace's is checked once, on its first request): start-up
+        creates the installation tables instead.
         """
+        if self.installations is not None:
+            await self.installations.create_tables()
+            return
         result = await self.client.auth_test()
         for middleware in getattr(self.app, "_async_middleware_list", []):
             if isinstance(middleware, AsyncSingleTeamAuthorization) and middleware.auth_test_result is None:
@@ -185,7 +217,10 @@ def build_runtime(
     # aiohttp's default 5 minutes and the /clone acknowledgement missed Slack's 3 s).
     ack_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
     ack_client = create_web_client(settings, ack_session, retries=False, timeout=2)
-    workspaces = Workspaces(settings, session)
+    installations = Installations(settings) if settings.oauth else None
+    if installations is not None:
+        ack_client.token = None  # SLACK_BOT_TOKEN, if also set, belongs to no installed workspace
+    workspaces = Workspaces(settings, session, lookup=installations.bot_token if installations else None)
     if pacer is None:
         pacer = Pacer() if pace_interval > 0 else Pacer({kind: None for kind in SLACK_RATES})
     sender = Sender(
@@ -205,13 +240,28 @@ def build_runtime(
     tts = TextToSpeechClient(settings, limiter=trtc.limiter)
     voices = VoiceService(settings, VoiceLibrary(db), tts, outbox, workspaces)
     runner.on_cloned = voices.on_cloned
-    app = create_app(settings, client=ack_client, runner=runner, voices=voices)
+    uninstaller = oauth_client = None
+    if installations is not None:
+        uninstaller = Uninstaller(
+            db, prepared, delete_installation=installations.delete_workspace, forget_token=workspaces.forget
+        )
+        # No retries: a lost answer to oauth.v2.access must not redeem the code twice (Slack: code_already_used).
+        oauth_client = create_web_client(settings, session, retries=False, timeout=10)
+        oauth_client.token = None
+    app = create_app(
+        settings, client=ack_client, runner=runner, voices=voices, installations=installations,
+        oauth_client=oauth_client, on_uninstalled=uninstaller,
+    )
     return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, housekeeping, app, session,
-                   ack_session=ack_session, voices=voices)
+                   ack_session=ack_session, voices=voices, installations=installations)
 
 
 def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:
-    """The HTTP front: POST /slack/events (HTTP mode only), GET /healthz and GET /metrics."""
+    """The HTTP front: POST /slack/events (HTTP mode only), GET /healthz and GET /metrics.
+
+    OAuth mode adds GET /slack/install and /slack/oauth_redirect in both modes: Slack sends the installer's browser
+    to this port in Socket Mode too (Bolt serves installs over HTTP only).
+    """
 
     async def healthz(request: Request) -> Response:
         problem = runtime.health()
@@ -232,4 +282,12 @@ def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:
             return await handler.handle(request)
 
         routes.insert(0, Route("/slack/events", slack_events, methods=["POST"]))
+    flow = runtime.app.oauth_flow
+    if flow is not None:
+        installs = AsyncSlackRequestHandler(runtime.app)
+
+        async def slack_install(request: Request) -> Response:
+            return await installs.handle(request)
+
+        routes += [Route(path, slack_install, methods=["GET"]) for path in (flow.install_path, flow.redirect_uri_path)]
     return Starlette(routes=routes)

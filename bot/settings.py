@@ -312,9 +312,17 @@ def slack_configured(env: Mapping[str, str]) -> bool:
 
 
 def run_requirements(env: Mapping[str, str], *, http: bool = False) -> tuple[bool, tuple[str, ...]]:
-    """(socket_mode, required keys) for running the bot: Socket Mode when SLACK_APP_TOKEN is set and not --http."""
+    """(socket_mode, required keys) for running the bot: Socket Mode when SLACK_APP_TOKEN is set and not --http.
+
+    OAuth (either SLACK_CLIENT_ID or SLACK_CLIENT_SECRET set: then both are required) replaces SLACK_BOT_TOKEN with
+    each workspace's installation. Events still come over Socket Mode (SLACK_APP_TOKEN) or HTTP (SLACK_SIGNING_SECRET);
+    the install pages are served over HTTP on PORT in both, so in Socket Mode PORT must be reachable by installers.
+    """
     socket_mode = bool(env.get("SLACK_APP_TOKEN", "").strip()) and not http
-    return socket_mode, (*TRTC_KEYS, *(SLACK_SOCKET_KEYS if socket_mode else SLACK_HTTP_KEYS))
+    keys = SLACK_SOCKET_KEYS if socket_mode else SLACK_HTTP_KEYS
+    if any(env.get(key, "").strip() for key in SLACK_OAUTH_KEYS):
+        keys = (*(k for k in keys if k != "SLACK_BOT_TOKEN"), *SLACK_OAUTH_KEYS)
+    return socket_mode, (*TRTC_KEYS, *keys)
 
 
 def _shown(key: str, value: str) -> str:
@@ -434,6 +442,15 @@ def load_settings(
                 else "must be a redis:// or rediss:// URL with a host (the value is hidden: it may hold a password)"
             )
             redis_url = None
+
+    client_id, client_secret = text("SLACK_CLIENT_ID"), text("SLACK_CLIENT_SECRET")
+    if bool(client_id) != bool(client_secret):
+        missing = "SLACK_CLIENT_SECRET" if client_id else "SLACK_CLIENT_ID"
+        problems.setdefault(
+            missing,
+            f"is missing: set it to {WHERE[missing]}: OAuth installs need both SLACK_CLIENT_ID and SLACK_CLIENT_SECRET "
+            "(or set neither and SLACK_BOT_TOKEN for one workspace)",
+        )
 
     for key, prefix in (("SLACK_BOT_TOKEN", "xoxb-"), ("SLACK_APP_TOKEN", "xapp-")):
         value = text(key)

@@ -7,15 +7,24 @@ from slack_bolt.async_app import AsyncApp
 from bot.lifecycle import VoiceService
 from bot.runner import JobRunner
 from bot.settings import Settings
-from handlers import actions, commands, messages, views
+from handlers import actions, commands, installs, messages, views
 from handlers import voices as voice_handlers
 
 
-def register(app: AsyncApp, *, runner: JobRunner, settings: Settings, voices: VoiceService | None = None) -> None:
-    """Register every listener on `app`."""
+def register(
+    app: AsyncApp,
+    *,
+    runner: JobRunner,
+    settings: Settings,
+    voices: VoiceService | None = None,
+    on_uninstalled: installs.OnUninstalled | None = None,
+) -> None:
+    """Register every listener on `app`; `on_uninstalled` (OAuth mode) deletes a workspace that left."""
     messages.register(app, runner=runner)
     commands.register(app, runner=runner, voices=voices)
     views.register(app, runner=runner)
     actions.register(app, runner=runner)
     if voices is not None:
         voice_handlers.register(app, voices=voices)
+    if on_uninstalled is not None:
+        installs.register(app, on_uninstalled=on_uninstalled)

@@ -49,6 +49,9 @@ EVENT_SUBSCRIPTIONS = {
     "app_mention": {"app_mention": "app_mentions:read"},
     "file_shared": {"file_shared": "files:read"},
     "app_home_opened": {"app_home_opened": ""},  # no scope
+    # OAuth installs: a workspace leaving (no scope needed).
+    "app_uninstalled": {"app_uninstalled": ""},
+    "tokens_revoked": {"tokens_revoked": ""},
 }
 # Everything that is not a Web API call but needs a scope.
 OTHER_USES = {

@@ -9,11 +9,18 @@ Where Slack's behaviour is undocumented the stand-in picks the plausible answer 
         body = slack.user_message("C0TEST", files=[file])  # an event_callback body, stored as a message
         post_signed(app_url, body, signing_secret=slack.signing_secret)  # HTTP mode
         slack.send_envelope("events_api", body)  # Socket Mode
+
+Many workspaces: the constructor's is the default; `add_workspace()` or the OAuth install flow
+(`GET /oauth/v2/authorize`, then `oauth.v2.access`) adds more, each with its own bot token. Every Web API call and
+file download is answered for the workspace of the token it carries; `with slack.workspace(team_id):` makes the
+test-side helpers (add_file, user_message, slash_command...) act in another workspace; `uninstall(team_id)`
+revokes its tokens and returns the `app_uninstalled` event Slack sends.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import copy
 import hashlib
@@ -27,9 +34,10 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 import httpx
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -40,6 +48,11 @@ DEFAULT_APP_TOKEN = "xapp-stand-in-app-token"
 DEFAULT_SIGNING_SECRET = "5tand1n0s1gn1ng0secret0000000000"
 DEFAULT_TEAM_ID = "T0TEST"
 DEFAULT_TEAM_DOMAIN = "standin"
+DEFAULT_TEAM_NAME = "Stand-in Workspace"
+# The app's credentials for the OAuth install flow (Basic Information -> App Credentials on Slack).
+DEFAULT_CLIENT_ID = "1234567890123.4567890123456"
+DEFAULT_CLIENT_SECRET = "5tand1n0c11ent0secret0000000000a"
+CODE_TTL = 600.0  # seconds an authorization code can be exchanged (Slack: 10 minutes), once
 DEFAULT_APP_ID = "A0TEST"
 DEFAULT_BOT_USER_ID = "U0BOT"
 DEFAULT_BOT_ID = "B0BOT"
@@ -63,6 +76,8 @@ class Call(NamedTuple):
     time: float
     method: str
     params: JsonDict
+    # The workspace whose token the call carried (None: no token, or one Slack does not know).
+    team: str | None = None
 
 
 class FileRequest(NamedTuple):
@@ -73,6 +88,7 @@ class FileRequest(NamedTuple):
     authorization_present: bool
     authorized: bool
     status: int
+    team: str | None = None  # the workspace of the token sent, if any
 
 
 class ResponseURLPost(NamedTuple):
@@ -514,6 +530,25 @@ _JSON_FIELDS = ("blocks", "attachments", "view", "files", "metadata")
 # --------------------------------------------------------------------------------------------------
 
 
+@dataclass
+class Workspace:
+    """One Slack workspace the app is (or was) installed in, with its bot user and bot tokens."""
+
+    team_id: str
+    team_domain: str
+    team_name: str
+    bot_user_id: str
+    bot_id: str
+    tokens: list[str] = field(default_factory=list)  # issued bot tokens, newest last
+    installer: str = DEFAULT_USER_ID
+    scopes: tuple[str, ...] = ()
+
+    @property
+    def bot_token(self) -> str:
+        """The newest bot token issued for this workspace."""
+        return self.tokens[-1]
+
+
 class SlackStandIn:
     """Slack's Web API, file host and Socket Mode on one loopback port, in its own thread and event loop."""
 
@@ -531,16 +566,31 @@ class SlackStandIn:
         post_limit: tuple[float, float] | None = None,
     ):
         """post_limit: (per_second, burst) for chat.postMessage per channel (see limit_posts); None: no limit."""
-        self.bot_token = bot_token
         self.app_token = app_token or DEFAULT_APP_TOKEN
         self.signing_secret = signing_secret
-        self.team_id = team_id
-        self.team_domain = team_domain
-        self.bot_user_id = bot_user_id
-        self.bot_id = bot_id
         self.app_id = app_id
         self.url = ""
         self.api_url = ""
+        # OAuth: the app's credentials and Redirect URLs (OAuth & Permissions); see configure_oauth.
+        self.client_id = DEFAULT_CLIENT_ID
+        self.client_secret = DEFAULT_CLIENT_SECRET
+        self.redirect_urls: list[str] = []
+        # Where Slack POSTs events in HTTP mode (deliver_event); None: Socket Mode envelopes.
+        self.request_url: str | None = None
+
+        # Workspaces by team id; tokens -> team id. The constructor's workspace is the default one.
+        self._default_team = team_id
+        self._teams: dict[str, Workspace] = {
+            team_id: Workspace(team_id, team_domain, DEFAULT_TEAM_NAME, bot_user_id, bot_id, [bot_token])
+        }
+        self._token_teams: dict[str, str] = {bot_token: team_id}
+        # Tokens of workspaces that uninstalled the app: "token_revoked" for good (reset() keeps them).
+        self._uninstalled_tokens: set[str] = set()
+        self._codes: dict[str, JsonDict] = {}  # authorization code -> what was approved
+        self._acting = threading.local()  # the workspace a Web API call or a `with workspace()` block acts in
+        self._next_installer: tuple[str, str, str] | None = None  # (team_id, team_name, user) for the next approval
+        self._deny_next = False
+        self.installs: list[JsonDict] = []  # every completed oauth.v2.access (no secrets)
 
         # One re-entrant lock guards all state; the condition is notified on every recorded change.
         self._cond = threading.Condition(threading.RLock())
@@ -548,7 +598,8 @@ class SlackStandIn:
         self._ids = itertools.count(1)
         self._files: dict[str, JsonDict] = {}
         self._channels: dict[str, JsonDict] = {}
-        self._dms: dict[str, str] = {}  # user id -> the app's DM channel with that user
+        self._dms: dict[tuple[str, str], str] = {}  # (team id, user id) -> the app's DM channel with that user
+        self._channel_teams: dict[str, str] = {}  # channel -> the workspace it belongs to, once known
         self._post_limit: tuple[float, float] | None = None
         self._clear_recordings()
         if post_limit is not None:
@@ -561,6 +612,144 @@ class SlackStandIn:
         self._release_stalls: asyncio.Event | None = None
         self._halt: asyncio.Event | None = None  # set on stop: wakes calls held by delay_next
         self._stopping = False
+
+    # workspaces --------------------------------------------------------------------------------------
+
+    @property
+    def _ws(self) -> Workspace:
+        """The workspace being acted in: a call's token's, a `with workspace()` block's, else the default."""
+        team = getattr(self._acting, "team", None)
+        return self._teams[team or self._default_team]
+
+    @property
+    def team_id(self) -> str:
+        return self._ws.team_id
+
+    @property
+    def team_domain(self) -> str:
+        return self._ws.team_domain
+
+    @property
+    def team_name(self) -> str:
+        return self._ws.team_name
+
+    @property
+    def bot_user_id(self) -> str:
+        return self._ws.bot_user_id
+
+    @property
+    def bot_id(self) -> str:
+        return self._ws.bot_id
+
+    @property
+    def bot_token(self) -> str:
+        """The bot token of the workspace acted in (the newest issued there)."""
+        return self._ws.bot_token
+
+    @contextlib.contextmanager
+    def workspace(self, team_id: str) -> Iterator[Workspace]:
+        """Make this thread's helpers (add_file, user_message, slash_command, press...) act in `team_id`."""
+        with self._cond:
+            ws = self._teams[team_id]
+        previous = getattr(self._acting, "team", None)
+        self._acting.team = team_id
+        try:
+            yield ws
+        finally:
+            self._acting.team = previous
+
+    def workspaces(self) -> list[Workspace]:
+        """Every workspace known here (installed or not)."""
+        with self._cond:
+            return [copy.deepcopy(ws) for ws in self._teams.values()]
+
+    def add_workspace(
+        self,
+        team_id: str,
+        *,
+        team_name: str | None = None,
+        team_domain: str | None = None,
+        bot_token: str | None = None,
+    ) -> Workspace:
+        """Install the app into a workspace directly (as an admin's "Install to Workspace" does); returns it."""
+        with self._cond:
+            ws = self._teams.get(team_id)
+            if ws is None:
+                suffix = hashlib.sha256(team_id.encode()).hexdigest()[:6].upper()
+                ws = Workspace(
+                    team_id, team_domain or team_id.lower(), team_name or f"Workspace {team_id}",
+                    "U0BOT" + suffix, "B0BOT" + suffix,
+                )
+                self._teams[team_id] = ws
+            token = bot_token or f"xoxb-{team_id}-{secrets.token_hex(6)}-{secrets.token_urlsafe(18)}"
+            ws.tokens.append(token)
+            self._token_teams[token] = team_id
+            return copy.deepcopy(ws)
+
+    def configure_oauth(
+        self,
+        redirect_urls: Iterable[str],
+        *,
+        client_id: str | None = None,
+        client_secret: str | None = None,
+    ) -> None:
+        """The app's Redirect URLs (OAuth & Permissions) and, optionally, other client credentials."""
+        with self._cond:
+            self.redirect_urls = list(redirect_urls)
+            self.client_id = client_id or self.client_id
+            self.client_secret = client_secret or self.client_secret
+
+    def sign_in(self, team_id: str, *, team_name: str | None = None, user: str = DEFAULT_USER_ID) -> None:
+        """Who approves the next install on the authorize page: `user` of workspace `team_id` (new or known)."""
+        with self._cond:
+            self._next_installer = (team_id, team_name or f"Workspace {team_id}", user)
+
+    def deny_next_install(self) -> None:
+        """The next visitor of the authorize page presses Cancel: redirected back with error=access_denied."""
+        with self._cond:
+            self._deny_next = True
+
+    def uninstall(self, team_id: str) -> JsonDict:
+        """The workspace removes the app: its bot tokens answer "token_revoked" from now on (reset() keeps that).
+
+        Returns the `app_uninstalled` event_callback Slack then sends (deliver it with deliver_event).
+        """
+        with self._cond:
+            ws = self._teams[team_id]
+            self._uninstalled_tokens.update(ws.tokens)
+        self._notify()
+        return self.app_uninstalled_event(team_id)
+
+    def app_uninstalled_event(self, team_id: str) -> JsonDict:
+        """The `app_uninstalled` event for `team_id`, in its envelope."""
+        with self._cond:
+            ws = self._teams[team_id]
+        event = {"type": "app_uninstalled", "event_ts": f"{time.time():.6f}"}
+        return event_callback(event, team_id=team_id, api_app_id=self.app_id, bot_user_id=ws.bot_user_id)
+
+    def tokens_revoked_event(self, team_id: str, *, bot: bool = True, users: Iterable[str] = ()) -> JsonDict:
+        """`tokens_revoked` for `team_id` (revoking the bot token here too when bot=True): ids, never tokens."""
+        with self._cond:
+            ws = self._teams[team_id]
+            if bot:
+                self._uninstalled_tokens.update(ws.tokens)
+        self._notify()
+        event = {
+            "type": "tokens_revoked",
+            "tokens": {"oauth": list(users), "bot": [ws.bot_user_id] if bot else []},
+            "event_ts": f"{time.time():.6f}",
+        }
+        return event_callback(event, team_id=team_id, api_app_id=self.app_id, bot_user_id=ws.bot_user_id)
+
+    def deliver_event(self, body: Mapping[str, Any], *, kind: str = "event") -> httpx.Response | str:
+        """Send an event as Slack does: signed POST to request_url (HTTP mode), else a Socket Mode envelope."""
+        if self.request_url is not None:
+            return post_signed(self.request_url, body, kind=kind, signing_secret=self.signing_secret)
+        envelope = {"event": "events_api", "form": "slash_commands", "interactive": "interactive"}[kind]
+        return self.send_envelope(envelope, body)
+
+    def _team_of(self, token: str) -> str | None:
+        return self._token_teams.get(token)
 
     def _clear_recordings(self) -> None:
         self.calls: list[Call] = []
@@ -662,6 +851,7 @@ class SlackStandIn:
         app.router.add_get("/files-pri/{key}/download/{name:.+}", self._serve_file)
         app.router.add_get("/files-pri/{key}/{name:.+}", self._serve_file)
         app.router.add_get("/", self._sign_in_page)
+        app.router.add_get("/oauth/v2/authorize", self._authorize_page)
         app.router.add_post("/upload/v1/{ticket}", self._upload)
         app.router.add_post("/commands/{team}/{n}/{secret}", self._response_url)
         app.router.add_get("/link/", self._socket)
@@ -767,9 +957,9 @@ class SlackStandIn:
             self._clear_recordings()
         self._notify()
 
-    def _record_call(self, method: str, params: JsonDict) -> None:
+    def _record_call(self, method: str, params: JsonDict, team: str | None = None) -> None:
         with self._cond:
-            self.calls.append(Call(time.time(), method, params))
+            self.calls.append(Call(time.time(), method, params, team))
         self._notify()
 
     # test controls -----------------------------------------------------------------------------------
@@ -951,12 +1141,13 @@ class SlackStandIn:
     def dm_channel(self, user: str) -> str:
         """The app's DM ("im") channel with a user: created on first use, the same id every time (D...)."""
         with self._cond:
-            channel = self._dms.get(user)
+            channel = self._dms.get((self.team_id, user))
             if channel is None:
                 digest = hashlib.sha256(f"{self.team_id}:{user}".encode()).hexdigest()
                 channel = "D" + digest[:10].upper()
-                self._dms[user] = channel
-                self._channels.setdefault(channel, _channel_object(channel, "im", None, False, user))
+                self._dms[(self.team_id, user)] = channel
+                self._channel_teams[channel] = self.team_id
+                self._channels.setdefault(channel, _channel_object(channel, "im", None, False, user, self.team_id))
             return channel
 
     # faults: posting limit ------------------------------------------------------------------------------
@@ -1011,9 +1202,10 @@ class SlackStandIn:
         kind = kind or _kind_from_id(channel_id)
         if kind is None:
             raise ValueError(f"cannot tell the kind of channel {channel_id!r}")
-        channel = _channel_object(channel_id, kind, name, is_ext_shared, user)
+        channel = _channel_object(channel_id, kind, name, is_ext_shared, user, self.team_id)
         with self._cond:
             self._channels[channel_id] = channel
+            self._channel_teams[channel_id] = self.team_id
         return copy.deepcopy(channel)
 
     def add_file(
@@ -1053,6 +1245,7 @@ class SlackStandIn:
                 "content": bytes(content),
                 "visible": visible_to_bot,
                 "chunked": chunked,
+                "team": self.team_id,
             }
         if slack_connect_stub:
             # The exact stub Slack sends to Events API apps for files shared in Slack Connect channels.
@@ -1139,6 +1332,7 @@ class SlackStandIn:
         )
         stored = {k: v for k, v in body["event"].items() if k not in ("channel_type", "event_ts")}
         with self._cond:
+            self._channel_teams.setdefault(channel, self.team_id)
             self._messages.setdefault(channel, {})[stored["ts"]] = copy.deepcopy(stored)
             for file in files:
                 self._record_share(str(file.get("id")), channel, kind, stored["ts"], thread_ts)
@@ -1224,13 +1418,19 @@ class SlackStandIn:
         method = request.match_info["method"]
         params = await _read_params(request)
         token = _bearer(request) or params.pop("token", None)
+        client = _basic(request)  # oauth.v2.access: slack_sdk sends the client id and secret as HTTP Basic auth
         try:
             await self._hold(method, params)
-            return await self._answer_api(method, params, token)
+            return await self._answer_api(method, params, token, client)
         finally:
-            self._record_call(method, params)
+            params.pop("client_secret", None)  # never recorded
+            with self._cond:
+                team = self._team_of(token) if token else None
+            self._record_call(method, params, team)
 
-    async def _answer_api(self, method: str, params: JsonDict, token: str | None) -> web.Response:
+    async def _answer_api(
+        self, method: str, params: JsonDict, token: str | None, client: tuple[str, str] | None = None
+    ) -> web.Response:
         with self._cond:
             queue = self._failures.get(method)
             failure = queue.pop(0) if queue else None
@@ -1238,15 +1438,18 @@ class SlackStandIn:
             return web.json_response(
                 {"ok": False, "error": failure.error}, status=failure.status, headers=failure.headers
             )
+        if method == "oauth.v2.access":  # authenticated by the app's client id and secret, not a token
+            return self._oauth_access(params, client)
         handler = self._methods().get(method)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method", "req_method": method})
         if not token:
             return web.json_response({"ok": False, "error": "not_authed"})
-        if token not in (self.bot_token, self.app_token):
-            return web.json_response({"ok": False, "error": "invalid_auth"})
         with self._cond:
-            dead = self._dead_tokens.get(token)
+            team = self._team_of(token) if token != self.app_token else self._default_team
+            dead = self._dead_tokens.get(token) or ("token_revoked" if token in self._uninstalled_tokens else None)
+        if team is None:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
         if dead is not None:
             return web.json_response({"ok": False, "error": dead})
         wants_app_token = method == "apps.connections.open"
@@ -1254,7 +1457,12 @@ class SlackStandIn:
             return web.json_response({"ok": False, "error": "not_allowed_token_type"})
         try:
             with self._cond:
-                result = handler(params)
+                # Every answer is the token's workspace's: its team id, bot user, files and channels.
+                self._acting.team = team
+                try:
+                    result = handler(params)
+                finally:
+                    self._acting.team = None
         except _SlackError as exc:
             return web.json_response({"ok": False, "error": exc.error, **exc.extra})
         except _Throttled as exc:
@@ -1286,7 +1494,7 @@ class SlackStandIn:
     def _auth_test(self, params: JsonDict) -> JsonDict:
         return {
             "url": f"https://{self.team_domain}.slack.com/",
-            "team": "Stand-in Workspace",
+            "team": self.team_name,
             "user": "voiceclone",
             "team_id": self.team_id,
             "user_id": self.bot_user_id,
@@ -1298,6 +1506,8 @@ class SlackStandIn:
         channel = params.get(key)
         if not channel or (channel not in self._channels and _kind_from_id(channel) is None):
             raise _SlackError("channel_not_found")
+        if self._channel_teams.get(channel, self.team_id) != self.team_id:
+            raise _SlackError("channel_not_found")  # another workspace's channel: this token cannot see it
         return channel
 
     def _writable(self, channel: str, member: bool = True) -> None:
@@ -1423,7 +1633,7 @@ class SlackStandIn:
 
     def _files_info(self, params: JsonDict) -> JsonDict:
         stored = self._files.get(params.get("file") or "")
-        if stored is None or not stored["visible"]:
+        if stored is None or not stored["visible"] or stored["team"] != self.team_id:
             raise _SlackError("file_not_found")
         return {
             "file": copy.deepcopy(stored["object"]),
@@ -1473,6 +1683,7 @@ class SlackStandIn:
                 "content": upload["content"],
                 "visible": True,
                 "chunked": False,
+                "team": self.team_id,
             }
             objects.append(obj)
         if channel is not None:
@@ -1591,7 +1802,9 @@ class SlackStandIn:
         channel_id = self._channel(params)
         channel = copy.deepcopy(
             self._channels.get(channel_id)
-            or _channel_object(channel_id, _kind_from_id(channel_id) or "channel", None, False, DEFAULT_USER_ID)
+            or _channel_object(
+                channel_id, _kind_from_id(channel_id) or "channel", None, False, DEFAULT_USER_ID, self.team_id
+            )
         )
         channel["is_archived"] = channel_id in self._archived
         if "is_member" in channel:
@@ -1605,35 +1818,138 @@ class SlackStandIn:
             "url": f"ws://127.0.0.1:{self.url.rsplit(':', 1)[1]}/link/?ticket={ticket}&app_id={self.app_id}"
         }
 
+    # OAuth install flow ---------------------------------------------------------------------------------
+
+    def _redirect_allowed(self, redirect_uri: str) -> bool:
+        """Slack accepts a redirect_uri under one of the app's Redirect URLs (same scheme and host, path below)."""
+        wanted = urlsplit(redirect_uri)
+        for url in self.redirect_urls:
+            allowed = urlsplit(url)
+            if (wanted.scheme, wanted.netloc) == (allowed.scheme, allowed.netloc) and wanted.path.startswith(
+                allowed.path
+            ):
+                return True
+        return False
+
+    async def _authorize_page(self, request: web.Request) -> web.Response:
+        """slack.com/oauth/v2/authorize: the signed-in user approves at once (or cancels: deny_next_install).
+
+        Problems with the app's own parameters show Slack's error page (no redirect: the target is untrusted).
+        """
+        query = request.query
+        with self._cond:
+            redirect_uri = query.get("redirect_uri") or None
+            if query.get("client_id") != self.client_id:
+                return _oauth_error_page("invalid_client_id", 400)
+            if redirect_uri is not None and not self._redirect_allowed(redirect_uri):
+                return _oauth_error_page("bad_redirect_uri", 400)
+            target = redirect_uri or (self.redirect_urls[0] if self.redirect_urls else None)
+            if target is None:
+                return _oauth_error_page("bad_redirect_uri", 400)
+            state = query.get("state")
+            if self._deny_next:
+                self._deny_next = False
+                answer: dict[str, str] = {"error": "access_denied"}
+            else:
+                team_id, team_name, user = self._next_installer or (
+                    query.get("team") or self._default_team, DEFAULT_TEAM_NAME, DEFAULT_USER_ID
+                )
+                self._next_installer = None
+                code = f"{secrets.randbelow(10**13)}.{secrets.randbelow(10**13)}.{secrets.token_hex(32)}"
+                self._codes[code] = {
+                    "team_id": team_id,
+                    "team_name": team_name,
+                    "user": user,
+                    "redirect_uri": redirect_uri,
+                    "scopes": [s for s in (query.get("scope") or "").split(",") if s],
+                    "issued": time.monotonic(),
+                    "used": False,
+                }
+                answer = {"code": code}
+            if state is not None:
+                answer["state"] = state
+        self._notify()
+        separator = "&" if urlsplit(target).query else "?"
+        raise web.HTTPFound(target + separator + urlencode(answer))
+
+    def _oauth_access(self, params: JsonDict, client: tuple[str, str] | None) -> web.Response:
+        """oauth.v2.access: a code (once, within 10 minutes) for the workspace's new bot token."""
+        client_id, client_secret = client or (params.get("client_id"), params.get("client_secret"))
+        with self._cond:
+            if client_id != self.client_id:
+                error = "invalid_client_id"
+            elif not hmac.compare_digest(str(client_secret or ""), self.client_secret):
+                error = "bad_client_secret"
+            else:
+                error = None
+            grant = self._codes.get(str(params.get("code") or "")) if error is None else None
+            if error is None and (grant is None or grant["used"] or time.monotonic() - grant["issued"] > CODE_TTL):
+                error = "invalid_code"  # Slack answers the same for an unknown, used or expired code
+            if error is None and grant is not None and grant["redirect_uri"] != (params.get("redirect_uri") or None):
+                error = "bad_redirect_uri"  # the redirect_uri must be the one the authorize step was given
+            if error is not None or grant is None:
+                return web.json_response({"ok": False, "error": error})
+            grant["used"] = True
+            ws = self.add_workspace(grant["team_id"], team_name=grant["team_name"])
+            stored = self._teams[ws.team_id]
+            stored.installer = grant["user"]
+            stored.scopes = tuple(grant["scopes"])
+            self.installs.append({"team_id": ws.team_id, "user": grant["user"], "scopes": list(grant["scopes"])})
+        self._notify()
+        return web.json_response(
+            {
+                "ok": True,
+                "access_token": ws.bot_token,
+                "token_type": "bot",
+                "scope": ",".join(grant["scopes"]),
+                "bot_user_id": ws.bot_user_id,
+                "app_id": self.app_id,
+                "team": {"id": ws.team_id, "name": ws.team_name},
+                "enterprise": None,
+                "authed_user": {"id": grant["user"]},
+                "is_enterprise_install": False,
+            }
+        )
+
     # file host ------------------------------------------------------------------------------------------
 
-    def _record_file_request(self, path: str, present: bool, authorized: bool, status: int) -> None:
+    def _record_file_request(
+        self, path: str, present: bool, authorized: bool, status: int, team: str | None = None
+    ) -> None:
         with self._cond:
-            self.file_requests.append(FileRequest(time.time(), path, present, authorized, status))
+            self.file_requests.append(FileRequest(time.time(), path, present, authorized, status, team))
         self._notify()
 
     async def _serve_file(self, request: web.Request) -> web.StreamResponse:
         header = request.headers.get("Authorization")
-        with self._cond:
-            authorized = header == f"Bearer {self.bot_token}" and self.bot_token not in self._dead_tokens
         team, _, file_id = request.match_info["key"].partition("-")
+        token = _bearer(request) or ""
         with self._cond:
-            stored = self._files.get(file_id) if team == self.team_id else None
+            # Only a live bot token of the workspace the file belongs to opens it.
+            authorized = (
+                self._team_of(token) == team
+                and token not in self._dead_tokens
+                and token not in self._uninstalled_tokens
+            )
+            stored = self._files.get(file_id)
+            if stored is not None and stored["team"] != team:
+                stored = None
+            sender = self._team_of(token)
             stall = self._stalls.get(file_id)
             failures = self._file_failures.get(file_id)
             failure = failures.pop(0) if failures else None
         if failure is not None:
-            self._record_file_request(request.path, header is not None, authorized, failure)
+            self._record_file_request(request.path, header is not None, authorized, failure, sender)
             return web.Response(status=failure, text="Slack is having trouble", content_type="text/plain")
         if stored is None:
-            self._record_file_request(request.path, header is not None, authorized, 404)
+            self._record_file_request(request.path, header is not None, authorized, 404, sender)
             return web.Response(status=404, text="Not Found")
         if not authorized or not stored["visible"]:
             # What files.slack.com does without a valid token (or for a file the bot cannot see).
-            self._record_file_request(request.path, header is not None, authorized, 302)
+            self._record_file_request(request.path, header is not None, authorized, 302, sender)
             location = URL(f"{self.url}/?redir={quote(request.path_qs, safe='')}", encoded=True)
             raise web.HTTPFound(location)
-        self._record_file_request(request.path, True, True, 200)
+        self._record_file_request(request.path, True, True, 200, sender)
         content: bytes = stored["content"]
         obj = stored["object"]
         headers = {"Content-Disposition": f'attachment; filename="{quote(obj["name"])}"'}
@@ -1884,6 +2200,25 @@ class SlackStandIn:
 # --------------------------------------------------------------------------------------------------
 
 
+def _basic(request: web.Request) -> tuple[str, str] | None:
+    """(client_id, client_secret) from an HTTP Basic Authorization header, else None."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        login, colon, password = base64.b64decode(value.strip(), validate=True).decode().partition(":")
+    except ValueError:  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return None
+    return (login, password) if colon else None
+
+
+def _oauth_error_page(error: str, status: int) -> web.Response:
+    """What slack.com's authorize page shows when the app's own parameters are wrong."""
+    page = f"<!DOCTYPE html><html><head><title>Slack</title></head><body><h1>Oops, something went wrong.</h1>" \
+        f"<p>Please let the app developer know: <code>{error}</code></p></body></html>"
+    return web.Response(status=status, text=page, content_type="text/html", charset="utf-8")
+
+
 def _bearer(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")
     scheme, _, value = header.partition(" ")
@@ -1940,7 +2275,9 @@ def _kind_from_id(channel_id: str) -> str | None:
     return {"C": "channel", "G": "private", "D": "im"}.get(channel_id[0])
 
 
-def _channel_object(channel_id: str, kind: str, name: str | None, is_ext_shared: bool, user: str) -> JsonDict:
+def _channel_object(
+    channel_id: str, kind: str, name: str | None, is_ext_shared: bool, user: str, team_id: str = DEFAULT_TEAM_ID
+) -> JsonDict:
     created = int(time.time()) - 86400
     if kind == "im":
         return {
@@ -1949,7 +2286,7 @@ def _channel_object(channel_id: str, kind: str, name: str | None, is_ext_shared:
             "is_archived": False,
             "is_im": True,
             "is_org_shared": False,
-            "context_team_id": DEFAULT_TEAM_ID,
+            "context_team_id": team_id,
             "user": user,
             "is_user_deleted": False,
             "priority": 0,
@@ -1974,10 +2311,10 @@ def _channel_object(channel_id: str, kind: str, name: str | None, is_ext_shared:
         "is_org_shared": False,
         "is_pending_ext_shared": False,
         "pending_shared": [],
-        "context_team_id": DEFAULT_TEAM_ID,
+        "context_team_id": team_id,
         "creator": user,
         "is_ext_shared": is_ext_shared,
-        "shared_team_ids": [DEFAULT_TEAM_ID],
+        "shared_team_ids": [team_id],
         "is_member": True,
         "topic": {"value": "", "creator": "", "last_set": 0},
         "purpose": {"value": "", "creator": "", "last_set": 0},
