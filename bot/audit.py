@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
-from bot.db import Database
+from bot.db import SQLITE, Database
 
 # How consent was given.
 BUTTON = "button"  # the uploader pressed "Clone this voice"
@@ -40,10 +40,22 @@ CREATE TABLE IF NOT EXISTS audit (
     request_id   TEXT,
     outcome      TEXT NOT NULL
 );
+"""
+_TABLE = _SCHEMA
+_SCHEMA += """
 CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
+"""
+# The same refusal in PostgreSQL (TRUNCATE too, which skips row triggers there).
+_PG_SCHEMA = _TABLE + """
+CREATE OR REPLACE FUNCTION audit_append_only() RETURNS trigger LANGUAGE plpgsql AS
+$fn$ BEGIN RAISE EXCEPTION 'the audit is append-only'; END $fn$;
+CREATE OR REPLACE TRIGGER audit_no_change BEFORE UPDATE OR DELETE ON audit
+FOR EACH ROW EXECUTE FUNCTION audit_append_only();
+CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 """
 
 COLUMNS = (
@@ -76,7 +88,7 @@ class Audit:
 
     def __init__(self, db: Database):
         self.db = db
-        db.call(lambda conn: conn.executescript(_SCHEMA))
+        db.schema(_SCHEMA if db.dialect == SQLITE else _PG_SCHEMA)
 
     async def record(self, entry: AuditEntry) -> None:
         """Append one line (now, unless the entry carries a time)."""

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.db import Database
+from bot.db import POSTGRESQL, Database
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -55,7 +54,15 @@ _NEW_COLUMNS = {
     "finished_at": "REAL",
     "consent": "TEXT",  # {"how": button|form|attested, "user": ..., "at": ...} once given
     "prompt": "TEXT",  # the prepared prompt's facts (pipeline.Prompt.meta()) while it waits for consent
+    # The queue: a queued job is due at run_at (a retry waits); a running one belongs to lease_owner until
+    # lease_until, renewed while it runs; past that any process may take it over (its owner died).
+    "run_at": "REAL NOT NULL DEFAULT 0",
+    "lease_owner": "TEXT",
+    "lease_until": "REAL",
+    "priority": "INTEGER NOT NULL DEFAULT 0",  # a clone the uploader just confirmed goes first
 }
+# Wakes the workers of every replica (PostgreSQL NOTIFY; one process needs no message).
+JOBS_CHANNEL = "voiceclone_jobs"
 
 
 @dataclass
@@ -111,16 +118,20 @@ class JobStore:
     def __init__(self, db: Database | str | Path):
         self._owns_db = not isinstance(db, Database)
         self.db = db if isinstance(db, Database) else Database(db)
-        self.db.call(lambda conn: conn.executescript(_SCHEMA))
+        self.db.schema(_SCHEMA)
         self.db.add_columns("jobs", _NEW_COLUMNS)
+        self.db.schema("CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, run_at);")
         self._run = self.db.run
+        # SKIP LOCKED: two replicas claiming at once take different jobs instead of queueing on one row lock.
+        # (SQLite has one writer at a time, so its UPDATE ... WHERE id = (SELECT ...) is atomic as it is.)
+        self._skip_locked = " FOR UPDATE SKIP LOCKED" if self.db.dialect == POSTGRESQL else ""
 
     async def add(self, jobs: Iterable[NewJob]) -> list[int]:
         """Store new jobs in one transaction; return the ids of those not seen before (dedupe on key)."""
         items = list(jobs)
         now = time.time()
 
-        def insert(conn: sqlite3.Connection) -> list[int]:
+        def insert(conn: Any) -> list[int]:
             ids: list[int] = []
             with conn:
                 conn.execute("BEGIN IMMEDIATE")
@@ -128,7 +139,7 @@ class JobStore:
                     cur = conn.execute(
                         "INSERT OR IGNORE INTO jobs (dedupe_key, kind, event_id, team_id, channel, thread_ts,"
                         " share_ts, user_id, file_json, options, created_at, updated_at, response_url)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
                         (
                             job.dedupe_key,
                             job.kind,
@@ -145,8 +156,11 @@ class JobStore:
                             job.response_url,
                         ),
                     )
-                    if cur.rowcount == 1 and cur.lastrowid is not None:
-                        ids.append(cur.lastrowid)
+                    row = cur.fetchone()
+                    if row is not None:
+                        ids.append(row[0])
+                if ids:
+                    _notify(conn, self.db)
             return ids
 
         return await self._run(insert)
@@ -154,16 +168,98 @@ class JobStore:
     async def get(self, job_id: int) -> Job | None:
         """One job by id."""
 
-        def select(conn: sqlite3.Connection) -> Job | None:
+        def select(conn: Any) -> Job | None:
             row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
             return _job(row) if row else None
+
+        return await self._run(select)
+
+    async def claim_next(self, owner: str, lease: float) -> Job | None:
+        """Take the next due job for `owner`, atomically: a queued one whose time has come, or a running one whose
+        owner stopped renewing its lease (killed); count the attempt. None when nothing is due."""
+
+        def update(conn: Any) -> Job | None:
+            now = time.time()
+            row = conn.execute(
+                "UPDATE jobs SET status = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?, updated_at = ?"
+                " WHERE id = (SELECT id FROM jobs WHERE (status = ? AND run_at <= ?)"
+                " OR (status = ? AND COALESCE(lease_until, 0) < ?)"
+                f" ORDER BY priority DESC, id LIMIT 1{self._skip_locked}) RETURNING *",
+                (RUNNING, owner, now + lease, now, QUEUED, now, RUNNING, now),
+            ).fetchone()
+            return _job(row) if row else None
+
+        return await self._run(update)
+
+    async def next_due(self) -> float | None:
+        """When the next job falls due: the earliest queued run_at or running lease end (None: nothing waits)."""
+
+        def select(conn: Any) -> float | None:
+            row = conn.execute(
+                "SELECT MIN(CASE WHEN status = ? THEN run_at ELSE COALESCE(lease_until, 0) END) AS t"
+                " FROM jobs WHERE status IN (?, ?)",
+                (QUEUED, *UNFINISHED),
+            ).fetchone()
+            return row["t"] if row else None
+
+        return await self._run(select)
+
+    async def renew(self, owner: str, job_ids: Iterable[int], lease: float) -> int:
+        """Extend `owner`'s lease on the jobs it is running; return how many it still holds."""
+        ids = sorted(job_ids)
+        if not ids:
+            return 0
+        marks = ",".join("?" * len(ids))
+
+        def update(conn: Any) -> int:
+            return conn.execute(
+                f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND status = ? AND id IN ({marks})",
+                (time.time() + lease, owner, RUNNING, *ids),
+            ).rowcount
+
+        return await self._run(update)
+
+    async def holds(self, job_id: int, owner: str) -> bool:
+        """True while `owner` still holds the job's lease (checked before the one call that must not repeat)."""
+
+        def select(conn: Any) -> bool:
+            row = conn.execute(
+                "SELECT 1 FROM jobs WHERE id = ? AND lease_owner = ? AND status = ?", (job_id, owner, RUNNING)
+            ).fetchone()
+            return row is not None
+
+        return await self._run(select)
+
+    async def release(self, owner: str | None = None) -> int:
+        """Let other workers take running jobs now: `owner`'s (stopping), or every one (SQLite: the previous
+        process is gone, since only one process uses the file)."""
+
+        def update(conn: Any) -> int:
+            if owner is None:
+                cur = conn.execute("UPDATE jobs SET lease_until = 0 WHERE status = ?", (RUNNING,))
+            else:
+                cur = conn.execute(
+                    "UPDATE jobs SET lease_until = 0 WHERE status = ? AND lease_owner = ?", (RUNNING, owner)
+                )
+            if cur.rowcount:
+                _notify(conn, self.db)
+            return cur.rowcount
+
+        return await self._run(update)
+
+    async def pending(self) -> int:
+        """Jobs queued (due or waiting for a retry) or running."""
+
+        def select(conn: Any) -> int:
+            row = conn.execute("SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", UNFINISHED).fetchone()
+            return int(row[0])
 
         return await self._run(select)
 
     async def unfinished(self) -> list[int]:
         """Ids of jobs a previous run left queued or running, oldest first."""
 
-        def select(conn: sqlite3.Connection) -> list[int]:
+        def select(conn: Any) -> list[int]:
             rows = conn.execute(
                 "SELECT id FROM jobs WHERE status IN (?, ?) ORDER BY id", UNFINISHED
             ).fetchall()
@@ -175,7 +271,7 @@ class JobStore:
         """Set columns of one job (dicts are stored as JSON)."""
         allowed = {
             "status", "stage", "status_ts", "thread_ts", "channel", "attempts", "result", "error", "file", "waits",
-            "finished_at", "consent", "prompt",
+            "finished_at", "consent", "prompt", "run_at", "lease_owner", "lease_until",
         }
         unknown = set(values) - allowed
         if unknown:
@@ -184,22 +280,26 @@ class JobStore:
         params = [json.dumps(v) if isinstance(v, dict) else v for v in columns.values()]
         assignments = ", ".join(f"{k} = ?" for k in columns)
 
-        def write(conn: sqlite3.Connection) -> None:
+        def write(conn: Any) -> None:
             conn.execute(
                 f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608 - fixed column names
                 (*params, time.time(), job_id),
             )
+            if values.get("status") == QUEUED:
+                _notify(conn, self.db)
 
         await self._run(write)
 
-    async def claim(self, job_id: int) -> Job | None:
-        """Mark an unfinished job running and count the attempt, atomically; None when it is finished."""
+    async def claim(self, job_id: int, owner: str = "", lease: float = 30.0) -> Job | None:
+        """Take one job for `owner` and count the attempt, atomically: only when it is queued or its running
+        owner's lease ran out; None otherwise (finished, or running elsewhere)."""
 
-        def update(conn: sqlite3.Connection) -> Job | None:
+        def update(conn: Any) -> Job | None:
+            now = time.time()
             row = conn.execute(
-                "UPDATE jobs SET status = ?, attempts = attempts + 1, updated_at = ?"
-                " WHERE id = ? AND status IN (?, ?) RETURNING *",
-                (RUNNING, time.time(), job_id, *UNFINISHED),
+                "UPDATE jobs SET status = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?, updated_at = ?"
+                " WHERE id = ? AND (status = ? OR (status = ? AND COALESCE(lease_until, 0) < ?)) RETURNING *",
+                (RUNNING, owner, now + lease, now, job_id, QUEUED, RUNNING, now),
             ).fetchone()
             return _job(row) if row else None
 
@@ -208,12 +308,15 @@ class JobStore:
     async def give_consent(self, job_id: int, consent: dict[str, Any]) -> bool:
         """Record consent and queue the job again, once: False when it was not waiting (a double press)."""
 
-        def update(conn: sqlite3.Connection) -> bool:
+        def update(conn: Any) -> bool:
             cur = conn.execute(
                 # The preparing attempt succeeded: the clone starts with a clean count of attempts.
-                "UPDATE jobs SET status = ?, consent = ?, attempts = 0, updated_at = ? WHERE id = ? AND status = ?",
+                "UPDATE jobs SET status = ?, consent = ?, attempts = 0, run_at = 0, priority = 1, updated_at = ?"
+                " WHERE id = ? AND status = ?",
                 (QUEUED, json.dumps(consent), time.time(), job_id, AWAITING),
             )
+            if cur.rowcount == 1:
+                _notify(conn, self.db)
             return cur.rowcount == 1
 
         return await self._run(update)
@@ -221,7 +324,7 @@ class JobStore:
     async def end_waiting(self, job_id: int, status: str, error: dict[str, Any] | None = None) -> bool:
         """End a job waiting for consent (cancelled, expired), once: False when it was not waiting."""
 
-        def update(conn: sqlite3.Connection) -> bool:
+        def update(conn: Any) -> bool:
             now = time.time()
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND status = ?",
@@ -234,7 +337,7 @@ class JobStore:
     async def waiting_since(self, before: float) -> list[int]:
         """Jobs waiting for consent since before `before` (Unix time)."""
 
-        def select(conn: sqlite3.Connection) -> list[int]:
+        def select(conn: Any) -> list[int]:
             rows = conn.execute(
                 "SELECT id FROM jobs WHERE status = ? AND updated_at < ? ORDER BY id", (AWAITING, before)
             ).fetchall()
@@ -245,7 +348,7 @@ class JobStore:
     async def with_prompt(self) -> list[int]:
         """Jobs whose prepared prompt may still be on disk (waiting, or queued/running after consent)."""
 
-        def select(conn: sqlite3.Connection) -> list[int]:
+        def select(conn: Any) -> list[int]:
             rows = conn.execute(
                 "SELECT id FROM jobs WHERE prompt IS NOT NULL AND status IN (?, ?, ?)", (AWAITING, *UNFINISHED)
             ).fetchall()
@@ -257,7 +360,7 @@ class JobStore:
         """Delete jobs that ended before `finished_before` (rows, transcripts, Slack file objects); return ids."""
         marks = ",".join("?" * len(FINISHED))
 
-        def delete(conn: sqlite3.Connection) -> list[int]:
+        def delete(conn: Any) -> list[int]:
             rows = conn.execute(
                 f"DELETE FROM jobs WHERE status IN ({marks}) AND COALESCE(finished_at, updated_at) < ? RETURNING id",
                 (*FINISHED, finished_before),
@@ -269,7 +372,7 @@ class JobStore:
     async def share_statuses(self, channel: str, share_ts: str) -> list[str]:
         """The status of every job from one shared message (one job per file in it)."""
 
-        def select(conn: sqlite3.Connection) -> list[str]:
+        def select(conn: Any) -> list[str]:
             rows = conn.execute(
                 "SELECT status FROM jobs WHERE channel = ? AND share_ts = ? ORDER BY id", (channel, share_ts)
             ).fetchall()
@@ -280,7 +383,7 @@ class JobStore:
     async def counts(self) -> dict[str, int]:
         """Jobs per status."""
 
-        def select(conn: sqlite3.Connection) -> dict[str, int]:
+        def select(conn: Any) -> dict[str, int]:
             rows = conn.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
             return {r["status"]: r["n"] for r in rows}
 
@@ -292,7 +395,13 @@ class JobStore:
             self.db.close()
 
 
-def _job(row: sqlite3.Row) -> Job:
+def _notify(conn: Any, db: Database) -> None:
+    # In the writing transaction: PostgreSQL delivers it on commit, so no replica wakes before the row is there.
+    if db.dialect == POSTGRESQL:
+        conn.execute("SELECT pg_notify(?, '')", (JOBS_CHANNEL,))
+
+
+def _job(row: Any) -> Job:
     return Job(
         id=row["id"],
         dedupe_key=row["dedupe_key"],

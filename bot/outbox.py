@@ -17,12 +17,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.db import Database
+from bot.db import POSTGRESQL, Database
 
 MESSAGE = "message"
 REACTIONS = "reactions"
 EPHEMERAL = "ephemeral"  # seen only by one user (payload "user"); never edited
 UPLOAD = "upload"  # a file (payload "path", "filename", "title", "comment") shared into a channel or thread; once
+
+# Wakes the sender, whichever replica leads it (PostgreSQL NOTIFY; one process calls on_change).
+OUTBOX_CHANNEL = "voiceclone_outbox"
 
 PENDING = "pending"
 SENT = "sent"
@@ -124,7 +127,12 @@ class Outbox:
         self.db = db
         self.ttl_seconds = ttl_seconds
         self.on_change = on_change
-        db.call(lambda conn: conn.executescript(_SCHEMA))
+        db.schema(_SCHEMA)
+
+    def _notify(self, conn: Any) -> None:
+        # In the writing call: a sender in another replica wakes once the record is there.
+        if self.db.dialect == POSTGRESQL:
+            conn.execute("SELECT pg_notify(?, '')", (OUTBOX_CHANNEL,))
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -227,6 +235,7 @@ class Outbox:
                     json.dumps(fallback) if fallback else None, now + self.ttl_seconds, now, now, after_key,
                 ),
             )
+            self._notify(conn)
 
         await self.db.run(write)
         self._changed()
@@ -318,6 +327,7 @@ class Outbox:
         await self.db.run(
             lambda conn: conn.execute("UPDATE outbox SET ts = NULL, next_at = 0 WHERE id = ?", (record.id,))
         )
+        await self.db.notify(OUTBOX_CHANNEL)
         self._changed()
 
     async def redirect(self, record: Record, *, channel: str, note: str, note_block: dict[str, Any]) -> None:
@@ -335,6 +345,7 @@ class Outbox:
                 " fallback = ?, version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
                 (channel, fallback, time.time(), record.id),
             )
+            self._notify(conn)
 
         await self.db.run(write)
         self._changed()

@@ -11,10 +11,13 @@ bot.sender at Slack's pace, so cloning runs at the API's pace whatever Slack doe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
 import random
+import secrets
+import socket
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -53,8 +56,17 @@ log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3
 
 
+class LeaseLost(Exception):
+    """Another process took this job over (our lease ran out): stop without touching it."""
+
+
 class JobRunner:
-    """Bounded workers that take stored jobs and see each through to exactly one final answer in the outbox."""
+    """Bounded workers that take stored jobs and see each through to exactly one final answer in the outbox.
+
+    The queue is the jobs table: each worker claims the next due job atomically with a lease it renews while the
+    job runs, so several processes can share one PostgreSQL database and a killed one's jobs are taken over once
+    its leases run out. A NOTIFY (or, in one process, a local call) wakes idle workers; they also look on a timer.
+    """
 
     def __init__(
         self,
@@ -95,9 +107,12 @@ class JobRunner:
         # Called once a clone has been answered (bot.lifecycle: the library and the preview).
         self.on_cloned: Callable[[Job, CloneResult], Awaitable[None]] | None = None
         self.last_progress = time.monotonic()
-        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        # Who holds a lease: unique per process and start, so a restarted process never mistakes old leases.
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.lease = settings.lease_seconds
+        self._wake = asyncio.Event()
+        self._renewer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._timers: dict[int, asyncio.TimerHandle] = {}
         self._in_flight: set[int] = set()
         self._direct: set[asyncio.Task[None]] = set()  # confirmed clones, started outside the queue
         self.consent = ConsentButtons(store, replies, prepared, self._run_now)
@@ -108,15 +123,17 @@ class JobRunner:
     # -- life cycle -------------------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Start the workers and queue every job a previous run left unfinished; return how many."""
+        """Start the workers; jobs a previous run left unfinished are taken up again. Return how many wait."""
+        if not self.store.db.shared:
+            # One process per SQLite file: whatever is marked running belongs to a run that is gone.
+            await self.store.release()
+        pending = await self.store.unfinished()
         self.accepting = True
         for _ in range(self.workers):
             self._spawn()
-        pending = await self.store.unfinished()
-        for job_id in pending:
-            self._submit(job_id)
+        self._renewer = asyncio.create_task(self._renew_leases(), name="job-leases")
         if pending:
-            log.info("resuming %d unfinished job(s)", len(pending))
+            log.info("%d unfinished job(s) in the queue", len(pending))
         return len(pending)
 
     def _spawn(self) -> None:
@@ -135,13 +152,8 @@ class JobRunner:
         """Stop taking work, let jobs in flight finish within `grace` seconds, leave the rest stored."""
         self.accepting = False
         grace = self.settings.shutdown_grace if grace is None else grace
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
-        # Workers take nothing new: what is queued stays queued in the store for the next start.
-        while not self._queue.empty():
-            self._queue.get_nowait()
-            self._queue.task_done()
+        # Workers take nothing new: what is queued stays queued in the store (for another replica or the next start).
+        self.wake()
         try:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation of the caller.
             async with asyncio.timeout(grace):
@@ -149,29 +161,48 @@ class JobRunner:
         except TimeoutError:
             log.warning("%d job(s) still running after %.0f s; they resume at the next start", len(self._in_flight),
                         grace)
-        tasks = [*self._tasks, *self._direct]
+        tasks = [*self._tasks, *self._direct, *([self._renewer] if self._renewer else [])]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        # What was cut short can be taken over by another replica now rather than after the lease.
+        with contextlib.suppress(Exception):
+            await self.store.release(self.owner)
 
     async def drain(self) -> None:
         """Wait until no job is queued, waiting for a retry, or running (tests, demo, benchmarks)."""
         while True:
-            await self._queue.join()
             await self._idle.wait()
-            if self._queue.empty() and not self._in_flight and not self._timers:
+            if not self._in_flight and await self.store.pending() == 0:
                 return
-            if self._timers:
-                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.02)
 
     def health(self) -> str | None:
         """What is wrong with the workers, or None."""
         if self.accepting and len(self._tasks) < self.workers:
             return "workers are not running"
-        busy = self._in_flight or not self._queue.empty()
-        if busy and time.monotonic() - self.last_progress > self.settings.job_timeout + 60:
+        if self._in_flight and time.monotonic() - self.last_progress > self.settings.job_timeout + 60:
             return "the job queue has stopped moving"
         return None
+
+    def wake(self) -> None:
+        """Something may be due (a new job here, or a NOTIFY from another replica): idle workers look now."""
+        self._wake.set()
+        # A fresh event for the next round: each worker waits on the one it saw before it looked.
+        self._wake = asyncio.Event()
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease / 3)
+            if not self._in_flight:
+                continue
+            try:
+                await self.store.renew(self.owner, self._in_flight, self.lease)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Not renewed: if the database stays away past the lease, another replica may take the jobs over.
+                log.exception("could not renew the leases of %d running job(s)", len(self._in_flight))
 
     # -- intake (on the acknowledgement path: database writes only) -------------------------------------
 
@@ -183,57 +214,68 @@ class JobRunner:
         first = jobs[0]
         if ids and react and first.channel and first.share_ts:
             await self.replies.working(first.channel, first.share_ts, first.team_id)
-        for job_id in ids:
-            self._submit(job_id)
+        if ids:
+            self.wake()
         return ids
 
     async def hint(self, key: str, channel: str, text: str, thread_ts: str | None, team_id: str | None) -> None:
         """A one-off message off the acknowledgement path, sent once per key."""
         await self.replies.hint(key, channel, text, thread_ts, team_id)
 
-    def _submit(self, job_id: int) -> None:
-        self._timers.pop(job_id, None)
-        if self.accepting:
-            self._queue.put_nowait(job_id)
-            metrics.QUEUE_DEPTH.set(self._queue.qsize())
-
-    def _submit_later(self, job_id: int, delay: float) -> None:
-        if self.accepting:
-            self._timers[job_id] = asyncio.get_running_loop().call_later(delay, self._submit, job_id)
+    async def _requeue(self, job_id: int, delay: float, **values: Any) -> None:
+        """Queue the job again, due in `delay` seconds, for whichever worker of whichever replica is free then."""
+        await self.store.update(
+            job_id, status=QUEUED, run_at=time.time() + delay, lease_owner=None, lease_until=None, **values
+        )
 
     # -- workers ----------------------------------------------------------------------------------------
 
     async def _work(self) -> None:
-        while True:
-            job_id = await self._queue.get()
-            metrics.QUEUE_DEPTH.set(self._queue.qsize())
+        while self.accepting:
+            wake = self._wake
             try:
-                await self._guarded(job_id)
-            finally:
-                self._queue.task_done()
+                job = await self.store.claim_next(self.owner, self.lease)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not take a job from the queue; trying again shortly")
+                job = None
+                await asyncio.sleep(1.0)
+            if job is not None:
+                await self._guarded(job.id, job)
+                continue
+            # Nothing due: sleep until woken, or until the next retry or lease end falls due (a poll at most 1 s
+            # apart with PostgreSQL, where another replica's jobs and a lost NOTIFY are only seen by looking).
+            wait = 1.0 if self.store.db.shared else 5.0
+            with contextlib.suppress(Exception):
+                due = await self.store.next_due()
+                if due is not None:
+                    wait = min(wait, max(due - time.time(), 0.0) + 0.01)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(wait):
+                    await wake.wait()
 
-    async def _guarded(self, job_id: int) -> None:
+    async def _guarded(self, job_id: int, claimed: Job | None = None) -> None:
         """One attempt at a job, inside the boundary nothing crosses: whatever escapes is logged, never raised."""
         self._in_flight.add(job_id)
         self._idle.clear()
         self.last_progress = time.monotonic()
         try:
-            await self._attempt(job_id)
+            job = claimed or await self.store.claim(job_id, self.owner, self.lease)
+            if job is not None:
+                await self._attempt(job)
         except asyncio.CancelledError:
             raise
         except BaseException:
             # Whatever escapes (the database, a bug in the failure path), the worker lives.
-            log.exception("job %s: unexpected failure outside the job; it resumes at the next start", job_id)
+            log.exception("job %s: unexpected failure outside the job; it is retried after its lease", job_id)
         finally:
             self._in_flight.discard(job_id)
             self.last_progress = time.monotonic()
             if not self._in_flight:
                 self._idle.set()
 
-    async def _attempt(self, job_id: int) -> None:
-        job = await self.store.claim(job_id)
-        if job is None:
-            return
+    async def _attempt(self, job: Job) -> None:
         with log_context(job_id=job.id, team=job.team_id, channel=job.channel):
             if job.attempts > MAX_ATTEMPTS:
                 # Earlier attempts crashed the process or timed out: answer instead of crash-looping.
@@ -245,6 +287,8 @@ class JobRunner:
                     await self._run(job)
             except Waiting as waiting:
                 await self._wait(job, waiting)
+            except LeaseLost:
+                log.warning("job %s: another worker took it over (this one's lease ran out); leaving it", job.id)
             except TimeoutError:
                 log.error("job %s: attempt %d timed out after %.0f s", job.id, job.attempts, self.settings.job_timeout)
                 await self._attempt_failed(job)
@@ -312,6 +356,9 @@ class JobRunner:
                 await refresh_share(self.replies, self.store, job)
                 return None
         request = self._request(job)
+        if not await self.store.holds(job.id, self.owner):
+            # The one call that must never be made twice: only while the lease is still ours.
+            raise LeaseLost()
         try:
             result = await clone_prompt(prompt, request, self.trtc, on_stage=lambda stage: self._stage(job, stage))
         except ApiError as exc:
@@ -417,6 +464,8 @@ class JobRunner:
         )
 
     def _run_now(self, job_id: int) -> None:
+        if not (self.accepting and self.workers):
+            return  # the web role: the job is queued first in line, and a worker replica takes it
         task = asyncio.create_task(self._guarded(job_id), name=f"job-{job_id}")
         self._direct.add(task)
         task.add_done_callback(self._direct.discard)
@@ -450,19 +499,17 @@ class JobRunner:
         waits = job.waits + 1
         delay = min(self.max_backoff, 2.0**waits) * random.uniform(0.5, 1.0)
         log.warning("job %s: %s (%s); retrying in %.0f s", job.id, waiting.stage, type(cause).__name__, delay)
-        # A wait is not an attempt: only crashes and timeouts count towards giving up.
-        await self.store.update(job.id, status=QUEUED, attempts=job.attempts - 1, waits=waits)
         if not (job.kind == "command" and not job.file.get("url_private_download")):
             # (A /clone request whose file could not be looked up yet has no thread: it may still be refused.)
             await self._stage(job, waiting.stage)
-        self._submit_later(job.id, delay)
+        # A wait is not an attempt: only crashes and timeouts count towards giving up.
+        await self._requeue(job.id, delay, attempts=job.attempts - 1, waits=waits)
 
     async def _attempt_failed(self, job: Job) -> None:
         if job.attempts >= MAX_ATTEMPTS:
             await self._answer_failure(job, GAVE_UP, outcome="given_up")
             return
-        await self.store.update(job.id, status=QUEUED)
-        self._submit_later(job.id, min(self.max_backoff, 5.0 * job.attempts))
+        await self._requeue(job.id, min(self.max_backoff, 5.0 * job.attempts))
 
     async def _answer_failure(
         self, job: Job, message: str, *, error: BaseException | None = None, outcome: str = "failed"

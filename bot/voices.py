@@ -77,7 +77,7 @@ class VoiceLibrary:
 
     def __init__(self, db: Database):
         self.db = db
-        db.call(lambda conn: conn.executescript(_SCHEMA))
+        db.schema(_SCHEMA)
         # "pending" from the clone until the preview (or the sentence saying why there is none) is in the outbox:
         # a restart in between makes the preview then, instead of losing it.
         db.add_columns("voices", {"preview": "TEXT"})
