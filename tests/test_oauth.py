@@ -8,6 +8,7 @@ import html
 import re
 import sqlite3
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -58,12 +59,18 @@ def finish(bot: BotHarness, location: str, cookie: str | None) -> httpx.Response
     return bot.http.get(location, headers={"Cookie": cookie} if cookie else {})
 
 
-def rows(db: Path, sql: str, *params: object) -> list[tuple]:
+def rows(db: Path | str, sql: str, *params: object) -> list[tuple]:
+    """Rows as stored, read beside the bot: `db` is the SQLite file or a postgresql:// URL."""
+    if isinstance(db, str):
+        import psycopg
+
+        with psycopg.connect(db) as conn:
+            return [tuple(r) for r in conn.execute(sql.replace("?", "%s"), params).fetchall()]
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, params).fetchall()
 
 
-def count(db: Path, table: str, team: str) -> int:
+def count(db: Path | str, table: str, team: str) -> int:
     return rows(db, f"SELECT COUNT(*) FROM {table} WHERE team_id = ?", team)[0][0]
 
 
@@ -71,20 +78,58 @@ def on_bot_loop(bot: BotHarness, coro):
     return asyncio.run_coroutine_threadsafe(coro, bot._loop).result(30)
 
 
-@pytest.fixture
-def bot(tmp_path):
-    harness = BotHarness(tmp_path, extra_env=OAUTH_ENV)
+def pg_database() -> Iterator[str]:
+    """A database of its own on the local PostgreSQL, dropped afterwards; skips when there is no server."""
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc})")
+    name = f"oauth_test_{uuid.uuid4().hex[:10]}"
+    admin.execute(f"CREATE DATABASE {name}")
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        admin.close()
+
+
+def oauth_bot(tmp_path: Path, **env: str) -> Iterator[BotHarness]:
+    harness = BotHarness(tmp_path, extra_env={**OAUTH_ENV, **env})
     with harness:
         harness.slack.configure_oauth([f"http://127.0.0.1:{harness.port}/slack/oauth_redirect"])
         harness.slack.request_url = harness.url
         yield harness
 
 
+@pytest.fixture
+def bot(tmp_path):
+    yield from oauth_bot(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_bot(request, tmp_path):
+    """The bot on SQLite, and on PostgreSQL (installation, state, jobs, outbox and voices all there)."""
+    if request.param == "sqlite":
+        for harness in oauth_bot(tmp_path):
+            yield harness, tmp_path / "jobs.db"
+        return
+    for url in pg_database():
+        try:
+            bots = oauth_bot(tmp_path, DATABASE_URL=url)
+            harness = next(bots)
+        except ValueError as exc:  # bot.settings.sqlite_path: a build_runtime that opens SQLite alone
+            pytest.skip(f"this checkout's bot does not run on PostgreSQL yet ({exc})")
+        yield harness, url
+        next(bots, None)
+
+
 # -- end to end ----------------------------------------------------------------------------------------------
 
 
-def test_install_then_share_in_the_new_workspace_then_uninstall(bot, media):
-    slack, db = bot.slack, bot.tmp / "jobs.db"
+def test_install_then_share_in_the_new_workspace_then_uninstall(any_bot, media):
+    bot, db = any_bot
+    slack = bot.slack
     default_token = slack.bot_token
     url, cookie = start_install(bot)
     assert url.startswith(slack.url + "/oauth/v2/authorize?")
@@ -284,18 +329,7 @@ def test_no_secret_in_reprs(tmp_path):
 
 @pytest.fixture
 def pg_url():
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at 127.0.0.1:5432 ({exc})")
-    name = f"oauth_test_{uuid.uuid4().hex[:10]}"
-    admin.execute(f"CREATE DATABASE {name}")
-    try:
-        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
-    finally:
-        admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-        admin.close()
+    yield from pg_database()
 
 
 async def test_postgresql_two_replicas_install_and_uninstall(pg_url):
