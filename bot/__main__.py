@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http", action="store_true", help="serve HTTP even when SLACK_APP_TOKEN is set")
     run.add_argument("--port", type=int, default=None, help="HTTP port (default: PORT, else 3000)")
     run.add_argument("--host", default="0.0.0.0", help="HTTP interface to bind (default 0.0.0.0)")
+    run.add_argument(
+        "--role",
+        choices=("all", "web", "worker"),
+        default="all",
+        help="all (default): everything in this process; web: verify, store and acknowledge Slack requests only; "
+        "worker: downloads, audio, API calls and Slack answers, serving only /healthz and /metrics. "
+        "web and worker need DATABASE_URL=postgresql://... shared by every replica",
+    )
 
     clone = commands.add_parser(
         "clone",
@@ -314,17 +322,25 @@ def _run(args: argparse.Namespace, env_file: str) -> int:
     from bot.serve import serve_http, serve_socket
 
     env = read_environment(env_file)
+    role = getattr(args, "role", "all")
     socket_mode, required = run_requirements(env, http=getattr(args, "http", False))
+    if role == "worker":
+        # A worker takes no Slack requests: no signing secret, no Socket Mode connection.
+        socket_mode = False
+        required = tuple(k for k in required if k not in ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"))
     settings = load_settings(required, environ=env)
+    if role != "all" and not settings.postgres:
+        raise ConfigError({"--role": f"{role} needs DATABASE_URL=postgresql://... shared by every replica "
+                           "(SQLite serves one process: use --role all)"})
     _logging(settings)
     host = getattr(args, "host", "0.0.0.0")
     port = getattr(args, "port", None)
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError({"--port": f"must be between 1 and 65535, got {port}"})
     if socket_mode:
-        asyncio.run(serve_socket(settings, host=host, port=port))
+        asyncio.run(serve_socket(settings, host=host, port=port, role=role))
     else:
-        asyncio.run(serve_http(settings, host=host, port=port))
+        asyncio.run(serve_http(settings, host=host, port=port, role=role))
     return EXIT_OK
 
 

@@ -78,9 +78,11 @@ class Leadership:
         """True while this process holds the lock (taking it when free); a broken connection means no."""
         assert isinstance(self.db, PostgresDatabase)
         try:
-            if self._conn is None or self._conn.closed:
+            fresh = self._conn is None or self._conn.closed
+            if fresh:
                 self._conn = self.db.connect()
-            if self.leading:
+            if self.leading and not fresh:
+                # The lock lives as long as this session: a live connection means we still hold it.
                 self._conn.execute("SELECT 1")
                 return True
             row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()

@@ -94,25 +94,31 @@ async def serve_http(
     port: int | None = None,
     stop: asyncio.Event | None = None,
     runtime: Runtime | None = None,
+    role: str = "all",
 ) -> None:
     """Run the bot behind uvicorn until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
 
-    Raises StartupError when it cannot start; returns quietly when stopped during start-up.
+    Raises StartupError when it cannot start; returns quietly when stopped during start-up. The worker role serves
+    only /healthz and /metrics: Slack's requests go to the web replicas.
     """
     stop = stop or _stop_event()
     port = port or settings.port
-    runtime = runtime or _build(settings)
+    runtime = runtime or _build(settings, role)
+    slack = runtime.role != "worker"
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
     listener: socket.socket | None = None
     try:
         listener = _bind(host, port)
-        server = _server(runtime, host, port, slack=True)
+        server = _server(runtime, host, port, slack=slack)
         await _until(stop, check_bot_token(runtime))
         await runtime.start()
         serving = await _start(server, listener)
         runtime.ready.set()
-        log.info("listening on http://%s:%s/slack/events", host, port)
+        if slack:
+            log.info("listening on http://%s:%s/slack/events", host, port)
+        else:
+            log.info("worker: health and metrics on http://%s:%s/healthz", host, port)
         await _wait_either(stop, serving)
     except _Stopped:
         log.info("stopped during start-up")
@@ -131,6 +137,7 @@ async def serve_socket(
     port: int | None = None,
     stop: asyncio.Event | None = None,
     runtime: Runtime | None = None,
+    role: str = "all",
 ) -> None:
     """Run the bot over Socket Mode until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
 
@@ -141,7 +148,7 @@ async def serve_socket(
     assert settings.slack_app_token is not None
     stop = stop or _stop_event()
     port = port or settings.port
-    runtime = runtime or _build(settings)
+    runtime = runtime or _build(settings, role)
     handler: AsyncSocketModeHandler | None = None
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
@@ -174,10 +181,23 @@ async def serve_socket(
         await runtime.close()
 
 
-def _build(settings: Settings) -> Runtime:
+def _build(settings: Settings, role: str = "all") -> Runtime:
     """build_runtime, with the job store's failure to open named for the operator."""
+    if settings.postgres:
+        import psycopg
+
+        try:
+            return build_runtime(settings, role=role)
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            for secret in settings.secrets():
+                reason = reason.replace(secret, "**********")
+            raise StartupError(
+                f"Cannot use the PostgreSQL database {settings.database_shown} (DATABASE_URL): {reason}. Check that "
+                "the server is running and reachable, and the user, password and database name."
+            ) from None
     try:
-        return build_runtime(settings)
+        return build_runtime(settings, role=role)
     except (sqlite3.Error, OSError) as exc:
         path = settings.database_path
         raise StartupError(

@@ -21,3 +21,12 @@ def _root_log_level():
     level = root.level
     yield
     root.setLevel(level)
+
+
+@pytest.fixture
+def postgres_url():
+    """The URL of an empty PostgreSQL database made for this test (dropped after it)."""
+    from pg import fresh_database
+
+    with fresh_database() as url:
+        yield url

@@ -1,0 +1,182 @@
+"""The stores on a real PostgreSQL: the same behaviour as on SQLite, plus what several processes need
+(atomic claims, leases taken over, wake-ups between processes, one leader)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import psycopg
+import pytest
+
+from bot.audit import Audit, AuditEntry
+from bot.db import PostgresDatabase, translate
+from bot.jobs import DONE, QUEUED, RUNNING, JobStore, NewJob
+from bot.leader import Leadership
+from bot.outbox import Outbox
+from bot.voices import VoiceLibrary, VoiceRecord
+from bot.wakeup import Listener
+
+
+def new_job(i: int, **extra) -> NewJob:
+    return NewJob(dedupe_key=f"share:C{i}:1.{i}:F{i}", kind="share", file={"id": f"F{i}"}, options={},
+                  channel=f"C{i}", share_ts=f"1.{i}", user_id="U1", team_id="T1", **extra)
+
+
+def test_translation_of_the_sqlite_dialect():
+    assert translate("SELECT * FROM jobs WHERE id = ? AND name LIKE '%x'") == (
+        "SELECT * FROM jobs WHERE id = %s AND name LIKE '%%x'"
+    )
+    assert translate("INSERT OR IGNORE INTO t (a) VALUES (?) RETURNING id") == (
+        "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING id"
+    )
+    assert translate("INSERT OR IGNORE INTO t (a) VALUES (?)") == "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING"
+    assert translate("BEGIN IMMEDIATE") == "BEGIN"
+
+
+async def test_jobs_outbox_voices_and_audit_on_postgres(postgres_url):
+    db = PostgresDatabase(postgres_url)
+    try:
+        store = JobStore(db)
+        first = await store.add([new_job(1), new_job(2)])
+        assert len(first) == 2
+        [third] = await store.add([new_job(1), new_job(3)])  # the duplicate is ignored
+        assert (await store.get(third)).dedupe_key == new_job(3).dedupe_key
+        job = await store.get(first[0])
+        assert job is not None and job.file == {"id": "F1"} and job.status == QUEUED
+        assert isinstance(job.created_at, float) and abs(job.created_at - time.time()) < 60  # 8-byte floats
+
+        claimed = await store.claim_next("me", 30)
+        assert claimed is not None and claimed.id == first[0] and claimed.attempts == 1
+        await store.update(claimed.id, status=DONE, result={"voice_id": "v"}, finished_at=time.time())
+        assert (await store.get(claimed.id)).result == {"voice_id": "v"}
+        assert await store.counts() == {DONE: 1, QUEUED: 2}
+
+        outbox = Outbox(db, ttl_seconds=60)
+        await outbox.put_message("m1", channel="C1", text="hello")
+        await outbox.put_message("m1", channel="C1", text="hello again")
+        due = await outbox.due(time.time() + 1)
+        assert [(r.key, r.version, r.payload["text"]) for r in due] == [("m1", 2, "hello again")]
+        await outbox.delivered(due[0], ts="1.5")
+        assert await outbox.depth() == 0 and (await outbox.get("m1")).ts == "1.5"
+
+        voices = VoiceLibrary(db)
+        record = VoiceRecord(team_id="T1", voice_id="v1", voice_name="Ann", owner="U1", created_at=time.time())
+        await voices.add(record)
+        assert [v.voice_id for v in await voices.listed("T1", "U1")] == ["v1"]
+
+        audit = Audit(db)
+        await audit.record(AuditEntry(consent="button", outcome="cloned", team_id="T1", voice_id="v1"))
+        assert [e.voice_id for e in audit.entries()] == ["v1"]
+        # Append-only in PostgreSQL too: UPDATE, DELETE and TRUNCATE are refused by the database itself.
+        for statement in ("UPDATE audit SET outcome = 'x'", "DELETE FROM audit", "TRUNCATE audit"):
+            with psycopg.connect(postgres_url, autocommit=True) as conn, pytest.raises(psycopg.errors.RaiseException):
+                conn.execute(statement)
+        assert len(audit.entries()) == 1
+    finally:
+        db.close()
+
+
+async def test_two_processes_claiming_at_once_never_take_the_same_job(postgres_url):
+    # Two databases = two replicas' connection pools; 16 claimers race over 300 jobs.
+    a, b = PostgresDatabase(postgres_url), PostgresDatabase(postgres_url)
+    try:
+        stores = [JobStore(a), JobStore(b)]
+        await stores[0].add(new_job(i) for i in range(300))
+        taken: list[tuple[str, int]] = []
+
+        async def claimer(store: JobStore, name: str) -> None:
+            while (job := await store.claim_next(name, 30)) is not None:
+                taken.append((name, job.id))
+
+        await asyncio.gather(*(claimer(stores[i % 2], f"replica{i % 2}-{i}") for i in range(16)))
+        ids = [job_id for _, job_id in taken]
+        assert len(ids) == 300 and len(set(ids)) == 300
+        assert {name.split("-")[0] for name, _ in taken} == {"replica0", "replica1"}  # both took work
+        assert await stores[1].counts() == {RUNNING: 300}
+    finally:
+        a.close()
+        b.close()
+
+
+async def test_a_dead_owners_job_is_taken_over_once_its_lease_runs_out(postgres_url):
+    db = PostgresDatabase(postgres_url)
+    try:
+        store = JobStore(db)
+        [job_id] = await store.add([new_job(1)])
+        lease = 1.0
+        dead = await store.claim_next("dead-replica", lease)
+        claimed_at = time.time()
+        assert dead is not None and dead.id == job_id
+        assert await store.claim_next("live-replica", lease) is None  # still leased
+        assert await store.claim(job_id, "live-replica", lease) is None
+        # A live owner renews; the dead one does not: the job falls due when its lease ends (polled: time is the event).
+        due = await store.next_due()
+        assert due is not None and abs(due - (claimed_at + lease)) < 0.5
+        while (taken := await store.claim_next("live-replica", lease)) is None:
+            await asyncio.sleep(0.05)
+        assert time.time() - claimed_at >= lease * 0.9
+        assert taken.id == job_id and taken.attempts == 2
+        assert await store.holds(job_id, "live-replica") and not await store.holds(job_id, "dead-replica")
+        # The dead owner's renewals (were it only paused) no longer touch the job.
+        assert await store.renew("dead-replica", [job_id], lease) == 0
+        assert await store.renew("live-replica", [job_id], lease) == 1
+        # Stopping gives jobs back at once.
+        assert await store.release("live-replica") == 1
+        again = await store.claim_next("third", lease)
+        assert again is not None and again.id == job_id and again.attempts == 3
+    finally:
+        db.close()
+
+
+async def test_a_new_job_wakes_a_listener_in_another_process(postgres_url):
+    writer, reader = PostgresDatabase(postgres_url), PostgresDatabase(postgres_url)
+    woken = asyncio.Event()
+    listener = Listener(reader, {"voiceclone_jobs": woken.set})
+    try:
+        store = JobStore(writer)
+        listener.start()
+        assert await asyncio.to_thread(listener.listening.wait, 10)
+        await asyncio.sleep(0)  # the listener's first look (made on connecting) is delivered
+        woken.clear()
+        await store.add([new_job(1)])
+        async with asyncio.timeout(5):
+            await woken.wait()
+    finally:
+        listener.stop()
+        writer.close()
+        reader.close()
+
+
+async def test_one_leader_at_a_time_and_a_successor_when_it_dies(postgres_url):
+    events: list[str] = []
+
+    def leadership(name: str, db: PostgresDatabase) -> Leadership:
+        async def elected() -> None:
+            events.append(f"{name} leads")
+
+        async def lost() -> None:
+            events.append(f"{name} stops")
+
+        return Leadership(db, elected, lost, interval=0.1)
+
+    a_db, b_db = PostgresDatabase(postgres_url), PostgresDatabase(postgres_url)
+    a, b = leadership("a", a_db), leadership("b", b_db)
+    try:
+        await a.start()
+        await b.start()
+        assert a.leading and not b.leading and events == ["a leads"]
+        # The leader's connection dies (as when its process is killed): the lock goes with it.
+        await asyncio.to_thread(lambda: a._conn.close())
+        while not b.leading:
+            await asyncio.sleep(0.05)
+        assert "b leads" in events
+        # a notices it lost the lock at its next check and stops leading: never two leaders for long.
+        while a.leading:
+            await asyncio.sleep(0.05)
+        assert events.index("b leads") >= 1 and "a stops" in events and not a.leading and b.leading
+    finally:
+        await a.stop()
+        await b.stop()
+        a_db.close()
+        b_db.close()
