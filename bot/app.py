@@ -22,13 +22,14 @@ from starlette.routing import Route
 import handlers
 from bot import metrics
 from bot.audit import Audit
-from bot.db import Database
+from bot.db import Database, PostgresDatabase, open_database
 from bot.housekeeping import Housekeeping
 from bot.installations import Installations
-from bot.jobs import JobStore
+from bot.jobs import JOBS_CHANNEL, QUEUED, JobStore
+from bot.leader import Leadership
 from bot.lifecycle import VoiceService
 from bot.oauth import authorize, oauth_flow
-from bot.outbox import Outbox
+from bot.outbox import OUTBOX_CHANNEL, Outbox
 from bot.pacing import SLACK_RATES, Pacer
 from bot.prepared import PreparedAudio
 from bot.ratelimit import SlidingWindowLimiter
@@ -41,9 +42,13 @@ from bot.trtc import VoiceCloneClient
 from bot.tts import TextToSpeechClient
 from bot.uninstall import Uninstaller
 from bot.voices import VoiceLibrary
+from bot.wakeup import Listener
 from bot.workspaces import OUTBOX, Workspaces, create_web_client
 
 log = logging.getLogger(__name__)
+
+ALL, WEB, WORKER = "all", "web", "worker"
+ROLES = (ALL, WEB, WORKER)
 
 
 def create_app(
@@ -106,29 +111,57 @@ class Runtime:
     voices: VoiceService | None = None
     # OAuth mode: each workspace's installation (None: one workspace, SLACK_BOT_TOKEN).
     installations: Installations | None = None
+    # all: everything in this process; web: verify, store, acknowledge; worker: jobs and the Slack outbox.
+    role: str = ALL
+    leadership: Leadership | None = None
+    listener: Listener | None = None
+    _grace_until: float = 0.0
+
+    @property
+    def works(self) -> bool:
+        """True when this process runs jobs (roles all and worker)."""
+        return self.role != WEB
 
     async def start(self) -> None:
-        """Start the background work: the Slack outbox sender and the job workers."""
+        """Start the background work for this role: job workers; the outbox sender and housekeeping when leading."""
         if self.settings.consent == "attested":
             log.info("consent: attested (drops are cloned at once under the workspace's own consent policy)")
         else:
             log.info("consent: ask (nothing is cloned before the uploader presses \"Clone this voice\")")
-        self.sender.start()
+        log.info("role: %s; database: %s", self.role, self.settings.database_shown)
+        if not self.works:
+            return
+        if isinstance(self.db, PostgresDatabase):
+            self.listener = Listener(self.db, {JOBS_CHANNEL: self.runner.wake, OUTBOX_CHANNEL: self.sender.wake})
+            self.listener.start()
         await self.runner.start()
+        self.leadership = Leadership(self.db, self._lead, self._step_down)
+        await self.leadership.start()
+
+    async def _lead(self) -> None:
+        self.sender.start()
         self.housekeeping.start()
         if self.voices is not None:
             await self.voices.resume()
 
+    async def _step_down(self) -> None:
+        await self.housekeeping.stop()
+        # Stopping: what is due goes out in what is left of the grace period; lost leadership: at once.
+        await self.sender.stop(max(self._grace_until - time.monotonic(), 1.0) if self._grace_until else 0.2)
+
     async def close(self) -> None:
         """Stop the workers (within the grace period), then the sender, and close every client."""
         started = time.monotonic()
-        await self.housekeeping.stop()
-        await self.runner.stop()
-        # The answers of the jobs that just finished go out in what is left of the grace period.
-        grace = self.settings.shutdown_grace - (time.monotonic() - started)
+        self._grace_until = started + max(self.settings.shutdown_grace, 1.0)
+        if self.listener is not None:
+            self.listener.stop()
+        if self.works:
+            await self.runner.stop()
         if self.voices is not None:
             await self.voices.stop()
-        await self.sender.stop(max(grace, 1.0))
+        if self.leadership is not None:
+            # The answers of the jobs that just finished go out in what is left of the grace period.
+            await self.leadership.stop()
         await self.trtc.aclose()
         if isinstance(self.trtc.limiter, RedisSlidingWindowLimiter):
             await self.trtc.limiter.aclose()
@@ -153,9 +186,11 @@ class Runtime:
 
     def health(self) -> str | None:
         """Why the bot cannot do its work right now, or None when it can."""
-        if not self.ready.is_set() or not self.runner.accepting:
+        if not self.ready.is_set() or (self.works and not self.runner.accepting):
             return "starting or stopping"
-        if not self.sender.running:
+        if not self.works:
+            return None
+        if self.leadership is not None and self.leadership.leading and not self.sender.running:
             return "the Slack outbox sender is not running"
         return self.runner.health()
 
@@ -199,14 +234,20 @@ def build_runtime(
     pacer: Pacer | None = None,
     max_backoff: float | None = None,
     tencent_wait: float = 1800.0,
+    role: str = ALL,
 ) -> Runtime:
     """Wire store, outbox, clients, runner, sender and app together (call inside a running event loop).
 
     `pace_interval=0` turns Slack pacing off (tests and benchmarks aimed at a stand-in that does not limit);
     `max_backoff` caps the retry delays (tests of outages use a short one); `tencent_wait` is how long a job
     waits out a Tencent outage before answering with the error (0: answer after the client's own retries).
+    `role`: all (default), web (acknowledge and store only) or worker (jobs and the outbox; no Slack requests).
     """
-    db = Database(settings.database_path)
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if role != ALL and not settings.postgres:
+        raise ValueError("--role web and --role worker need DATABASE_URL=postgresql://... (SQLite is one process)")
+    db = open_database(settings.database_url)
     store = JobStore(db)
     outbox = Outbox(db, ttl_seconds=settings.answer_ttl_hours * 3600)
     session = aiohttp.ClientSession()
@@ -253,7 +294,7 @@ def build_runtime(
         oauth_client=oauth_client, on_uninstalled=uninstaller,
     )
     return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, housekeeping, app, session,
-                   ack_session=ack_session, voices=voices, installations=installations)
+                   ack_session=ack_session, voices=voices, installations=installations, role=role)
 
 
 def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:
@@ -271,6 +312,7 @@ def create_asgi(runtime: Runtime, *, slack: bool = True) -> Starlette:
 
     async def metrics_page(request: Request) -> Response:
         metrics.OUTBOX_DEPTH.set(await runtime.outbox.depth())
+        metrics.QUEUE_DEPTH.set((await runtime.store.counts()).get(QUEUED, 0))
         body, content_type = metrics.render()
         return Response(body, headers={"Content-Type": content_type})
 
