@@ -62,6 +62,9 @@ class Sender:
         self._wake = asyncio.Event()
         self._progress = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
+        # Records whose send ended while due() was being read: that read may predate their result (PostgreSQL
+        # answers on several connections), so they wait for the next pass instead of going out twice.
+        self._ended_during_read: set[int] = set()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._failing = False
@@ -142,7 +145,14 @@ class Sender:
             )
         idle = 5.0
         busy_channels: set[str] = set()
-        for record in await self.outbox.due(now, limit=200, skip_teams=self.stopped_teams):
+        self._ended_during_read = set()
+        due = await self.outbox.due(now, limit=200, skip_teams=self.stopped_teams)
+        stale, self._ended_during_read = self._ended_during_read, set()
+        for record in due:
+            if record.id in stale:
+                busy_channels.add(record.channel)  # what follows it in the channel keeps its place
+                idle = 0.0  # look again at once: it may still be due, at its newest state
+                continue
             if record.id in self._in_flight or record.channel in busy_channels:
                 continue
             if len(self._in_flight) >= self.concurrency:
@@ -197,6 +207,7 @@ class Sender:
             await self._guard(self._back_off(record, "unexpected", "unexpected"))
         finally:
             self._in_flight.pop(record.id, None)
+            self._ended_during_read.add(record.id)
             self._progress.set()
             self.wake()
 
