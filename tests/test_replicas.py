@@ -64,8 +64,11 @@ def test_two_replicas_share_a_burst_and_survive_a_sigkill(tmp_path: Path, postgr
         # Each clone takes four seconds at TRTC, so the kill finds the leader with clones in flight.
         trtc.delay_next(4.0, times=1000)
         with ThreadPoolExecutor(8) as pool:
+            # Spread over both: odd shares to one replica's URL, even ones to the other's.
             results = list(pool.map(
-                lambda i: (a if i % 2 else b).share(speech_wav, f"v{i}.wav", "audio/wav", "wav", channel=f"C0REP{i:02d}"),
+                lambda i: (a if i % 2 else b).share(
+                    speech_wav, f"v{i}.wav", "audio/wav", "wav", channel=f"C0REP{i:02d}"
+                ),
                 range(40),
             ))
         assert all(response.status_code == 200 for response, _ in results)
