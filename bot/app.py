@@ -281,6 +281,7 @@ def build_runtime(
     tts = TextToSpeechClient(settings, limiter=trtc.limiter)
     voices = VoiceService(settings, VoiceLibrary(db), tts, outbox, workspaces)
     runner.on_cloned = voices.on_cloned
+    runner.on_say, voices.enqueue = voices.say_job, runner.accept
     uninstaller = oauth_client = None
     if installations is not None:
         uninstaller = Uninstaller(

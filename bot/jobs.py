@@ -20,6 +20,8 @@ AWAITING = "awaiting_consent"
 CANCELLED = "cancelled"
 EXPIRED = "expired"
 UNFINISHED = (QUEUED, RUNNING)
+# A job kind besides the clones ("share", "modal", "command"): speak with a voice (bot.lifecycle.say_job).
+SAY = "say"
 FINISHED = (DONE, FAILED, CANCELLED, EXPIRED)
 
 _SCHEMA = """

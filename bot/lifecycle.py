@@ -9,11 +9,12 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bot.errors import ApiError, InputError
-from bot.jobs import Job
+from bot.jobs import SAY, Job, NewJob
 from bot.outbox import Outbox
 from bot.pipeline import CloneResult
 from bot.replies import Replies, file_name
@@ -44,6 +45,8 @@ class VoiceService:
         self.library = library
         self.tts = tts
         self.outbox = outbox
+        # Stores a job for the workers (bot.runner.JobRunner.accept); None: say() runs in this process.
+        self.enqueue: Callable[[list[NewJob]], Awaitable[list[int]]] | None = None
         self.workspaces = workspaces
         self.admins = settings.admin_users
         self.root = Path(settings.data_path) / "speech"
@@ -182,6 +185,35 @@ class VoiceService:
         """The voice `ref` names, if `user` may reach it (never tells whether someone else's exists)."""
         voice = await self.library.find(team_id, user, ref, self.admins)
         return voice if voice is not None and may_reach(voice, user, self.admins) else None
+
+    async def request_say(
+        self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,
+        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None,
+    ) -> None:
+        """Ask a worker to `say()` this: stored as a job before the acknowledgement (a stop loses nothing, and a web
+        replica makes no TRTC call); without a queue (`enqueue` unset) it is spoken here in the background."""
+        if self.enqueue is None:
+            self.spawn(self.say(voice, user, text, speed=speed, volume=volume, pitch=pitch, channel=channel,
+                                thread_ts=thread_ts), "say")
+            return
+        options = {"voice_id": voice.voice_id, "text": text, "speed": speed, "volume": volume, "pitch": pitch}
+        await self.enqueue([NewJob(
+            dedupe_key=f"say:{secrets.token_hex(8)}", kind=SAY, file={}, options=options, channel=channel,
+            thread_ts=thread_ts, user_id=user, team_id=voice.team_id or None,
+        )])
+
+    async def say_job(self, job: Job) -> None:
+        """A worker's side of request_say()."""
+        options = job.options
+        voice = await self.library.get(job.team_id or "", str(options.get("voice_id")))
+        if voice is None:
+            log.info("job %s: the voice to speak with was forgotten meanwhile", job.id)
+            return
+        await self.say(
+            voice, job.user_id, str(options.get("text") or ""), speed=float(options.get("speed", 1.0)),
+            volume=float(options.get("volume", 1.0)), pitch=int(options.get("pitch", 0)), channel=job.channel,
+            thread_ts=job.thread_ts,
+        )
 
     async def say(
         self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,

@@ -39,7 +39,7 @@ from bot.consent import (
 from bot.consent_flow import ConsentButtons
 from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, OptionError
 from bot.fetch import Fetcher, Waiting
-from bot.jobs import AWAITING, DONE, FAILED, QUEUED, Job, JobStore, NewJob
+from bot.jobs import AWAITING, DONE, FAILED, QUEUED, SAY, Job, JobStore, NewJob
 from bot.logs import log_context
 from bot.messages import describe
 from bot.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
@@ -106,6 +106,8 @@ class JobRunner:
         self.on_finish: Callable[[Job, str], Awaitable[None]] | None = None
         # Called once a clone has been answered (bot.lifecycle: the library and the preview).
         self.on_cloned: Callable[[Job, CloneResult], Awaitable[None]] | None = None
+        # Runs a "say" job (bot.lifecycle.VoiceService.say_job).
+        self.on_say: Callable[[Job], Awaitable[None]] | None = None
         self.last_progress = time.monotonic()
         # Who holds a lease: unique per process and start, so a restarted process never mistakes old leases.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -297,6 +299,11 @@ class JobRunner:
                 await self._attempt_failed(job)
 
     async def _run(self, job: Job) -> None:
+        if job.kind == SAY:
+            if self.on_say is not None:
+                await self.on_say(job)
+            await self.store.update(job.id, status=DONE, finished_at=time.time())
+            return
         if job.result:
             # Cloned before a restart: answer from the stored result, never clone twice.
             result = CloneResult.from_dict(job.result)

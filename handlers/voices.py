@@ -90,8 +90,8 @@ async def handle_command(ack: AsyncAck, command: dict[str, Any], text: str, voic
         if voice is None:
             await ack(text=not_yours(ref))
             return
-        voices.spawn(voices.say(voice, user, said, speed=spoken.speed, volume=spoken.volume, pitch=spoken.pitch,
-                                channel=command.get("channel_id")), "say")
+        await voices.request_say(voice, user, said, speed=spoken.speed, volume=spoken.volume, pitch=spoken.pitch,
+                                 channel=command.get("channel_id"))
         await ack(text=f":speaking_head_in_silhouette: *{escape(voice.title)}* is on it; the clip follows here.")
     elif word == "rename":
         ref, _, label = rest.partition(" ")
@@ -188,9 +188,9 @@ def register(app: AsyncApp, *, voices: VoiceService) -> None:
             await ack(response_action="errors", errors={"text": "Only the person who cloned it can use this voice."})
             return
         await ack()
-        voices.spawn(voices.say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
-                                pitch=values["pitch"], channel=values.get("channel"),
-                                thread_ts=values.get("thread_ts")), "say")
+        await voices.request_say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
+                                 pitch=values["pitch"], channel=values.get("channel"),
+                                 thread_ts=values.get("thread_ts"))
 
     async def handle_rename_submission(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = (body.get("user") or {}).get("id")
