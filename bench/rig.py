@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -35,6 +36,14 @@ USER = "U0BENCH"
 FINAL_REACTIONS = ("white_check_mark", "x")
 # Settings the bot reads from its environment are never inherited from whoever runs the bench.
 _BOT_KEYS = frozenset(KNOWN_KEYS)
+
+# The machine's PostgreSQL server (trust auth) and Redis, for the scenarios that run the bot as web and worker
+# processes (issue 13). The bench creates a database of its own per run on that server and drops it afterwards.
+POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+# A Redis database of the bench's own (11, not 0): the bot counts TRTC calls under one fixed key, so a bot of
+# someone else's on database 0 would otherwise share the bench's 20/s (and the bench theirs).
+REDIS_SERVER = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
+REDIS_KEY = "voiceclone-bot:trtc-calls"  # bot.ratelimit_redis.DEFAULT_KEY
 
 # time.time() minus time.monotonic(): the Slack stand-in stamps calls with the first, TRTC's with the second.
 WALL_OFFSET = time.time() - time.monotonic()
@@ -82,19 +91,29 @@ class Share:
 
 @dataclass
 class Rig:
-    """Stand-ins in this process plus `python -m bot run --http` as a child process; a context manager."""
+    """Stand-ins in this process plus `python -m bot run --http` as a child process; a context manager.
+
+    `workers=0` (the default): one bot process, `--role all`, on SQLite. `workers=N`: a `--role web` process
+    (the one Slack's requests go to: `process`, `port`) plus N `--role worker` processes, all on one fresh
+    PostgreSQL database and one DATA_DIR; `redis=True` adds REDIS_URL, so TRTC_MAX_RPS is one limit for all."""
 
     workdir: Path
     max_rps: int | None = None
     # chat.postMessage per channel in the Slack stand-in: (per second, burst), refused with 429 over it; None: no limit.
     post_limit: tuple[float, int] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    workers: int = 0
+    redis: bool = False
     slack: SlackStandIn = field(init=False)
     trtc: TrtcStandIn = field(init=False)
     process: subprocess.Popen[bytes] | None = field(init=False, default=None)
     port: int = field(init=False, default=0)
+    worker_processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
+    worker_ports: list[int] = field(init=False, default_factory=list)
+    database: str | None = field(init=False, default=None)  # the PostgreSQL database created for this rig
 
     def __post_init__(self) -> None:
+        self.workdir = self.workdir.resolve()  # the bot runs in it: its paths must not be relative to ours
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.slack = SlackStandIn(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET, post_limit=self.post_limit)
         self.trtc = TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID, max_rps=self.max_rps)
@@ -106,8 +125,22 @@ class Rig:
 
     @property
     def log_path(self) -> Path:
-        """Where the bot's stdout and stderr go."""
+        """Where the bot's (with workers: the web process's) stdout and stderr go."""
         return self.workdir / "bot.log"
+
+    def worker_log(self, index: int) -> Path:
+        """Where worker process `index` (1, 2...) writes."""
+        return self.workdir / f"worker-{index}.log"
+
+    @property
+    def role(self) -> str:
+        """The --role of `process`: all, or web when worker processes do the work."""
+        return "web" if self.workers else "all"
+
+    @property
+    def processes(self) -> list[subprocess.Popen[bytes]]:
+        """Every bot process: the one Slack's requests go to, then the workers."""
+        return [p for p in (self.process, *self.worker_processes) if p is not None]
 
     def start(self, timeout: float = 30.0) -> Rig:
         """Start the stand-ins and the bot; return once the bot's /healthz answers 200."""
@@ -128,9 +161,32 @@ class Rig:
         env = {k: v for k, v in os.environ.items() if k not in _BOT_KEYS and not k.startswith(OUR_PREFIXES)}
         env.update(bot_environ(self.slack, self.trtc, db, **self.env))
         env["TMPDIR"] = str(self.workdir / "tmp")  # the bot's downloads
+        if self.workers:
+            env["DATABASE_URL"] = self._create_database()
+            data = self.workdir / "data"  # one DATA_DIR for every process, as the roles require
+            data.mkdir(exist_ok=True)
+            env["DATA_DIR"] = str(data)
+        if self.redis:
+            _clear_redis_key()
+            env["REDIS_URL"] = REDIS_SERVER
         # An empty settings file: everything comes from the environment above, never from a .env lying around.
         env_file = self.workdir / "bench.env"
         env_file.write_text("# empty: the bench passes the bot's settings in its environment\n")
+        # The web (or all) process first, then the workers one at a time: each creates the tables if missing,
+        # and concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL.
+        self.process = self._spawn(env, env_file, self.role, self.port, self.log_path)
+        self._wait_healthy(self.process, self.port, self.log_path, timeout)
+        for index in range(1, self.workers + 1):
+            port = free_port()
+            worker = self._spawn(env, env_file, "worker", port, self.worker_log(index))
+            self.worker_processes.append(worker)
+            self.worker_ports.append(port)
+            self._wait_healthy(worker, port, self.worker_log(index), timeout)
+        return self
+
+    def _spawn(
+        self, env: dict[str, str], env_file: Path, role: str, port: int, log_path: Path
+    ) -> subprocess.Popen[bytes]:
         command = [
             sys.executable,
             "-m",
@@ -142,34 +198,64 @@ class Rig:
             "--host",
             "127.0.0.1",
             "--port",
-            str(self.port),
+            str(port),
         ]
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log, stderr=log)
+        if role != "all":
+            command += ["--role", role]
+        with open(log_path, "ab") as log:
+            return subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log, stderr=log)
+
+    def _wait_healthy(self, process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         with httpx.Client(timeout=2) as client:
             while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"the bot exited with {self.process.returncode}:\n{self.log_tail()}")
+                if process.poll() is not None:
+                    raise RuntimeError(f"the bot exited with {process.returncode}:\n{_tail(log_path)}")
                 try:
-                    if client.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
-                        return self
+                    if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                        return
                 except httpx.TransportError:
                     pass
                 time.sleep(0.02)
-        raise RuntimeError(f"the bot did not become healthy in {timeout:g} s:\n{self.log_tail()}")
+        raise RuntimeError(f"the bot did not become healthy in {timeout:g} s:\n{_tail(log_path)}")
+
+    def _create_database(self) -> str:
+        import psycopg
+
+        name = f"bench_{os.getpid()}_{secrets.token_hex(4)}"
+        with psycopg.connect(POSTGRES_SERVER, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        self.database = name
+        return f"{POSTGRES_SERVER.rsplit('/', 1)[0]}/{name}"
+
+    def _drop_database(self) -> None:
+        if self.database is None:
+            return
+        import psycopg
+
+        with psycopg.connect(POSTGRES_SERVER, autocommit=True, connect_timeout=5) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{self.database}" WITH (FORCE)')
+        self.database = None
 
     def stop(self) -> None:
-        """SIGTERM the bot (it drains gracefully), then stop the stand-ins."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+        """SIGTERM every bot process at once (each drains gracefully), then stop the stand-ins and drop the
+        database."""
+        running = [p for p in self.processes if p.poll() is None]
+        for process in running:
+            process.send_signal(signal.SIGTERM)
+        for process in running:
             try:
-                self.process.wait(timeout=30)
+                process.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                process.kill()
+                process.wait()
         self.slack.stop()
         self.trtc.stop()
+        try:
+            self._drop_database()
+        finally:
+            if self.redis:
+                _clear_redis_key()
 
     def __enter__(self) -> Rig:
         return self.start()
@@ -178,16 +264,21 @@ class Rig:
         self.stop()
 
     def log_tail(self, lines: int = 30) -> str:
-        """The end of the bot's log."""
-        if not self.log_path.exists():
-            return ""
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        """The end of the bot's log (and of each worker's)."""
+        tails = [_tail(self.log_path, lines)]
+        tails += [f"-- worker {i}:\n{_tail(self.worker_log(i), lines)}" for i in range(1, self.workers + 1)]
+        return "\n".join(tails)
 
-    def cpu_seconds(self) -> tuple[float, float]:
-        """CPU seconds used so far by the bot process, and by its finished children (ffmpeg)."""
+    def cpu_seconds(self, web_only: bool = False) -> tuple[float, float]:
+        """CPU seconds used so far by the bot processes (`web_only`: the one Slack's requests go to), and by
+        their finished children (ffmpeg)."""
         assert self.process is not None
-        times = psutil.Process(self.process.pid).cpu_times()
-        return times.user + times.system, times.children_user + times.children_system
+        own = children = 0.0
+        for process in [self.process] if web_only else self.processes:
+            times = psutil.Process(process.pid).cpu_times()
+            own += times.user + times.system
+            children += times.children_user + times.children_system
+        return own, children
 
     # -- driving --------------------------------------------------------------------------------------
 
@@ -261,14 +352,37 @@ class Rig:
         return found, stray
 
     def bot_metric(self, name: str, **labels: str) -> float:
-        """The sum of a counter's samples on the bot's /metrics whose labels include `labels` (0 when absent)."""
-        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
-        total = 0.0
-        for family in text_string_to_metric_families(text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    total += sample.value
-        return total
+        """The sum of a counter's samples on every bot process's /metrics whose labels include `labels` (0 when
+        absent)."""
+        return sum(_metric(port, name, labels) for port in (self.port, *self.worker_ports))
+
+    def worker_metric(self, name: str, **labels: str) -> list[float]:
+        """bot_metric of each worker process, in order."""
+        return [_metric(port, name, labels) for port in self.worker_ports]
+
+
+def _metric(port: int, name: str, labels: dict[str, str]) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                total += sample.value
+    return total
+
+
+def _tail(path: Path, lines: int = 30) -> str:
+    if not path.exists():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _clear_redis_key() -> None:
+    """Delete the bot's TRTC call count in the bench's Redis database (that key only, never a flush)."""
+    from redis import Redis
+
+    with Redis.from_url(REDIS_SERVER, socket_timeout=5) as client:
+        client.delete(REDIS_KEY)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from bench.scenarios import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("burst", "channel", "conversion", "memory", "press", "preview")
+SCENARIOS = ("burst", "channel", "conversion", "memory", "press", "preview", "web", "workers")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,6 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="shares (one channel each) cloned with PREVIEW=on, answer -> preview timed (default 20)",
     )
     parser.add_argument(
+        "--web-bursts",
+        type=int,
+        default=None,
+        help="item 9: burst runs against --role web + 1 worker on PostgreSQL (default: --bursts)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[1, 2],
+        help="item 10: worker process counts to compare, comma-separated (default 1,2)",
+    )
+    parser.add_argument(
+        "--worker-runs", type=int, default=2, help="item 10: burst runs per worker count (default 2)"
+    )
+    parser.add_argument(
         "--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)"
     )
     parser.add_argument(
@@ -76,7 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     only = args.only or list(SCENARIOS)
     defaults = build_parser().parse_args([])
-    options = ("shares", "bursts", "channel_shares", "max_rps", "reps", "presses", "preview_shares")
+    options = (
+        "shares", "bursts", "channel_shares", "max_rps", "reps", "presses", "preview_shares", "web_bursts", "workers",
+        "worker_runs",
+    )  # fmt: skip
     tuned = any(getattr(args, key) != getattr(defaults, key) for key in options)
     full = set(only) == set(SCENARIOS) and not tuned
     command = " ".join(["scripts/bench", *(sys.argv[1:] if argv is None else argv)])
@@ -120,6 +138,36 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.preview = run_preview(
             args.out / "preview", media.m4a(12), shares=args.preview_shares, max_rps=args.max_rps
         )
+    if "web" in only:
+        runs = args.web_bursts if args.web_bursts is not None else args.bursts
+        for run in range(1, runs + 1):
+            _say(
+                f"web role {run}/{runs}: {args.shares} shares at once to a --role web process, 1 --role worker"
+                f" process, PostgreSQL + Redis, TRTC at {args.max_rps}/s"
+            )
+            results.web_bursts.append(
+                run_burst(
+                    args.out / "web", media.m4a(12), shares=args.shares, max_rps=args.max_rps, workers=1, redis=True
+                )
+            )
+    if "workers" in only:
+        for workers in args.workers:
+            for run in range(1, args.worker_runs + 1):
+                _say(
+                    f"workers {workers}, run {run}/{args.worker_runs}: {args.shares} shares at once to a --role web"
+                    f" process, {workers} --role worker process(es), PostgreSQL + Redis (TRTC_MAX_RPS"
+                    f" {args.max_rps} shared), TRTC at {args.max_rps}/s"
+                )
+                results.worker_bursts.append(
+                    run_burst(
+                        args.out / f"workers-{workers}",
+                        media.m4a(12),
+                        shares=args.shares,
+                        max_rps=args.max_rps,
+                        workers=workers,
+                        redis=True,
+                    )
+                )
     results.seconds = time.monotonic() - began
     busy_after, own_after = _cpu_seconds()
     results.other_cpu = max(0.0, (busy_after - busy) - (own_after - own))

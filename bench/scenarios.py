@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import resource
 import statistics
 import subprocess
@@ -57,7 +58,8 @@ class BurstResult:
     ack_seconds: list[float]  # per share: send to the whole HTTP response, as the sender saw it
     statuses: dict[int, int]  # HTTP status -> count (0: no response)
     ack_makespan: float  # first send to last response
-    ack_cpu: float  # CPU seconds the bot process used from the first send to just after the last response
+    ack_cpu: float  # CPU seconds the bot process (with workers: the web process) used from the first send to
+    # just after the last response
     feedback_seconds: list[float]  # per share: send to the first reaction or status message recorded
     feedback_missing: int
     clone_offsets: list[float]  # accepted VoiceClone requests: seconds after the first one arrived
@@ -71,6 +73,22 @@ class BurstResult:
     bot_cpu: float  # CPU seconds the bot process used from the burst to the last answer
     ffmpeg_cpu: float  # CPU seconds its ffmpeg children used meanwhile
     standin_cpu: float  # CPU seconds the bench process (both stand-ins) used meanwhile
+    # 0: one `--role all` bot on SQLite; N: a `--role web` process plus N `--role worker` processes on PostgreSQL.
+    workers: int = 0
+    redis: bool = False  # REDIS_URL set: TRTC_MAX_RPS is one limit for every process
+    web_cpu: float = 0.0  # with workers: CPU seconds of the web process from the burst to the last answer
+    jobs_per_worker: list[float] = field(default_factory=list)  # voiceclone_jobs_total on each worker's /metrics
+    # Threads not answered exactly once: what they hold, e.g. "Voice cloned... | Voice cloned..." -> count.
+    odd_threads: dict[str, int] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)  # ERROR/Traceback lines the bot processes logged in this run
+
+    @property
+    def topology(self) -> str:
+        """How the bot ran, in words."""
+        if not self.workers:
+            return "one --role all process (SQLite)"
+        workers = f"{self.workers} --role worker process{'es' if self.workers > 1 else ''}"
+        return f"--role web + {workers} (PostgreSQL{', Redis' if self.redis else ''})"
 
     @property
     def clone_rate(self) -> float:
@@ -89,21 +107,35 @@ class BurstResult:
         return best
 
 
-def run_burst(workdir: Path, clip: Recording, shares: int = 200, max_rps: int | None = 20) -> BurstResult:
-    """`shares` file shares of `clip`, each in its own channel, POSTed to the bot at once."""
-    with Rig(workdir, max_rps=max_rps, post_limit=SLACK_POST_LIMIT) as rig:
+def run_burst(
+    workdir: Path,
+    clip: Recording,
+    shares: int = 200,
+    max_rps: int | None = 20,
+    workers: int = 0,
+    redis: bool = False,
+) -> BurstResult:
+    """`shares` file shares of `clip`, each in its own channel, POSTed to the bot at once.
+
+    `workers=0`: one `--role all` bot; N: the burst goes to a `--role web` process and N `--role worker`
+    processes do the work (PostgreSQL; `redis`: one TRTC limit for all through Redis)."""
+    env = {"TRTC_MAX_RPS": str(max_rps)} if workers and max_rps else {}
+    logs = _log_sizes(workdir)
+    with Rig(workdir, max_rps=max_rps, post_limit=SLACK_POST_LIMIT, env=env, workers=workers, redis=redis) as rig:
         # One channel per share: acknowledgement and feedback of many shares without Slack's per-channel posting
         # pace in the way (run_channel puts them all in one channel).
         batch = [rig.file_share(f"CBENCH{i:04d}", clip, name=f"Voice Memo {i}.m4a") for i in range(shares)]
         bot_cpu, ffmpeg_cpu = rig.cpu_seconds()
+        web_cpu = rig.cpu_seconds(web_only=True)[0]
         own_cpu = _own_cpu()
         sent = send_burst_from_child(rig.url, [(share.body, share.headers) for share in batch])
-        ack_cpu = rig.cpu_seconds()[0] - bot_cpu
+        ack_cpu = rig.cpu_seconds(web_only=True)[0] - web_cpu
         for share, result in zip(batch, sent, strict=True):
             share.sent_wall, share.sent_mono = result.wall, result.mono
         rig.wait_final(batch, ANSWER_TIMEOUT + shares * 0.5)
         done = time.monotonic()
         bot_cpu_after, ffmpeg_cpu_after = rig.cpu_seconds()
+        web_cpu_after = rig.cpu_seconds(web_only=True)[0]
         standin_cpu = _own_cpu() - own_cpu
         feedback = rig.first_feedback(batch)
         requests = rig.trtc.requests
@@ -111,6 +143,7 @@ def run_burst(workdir: Path, clip: Recording, shares: int = 200, max_rps: int | 
         outcomes = Counter(rig.final_reaction(share) or "none" for share in batch)
         threads, stray = rig.thread_messages(batch)
         slack_429s = rig.slack.post_refusals
+        jobs_per_worker = rig.worker_metric("voiceclone_jobs_total")
     first_sent = min(s.mono for s in sent)
     accepted = sorted(r.time for r in requests if r.outcome == "ok")
     return BurstResult(
@@ -135,7 +168,45 @@ def run_burst(workdir: Path, clip: Recording, shares: int = 200, max_rps: int | 
         bot_cpu=bot_cpu_after - bot_cpu,
         ffmpeg_cpu=ffmpeg_cpu_after - ffmpeg_cpu,
         standin_cpu=standin_cpu,
+        workers=workers,
+        redis=redis,
+        web_cpu=web_cpu_after - web_cpu if workers else 0.0,
+        jobs_per_worker=jobs_per_worker,
+        odd_threads=dict(
+            Counter(
+                " | ".join(_gist(m) for m in sorted(threads.get(share.ts, []), key=lambda m: float(m["ts"])))
+                or "(no bot message)"
+                for share in batch
+                if not _answered_once(threads.get(share.ts, []))
+            )
+        ),
+        errors=_new_errors(workdir, logs),
     )
+
+
+def _log_sizes(workdir: Path) -> dict[Path, int]:
+    """How long each bot log in `workdir` is now (the logs are appended to, run after run)."""
+    return {path: path.stat().st_size for path in workdir.glob("*.log")} if workdir.exists() else {}
+
+
+def _new_errors(workdir: Path, before: dict[Path, int], limit: int = 20) -> list[str]:
+    """Lines saying ERROR, CRITICAL or Traceback that the bot processes wrote to their logs since `before`."""
+    found: list[str] = []
+    for path in sorted(workdir.glob("*.log")):
+        with open(path, "rb") as log:
+            log.seek(before.get(path, 0))
+            for line in log.read().decode(errors="replace").splitlines():
+                if any(word in line for word in ("ERROR", "CRITICAL", "Traceback")):
+                    found.append(f"{path.name}: {line.strip()[:300]}")
+    return found[:limit]
+
+
+def _gist(message: dict[str, Any]) -> str:
+    """A bot message in a few words (its text up to the first "(" or ":"; "(edited)" when it was edited), so
+    that threads holding the same kind of messages count together."""
+    text = " ".join(str(message.get("text") or message.get("subtype") or "?").split())
+    text = re.split(r" ?[(:]", text, maxsplit=1)[0][:40]
+    return text + (" (edited)" if message.get("edited") else "")
 
 
 def _is_answer(message: dict[str, Any]) -> bool:
