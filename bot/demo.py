@@ -48,7 +48,7 @@ _REACTIONS = {
 
 def _show(call: tuple[Any, ...]) -> str | None:
     """One Slack Web API call as the user would notice it in the channel, in plain text for a terminal."""
-    _, method, params = call
+    method, params = call[1], call[2]
     name = str(params.get("name"))
     reaction = _REACTIONS.get(name, name.replace("_", " "))
     if method == "reactions.add":
