@@ -9,7 +9,7 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -318,6 +318,16 @@ def _clone(args: argparse.Namespace, env_file: str) -> int:
         return EXIT_API
 
 
+def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
+    """uvloop's event loop where it is installed (uvicorn[standard] brings it on Linux and macOS): in a burst of
+    Slack requests each acknowledgement spends a good part of its time in the loop itself."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run
+    return uvloop.run
+
+
 def _run(args: argparse.Namespace, env_file: str) -> int:
     from bot.serve import serve_http, serve_socket
 
@@ -337,10 +347,10 @@ def _run(args: argparse.Namespace, env_file: str) -> int:
     port = getattr(args, "port", None)
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError({"--port": f"must be between 1 and 65535, got {port}"})
-    if socket_mode:
-        asyncio.run(serve_socket(settings, host=host, port=port, role=role))
-    else:
-        asyncio.run(serve_http(settings, host=host, port=port, role=role))
+    serve = serve_socket(settings, host=host, port=port, role=role) if socket_mode else serve_http(
+        settings, host=host, port=port, role=role
+    )
+    _event_loop_runner()(serve)
     return EXIT_OK
 
 

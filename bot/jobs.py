@@ -165,7 +165,7 @@ class JobStore:
                     _notify(conn, self.db)
             return ids
 
-        return await self._run(insert)
+        return await self.db.run_batched(insert)
 
     async def get(self, job_id: int) -> Job | None:
         """One job by id."""

@@ -237,7 +237,7 @@ class Outbox:
             )
             self._notify(conn)
 
-        await self.db.run(write)
+        await self.db.run_batched(write)
         self._changed()
 
     # -- the sender's side ----------------------------------------------------------------------------
