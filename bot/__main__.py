@@ -215,7 +215,7 @@ def _audit(args: argparse.Namespace, env_file: str) -> int:
     from datetime import UTC, datetime
 
     from bot.audit import Audit, render
-    from bot.db import Database
+    from bot.db import open_database
 
     settings = load_settings(env_file=env_file)
     since = None
@@ -225,10 +225,10 @@ def _audit(args: argparse.Namespace, env_file: str) -> int:
         except ValueError:
             raise ConfigError({"--since": f"must be a date such as 2026-11-01, got {args.since!r}"}) from None
         since = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-    if settings.database_path != ":memory:" and not Path(settings.database_path).is_file():
+    if not settings.postgres and settings.database_path != ":memory:" and not Path(settings.database_path).is_file():
         print(f"No database at {settings.database_path} (DATABASE_URL): nothing was cloned there.", file=sys.stderr)
         return EXIT_INPUT
-    db = Database(settings.database_path)
+    db = open_database(settings.database_url)
     try:
         sys.stdout.write(render(Audit(db).entries(since), args.format))
     finally:
@@ -242,9 +242,9 @@ def _audit_operator_clone(settings: Settings, file: Path, prompt: Any, request: 
     import hashlib
 
     from bot.audit import OPERATOR, Audit, AuditEntry
-    from bot.db import Database
+    from bot.db import open_database
 
-    db = Database(settings.database_path)
+    db = open_database(settings.database_url)
     try:
         Audit(db).record_sync(
             AuditEntry(

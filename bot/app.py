@@ -265,7 +265,8 @@ def build_runtime(
     if pacer is None:
         pacer = Pacer() if pace_interval > 0 else Pacer({kind: None for kind in SLACK_RATES})
     sender = Sender(
-        outbox, lambda team_id: workspaces.client(team_id, OUTBOX), pacer=pacer, max_backoff=max_backoff or 60.0
+        outbox, lambda team_id: workspaces.client(team_id, OUTBOX), pacer=pacer, max_backoff=max_backoff or 60.0,
+        on_token_refused=None if workspaces.single else workspaces.forget,
     )
     outbox.on_change = sender.wake
     trtc = VoiceCloneClient(settings, limiter=trtc_limiter(settings))

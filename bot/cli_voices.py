@@ -72,14 +72,14 @@ def say(args: argparse.Namespace, env_file: str) -> int:
 
 def voices(args: argparse.Namespace, env_file: str) -> int:
     """Print the library."""
-    from bot.db import Database
+    from bot.db import open_database
     from bot.voices import VoiceLibrary
 
     settings = load_settings(env_file=env_file)
-    if settings.database_path != ":memory:" and not Path(settings.database_path).is_file():
+    if not settings.postgres and settings.database_path != ":memory:" and not Path(settings.database_path).is_file():
         print(f"No database at {settings.database_path} (DATABASE_URL): no voices there.", file=sys.stderr)
         return EXIT_INPUT
-    db = Database(settings.database_path)
+    db = open_database(settings.database_url)
     try:
         found = asyncio.run(VoiceLibrary(db).listed(None, args.user))
     finally:

@@ -51,12 +51,16 @@ class Sender:
         # 446 ms in scripts/bench; 308-330 ms with 32). aiohttp's pool allows 100 connections.
         concurrency: int = 32,
         max_backoff: float = 60.0,
+        on_token_refused: Callable[[str | None], None] | None = None,
     ):
         self.outbox = outbox
         self.client_for = client_for
         self.pacer = pacer or Pacer()
         self.concurrency = concurrency
         self.max_backoff = max_backoff
+        # Many workspaces (OAuth): a refused token means that workspace left (or is leaving); forget its cached
+        # token and drop what was for it, instead of stopping that workspace until a restart (it may reinstall).
+        self.on_token_refused = on_token_refused
         self.stopped_teams: set[str] = set()
         self.heartbeat = time.monotonic()
         self._wake = asyncio.Event()
@@ -310,6 +314,10 @@ class Sender:
             await self.outbox.repost(record)
         elif error in UNREACHABLE_ERRORS:
             await self._elsewhere(record, error)
+        elif error in AUTH_ERRORS and self.on_token_refused is not None:
+            self.on_token_refused(record.team_id)
+            log.info("workspace %s refused its token (%s): dropped %s", record.team_id, error, record.key)
+            await self.outbox.give_up(record, str(error))
         elif error in AUTH_ERRORS:
             team = record.team_id or ""
             if team not in self.stopped_teams:

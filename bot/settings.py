@@ -6,7 +6,7 @@ import difflib
 import os
 import tempfile
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -133,11 +133,12 @@ class Settings:
     trtc_max_rps: int = 20
     voiceclone_model: str | None = None
     voiceclone_language: str | None = None
-    database_url: str = "sqlite:///voiceclone.db"
+    # Not in repr: a password in the URL must never print (database_shown masks it).
+    database_url: str = field(default="sqlite:///voiceclone.db", repr=False)
     # A replica holds a running job this long without renewing it; then another replica takes it over.
     lease_seconds: float = 30.0
     # redis:// or rediss://: one TRTC_MAX_RPS for every replica sharing it; None: an in-process limiter.
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
     slack_bot_token: Secret | None = None
     slack_signing_secret: Secret | None = None
     slack_app_token: Secret | None = None

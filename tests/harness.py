@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -67,6 +68,7 @@ class BotHarness:
         self._stop: asyncio.Event | None = None
         self._server: asyncio.Future[None] | None = None
         self.http = httpx.Client(timeout=30)
+        self._postgres: Any = None
 
     # -- life cycle -----------------------------------------------------------------------------------
 
@@ -75,7 +77,15 @@ class BotHarness:
         self.slack.start()
         self.trtc.start()
         self.port = free_port()
-        env = bot_environ(self.slack, self.trtc, self.tmp / "jobs.db", **self.extra_env)
+        extra = dict(self.extra_env)
+        if os.environ.get("TEST_DATABASE") == "postgresql" and "DATABASE_URL" not in extra:
+            # The same tests on PostgreSQL (scripts/test runs a selection this way): a database per bot.
+            from pg import fresh_database
+
+            self._postgres = fresh_database()
+            extra.setdefault("DATA_DIR", str(self.tmp / "data"))
+            extra["DATABASE_URL"] = self._postgres.__enter__()
+        env = bot_environ(self.slack, self.trtc, self.tmp / "jobs.db", **extra)
         self.settings = load_settings(environ=env)
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
@@ -111,6 +121,9 @@ class BotHarness:
         self.http.close()
         self.slack.stop()
         self.trtc.stop()
+        if self._postgres is not None:
+            self._postgres.__exit__(None, None, None)
+            self._postgres = None
 
     def __enter__(self) -> BotHarness:
         return self.start()
@@ -119,6 +132,10 @@ class BotHarness:
         self.stop()
 
     # -- driving --------------------------------------------------------------------------------------
+
+    def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        """Run one statement on the bot's own database (SQLite or PostgreSQL, `?` marks); return its rows."""
+        return self.runtime.db.call(lambda conn: conn.execute(statement, params).fetchall())
 
     @property
     def url(self) -> str:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from harness import BotHarness
 from reliability_helpers import BotProcess, standins, where
@@ -76,9 +77,7 @@ def press(bot: BotHarness, message: dict[str, Any], action: str, user: str = OWN
 
 
 def job_row(bot: BotHarness, **where_: Any) -> dict[str, Any]:
-    with sqlite3.connect(bot.tmp / "jobs.db") as conn:
-        conn.row_factory = sqlite3.Row
-        rows = [dict(r) for r in conn.execute("SELECT * FROM jobs ORDER BY id DESC")]
+    rows = [{k: r[k] for k in r.keys()} for r in bot.sql("SELECT * FROM jobs ORDER BY id DESC")]  # noqa: SIM118
     return next(r for r in rows if all(r.get(k) == v for k, v in where_.items()))
 
 
@@ -208,8 +207,7 @@ def test_files_posted_by_bots_are_ignored(bot, speech_wav):
     assert bot.deliver(body).status_code == 200
     bot.drain()
     assert bot.slack.calls == [] and bot.trtc.requests == []
-    with sqlite3.connect(bot.tmp / "jobs.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE share_ts = ?", (body["event"]["ts"],)).fetchone()[0] == 0
+    assert bot.sql("SELECT COUNT(*) FROM jobs WHERE share_ts = ?", (body["event"]["ts"],))[0][0] == 0
 
 
 def test_rows_past_retention_are_deleted_and_the_audit_stays(bot, speech_wav):
@@ -219,16 +217,14 @@ def test_rows_past_retention_are_deleted_and_the_audit_stays(bot, speech_wav):
     bot.drain()
     job_id = job_row(bot, share_ts=body["event"]["ts"])["id"]
     audit_before = len(Audit(bot.runtime.db).entries())
-    with sqlite3.connect(bot.tmp / "jobs.db") as conn:
-        conn.execute("UPDATE jobs SET finished_at = ? WHERE id = ?", (time.time() - 31 * 86400, job_id))
-        conn.execute("UPDATE outbox SET updated_at = ? WHERE job_id = ?", (time.time() - 31 * 86400, job_id))
+    bot.sql("UPDATE jobs SET finished_at = ? WHERE id = ?", (time.time() - 31 * 86400, job_id))
+    bot.sql("UPDATE outbox SET updated_at = ? WHERE job_id = ?", (time.time() - 31 * 86400, job_id))
     asyncio.run_coroutine_threadsafe(bot.runtime.housekeeping.maintain(), bot._loop).result(10)
-    with sqlite3.connect(bot.tmp / "jobs.db") as conn:
-        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE id = ?", (job_id,)).fetchone()[0] == 0
-        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE job_id = ?", (job_id,)).fetchone()[0] == 0
-        # The audit refuses to be rewritten, by anyone.
-        with pytest.raises(sqlite3.IntegrityError):
-            conn.execute("DELETE FROM audit")
+    assert bot.sql("SELECT COUNT(*) FROM jobs WHERE id = ?", (job_id,))[0][0] == 0
+    assert bot.sql("SELECT COUNT(*) FROM outbox WHERE job_id = ?", (job_id,))[0][0] == 0
+    # The audit refuses to be rewritten, by anyone (SQLite and PostgreSQL triggers).
+    with pytest.raises((sqlite3.IntegrityError, psycopg.errors.RaiseException)):
+        bot.sql("DELETE FROM audit")
     assert len(Audit(bot.runtime.db).entries()) == audit_before
 
 

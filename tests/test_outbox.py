@@ -208,6 +208,23 @@ async def test_revoked_token_stops_sending_for_the_workspace(slack, tmp_path, ca
         assert len([r for r in caplog.records if r.levelname == "ERROR" and "TOKEN REFUSED" in r.getMessage()]) == 1
 
 
+async def test_many_workspaces_a_refused_token_drops_that_record_and_forgets_the_token(slack, tmp_path):
+    # OAuth mode: the workspace left (or its token was revoked); it may reinstall, so nothing stops for good.
+    async with Rig(slack, tmp_path) as rig:
+        forgotten: list[str | None] = []
+        rig.sender.on_token_refused = forgotten.append
+        slack.revoke_token()
+        await rig.outbox.put_message("job:0:status", channel=CHANNEL, text="x", team_id="T1")
+        rig.sender.start()
+        assert await slack.wait_for_async(lambda: forgotten == ["T1"], 5)
+        record = await rig.outbox.get("job:0:status")
+        assert record is not None and record.state == "dead" and rig.sender.stopped_teams == set()
+        # Reinstalled (a new token for the same workspace): its next answer goes out.
+        rig.client.token = slack.add_workspace(slack.team_id).tokens[-1]
+        await rig.outbox.put_message("job:1:status", channel=CHANNEL, text="y", team_id="T1")
+        assert await slack.wait_for_async(lambda: [m["text"] for m in slack.messages(CHANNEL)] == ["y"], 5)
+
+
 async def test_an_answer_older_than_the_ttl_is_given_up_with_one_log_line(slack, tmp_path, caplog):
     rig = Rig(slack, tmp_path, ttl=0.5)
     try:

@@ -69,6 +69,7 @@ def test_database_urls():
     assert "hunter2" not in str(bad.value)
     pg = load_settings(environ={"DATABASE_URL": "postgresql://bot:hunter2@db:5432/voices"})
     assert pg.postgres and "hunter2" in pg.secrets() and "hunter2" not in pg.database_shown
+    assert "hunter2" not in repr(pg) and "hunter2" not in str(pg)
     assert not load_settings(environ={}).postgres
 
 

@@ -4,7 +4,6 @@ something, the library (/clone list, App Home), rename, forget and forget-me, an
 from __future__ import annotations
 
 import json
-import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -284,8 +283,7 @@ def test_list_and_home_show_the_callers_voices_and_not_another_users(bot, speech
     bot.wait_final(*where(body))
     bot.drain()
     theirs = next(m for m in bot.replies(*where(body)) if "Voice cloned" in (m.get("text") or ""))["text"].split()[-1]
-    with sqlite3.connect(bot.tmp / "jobs.db") as conn:
-        conn.execute("UPDATE voices SET owner = ? WHERE voice_id = ?", (OTHER, theirs))
+    bot.sql("UPDATE voices SET owner = ? WHERE voice_id = ?", (OTHER, theirs))
     listed = json.dumps(command(bot, "list"))
     assert mine in listed and theirs not in listed
     other_list = json.dumps(command(bot, "list", user=OTHER))
@@ -337,20 +335,17 @@ def test_forget_me_removes_all_voices_jobs_and_transcripts_but_keeps_the_audit(b
     _, first = clone(bot, speech_wav, text='text="the words I said"')
     _, second = clone(bot, speech_wav)
     bot.drain()
-    db = bot.tmp / "jobs.db"
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE user_id = ?", (OWNER,)).fetchone()[0] >= 2
-        audit_before = conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    assert bot.sql("SELECT COUNT(*) FROM jobs WHERE user_id = ?", (OWNER,))[0][0] >= 2
+    audit_before = bot.sql("SELECT COUNT(*) FROM audit")[0][0]
     ack = command(bot, "forget-me", channel="C0FORGET")
     press(bot, {"blocks": ack["blocks"], "ts": "1.0"}, "C0FORGET", FORGET_ME_ACTION)
     assert bot.wait(lambda: bot.slack.ephemerals("C0FORGET"))
     said = bot.slack.ephemerals("C0FORGET")[0]["text"]
     assert first in said and second in said and NO_DELETE_API in said
-    with sqlite3.connect(db) as conn:
-        assert conn.execute("SELECT COUNT(*) FROM jobs WHERE user_id = ?", (OWNER,)).fetchone()[0] == 0
-        assert conn.execute("SELECT COUNT(*) FROM voices WHERE owner = ?", (OWNER,)).fetchone()[0] == 0
-        assert "the words I said" not in json.dumps(conn.execute("SELECT * FROM jobs").fetchall())
-        assert conn.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == audit_before
+    assert bot.sql("SELECT COUNT(*) FROM jobs WHERE user_id = ?", (OWNER,))[0][0] == 0
+    assert bot.sql("SELECT COUNT(*) FROM voices WHERE owner = ?", (OWNER,))[0][0] == 0
+    assert "the words I said" not in json.dumps([list(r) for r in bot.sql("SELECT * FROM jobs")])
+    assert bot.sql("SELECT COUNT(*) FROM audit")[0][0] == audit_before
     assert "no cloned voices" in command(bot, "list")["text"]
 
 
