@@ -98,24 +98,9 @@ def checks(results: Results) -> list[Check]:
     """Every number with its target and verdict where it has one; burst figures are medians of the runs."""
     out: list[Check] = []
     bursts = results.bursts
+    sent = sum(b.shares for b in bursts)
     if bursts:
-        ack50 = _runs([percentile(b.ack_seconds, 50) for b in bursts], _ms)
-        ack99 = _runs([percentile(b.ack_seconds, 99) for b in bursts], _ms)
-        worst = max(max(b.ack_seconds) for b in bursts)
-        sent = sum(b.shares for b in bursts)
-        ok = sum(b.statuses.get(200, 0) for b in bursts)
-        fb50 = _runs([percentile(b.feedback_seconds, 50) for b in bursts], _ms)
-        fb99 = _runs([percentile(b.feedback_seconds, 99) for b in bursts], _ms)
-        missing = sum(b.feedback_missing for b in bursts)
-        out += [
-            Check(1, "Ack latency p50", ack50[1], "", None),
-            Check(1, "Ack latency p99", ack99[1], f"<= {_ms(ACK_P99)}", ack99[0] <= ACK_P99),
-            Check(1, "Ack latency max (worst run)", _ms(worst), f"< {ACK_MAX:g} s", worst < ACK_MAX),
-            Check(1, "Acks answered 200", f"{ok} of {sent}", f"{sent} of {sent}", ok == sent),
-            Check(2, "Feedback latency p50", fb50[1], "", None),
-            Check(2, "Feedback latency p99", fb99[1], f"<= {_ms(FEEDBACK_P99)}", fb99[0] <= FEEDBACK_P99),
-            Check(2, "Shares without feedback", str(missing), "0", missing == 0),
-        ]
+        out += _ack_checks(bursts, ack_item=1, feedback_item=2, prefix="", ack_target=ACK_P99)
     conversion = results.conversion
     if conversion is not None:
         out += [
@@ -211,6 +196,24 @@ def checks(results: Results) -> list[Check]:
 
 def web_checks(bursts: Sequence[BurstResult]) -> list[Check]:
     """Item 9 (issue 13): the burst's acks from a --role web process, a worker process doing the work."""
+    sent = sum(b.shares for b in bursts)
+    once = sum(b.answered_once for b in bursts)
+    return [
+        *_ack_checks(bursts, ack_item=9, feedback_item=9, prefix="Web role: ", ack_target=WEB_ACK_P99),
+        Check(9, "Web role: answered exactly once in its own thread (all runs)", f"{once} of {sent}",
+              f"{sent} of {sent}", once == sent),
+    ]  # fmt: skip
+
+
+def _label(prefix: str, name: str) -> str:
+    """'Ack latency p99', or 'Web role: ack latency p99'."""
+    return f"{prefix}{name[0].lower()}{name[1:]}" if prefix else name
+
+
+def _ack_checks(
+    bursts: Sequence[BurstResult], *, ack_item: int, feedback_item: int, prefix: str, ack_target: float
+) -> list[Check]:
+    """Acknowledgement and feedback latency of a set of bursts (medians of the runs, each run listed)."""
     ack50 = _runs([percentile(b.ack_seconds, 50) for b in bursts], _ms)
     ack99 = _runs([percentile(b.ack_seconds, 99) for b in bursts], _ms)
     worst = max(max(b.ack_seconds) for b in bursts)
@@ -219,17 +222,15 @@ def web_checks(bursts: Sequence[BurstResult]) -> list[Check]:
     fb50 = _runs([percentile(b.feedback_seconds, 50) for b in bursts], _ms)
     fb99 = _runs([percentile(b.feedback_seconds, 99) for b in bursts], _ms)
     missing = sum(b.feedback_missing for b in bursts)
-    once = sum(b.answered_once for b in bursts)
     return [
-        Check(9, "Web role: ack latency p50", ack50[1], "", None),
-        Check(9, "Web role: ack latency p99", ack99[1], f"<= {_ms(WEB_ACK_P99)}", ack99[0] <= WEB_ACK_P99),
-        Check(9, "Web role: ack latency max (worst run)", _ms(worst), f"< {ACK_MAX:g} s", worst < ACK_MAX),
-        Check(9, "Web role: acks answered 200", f"{ok} of {sent}", f"{sent} of {sent}", ok == sent),
-        Check(9, "Web role: feedback latency p50", fb50[1], "", None),
-        Check(9, "Web role: feedback latency p99", fb99[1], f"<= {_ms(FEEDBACK_P99)}", fb99[0] <= FEEDBACK_P99),
-        Check(9, "Web role: shares without feedback", str(missing), "0", missing == 0),
-        Check(9, "Web role: answered exactly once in its own thread (all runs)", f"{once} of {sent}",
-              f"{sent} of {sent}", once == sent),
+        Check(ack_item, _label(prefix, "Ack latency p50"), ack50[1], "", None),
+        Check(ack_item, _label(prefix, "Ack latency p99"), ack99[1], f"<= {_ms(ack_target)}", ack99[0] <= ack_target),
+        Check(ack_item, _label(prefix, "Ack latency max (worst run)"), _ms(worst), f"< {ACK_MAX:g} s", worst < ACK_MAX),
+        Check(ack_item, _label(prefix, "Acks answered 200"), f"{ok} of {sent}", f"{sent} of {sent}", ok == sent),
+        Check(feedback_item, _label(prefix, "Feedback latency p50"), fb50[1], "", None),
+        Check(feedback_item, _label(prefix, "Feedback latency p99"), fb99[1], f"<= {_ms(FEEDBACK_P99)}",
+              fb99[0] <= FEEDBACK_P99),
+        Check(feedback_item, _label(prefix, "Shares without feedback"), str(missing), "0", missing == 0),
     ]  # fmt: skip
 
 
