@@ -347,8 +347,8 @@ def _run(args: argparse.Namespace, env_file: str) -> int:
     port = getattr(args, "port", None)
     if port is not None and not 1 <= port <= 65535:
         raise ConfigError({"--port": f"must be between 1 and 65535, got {port}"})
-    serve = serve_socket(settings, host=host, port=port, role=role) if socket_mode else serve_http(
-        settings, host=host, port=port, role=role
+    serve = serve_socket(settings, host=host, port=port, role=role, settle=True) if socket_mode else serve_http(
+        settings, host=host, port=port, role=role, settle=True
     )
     _event_loop_runner()(serve)
     return EXIT_OK

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import httpx
@@ -24,11 +24,9 @@ from bot import metrics
 from bot.audit import Audit
 from bot.db import Database, PostgresDatabase, open_database
 from bot.housekeeping import Housekeeping
-from bot.installations import Installations
 from bot.jobs import JOBS_CHANNEL, QUEUED, JobStore
 from bot.leader import Leadership
 from bot.lifecycle import VoiceService
-from bot.oauth import authorize, oauth_flow
 from bot.outbox import OUTBOX_CHANNEL, Outbox
 from bot.pacing import SLACK_RATES, Pacer
 from bot.prepared import PreparedAudio
@@ -44,6 +42,10 @@ from bot.uninstall import Uninstaller
 from bot.voices import VoiceLibrary
 from bot.wakeup import Listener
 from bot.workspaces import OUTBOX, Workspaces, create_web_client
+
+if TYPE_CHECKING:
+    # Imported where used: SQLAlchemy and the OAuth stores cost ~15 MB and are needed only with OAuth.
+    from bot.installations import Installations
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,8 @@ def create_app(
     """
     oauth: dict[str, Any] = {}
     if installations is not None:
+        from bot.oauth import authorize, oauth_flow
+
         flow_client = oauth_client or client
         oauth = {
             "oauth_flow": oauth_flow(settings, installations, flow_client),
@@ -258,7 +262,11 @@ def build_runtime(
     # aiohttp's default 5 minutes and the /clone acknowledgement missed Slack's 3 s).
     ack_session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2))
     ack_client = create_web_client(settings, ack_session, retries=False, timeout=2)
-    installations = Installations(settings) if settings.oauth else None
+    installations = None
+    if settings.oauth:
+        from bot.installations import Installations
+
+        installations = Installations(settings)
     if installations is not None:
         ack_client.token = None  # SLACK_BOT_TOKEN, if also set, belongs to no installed workspace
     workspaces = Workspaces(settings, session, lookup=installations.bot_token if installations else None)
