@@ -60,9 +60,11 @@ class BotProcess:
         tmp: Path,
         *,
         socket_mode: bool = False,
+        role: str = "all",
         **env: str,
     ):
         self.slack = slack
+        self.role = role
         self.tmp = tmp
         self.db_path = tmp / "jobs.db"
         # The bot downloads into tempfile.gettempdir(), which TMPDIR points here: tests can see leftovers.
@@ -98,6 +100,8 @@ class BotProcess:
         command = [sys.executable, "-m", "bot", "--env-file", str(self.tmp / "no.env"), "run"]
         if not self.socket_mode:
             command += ["--http", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.role != "all":
+            command += ["--role", self.role]
         # Socket Mode serves /healthz and /metrics on PORT too.
         env = {**self.env, "PORT": str(self.port)}
         sockets_before = self.slack.connection_count

@@ -8,11 +8,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx
 import psycopg
 import pytest
 from reliability_helpers import (
     BotProcess,
     assert_one_final_answer,
+    is_final,
     max_in_window,
     replies,
     standins,
@@ -124,3 +126,55 @@ def test_two_replicas_share_a_burst_and_survive_a_sigkill(tmp_path: Path, postgr
     assert all(owner not in owner_id for *_, owner_id in jobs)
     taken_over = {job_id: attempts for job_id, _, attempts, _ in jobs if (job_id,) in orphaned}
     assert taken_over and all(attempts == 2 for attempts in taken_over.values()), taken_over
+
+
+def test_the_web_role_only_stores_and_acks_and_a_worker_does_the_rest(
+    tmp_path: Path, postgres_url: str, speech_wav: bytes
+):
+    env = {
+        "DATABASE_URL": postgres_url,
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "DATA_DIR": str(tmp_path / "shared-data"),
+        "CONSENT": "ask",
+    }
+    with (
+        standins() as (slack, trtc),
+        BotProcess(slack, trtc, tmp_path / "web", role="web", **env) as web,
+        BotProcess(slack, trtc, tmp_path / "worker", role="worker", **env) as worker,
+    ):
+        web.start()
+        shares = [web.share(speech_wav, f"w{i}.wav", "audio/wav", "wav", channel=f"C0WEB{i}") for i in range(3)]
+        assert all(response.status_code == 200 for response, _ in shares)
+        bodies = [body for _, body in shares]
+        # Stored before the acknowledgement; nothing else happened: no download, no Slack call but the start-up
+        # auth.test, no TRTC request (the hourglass waits in the outbox for a worker to send it).
+        assert sorted(status for (status,) in _rows(postgres_url, "SELECT status FROM jobs")) == ["queued"] * 3
+        assert [c.method for c in slack.calls if c.method != "auth.test"] == [] and slack.file_requests == []
+        assert trtc.requests == []
+        # The worker serves no Slack requests at all.
+        assert web.deliver(bodies[0]).status_code == 200
+        worker.start()
+        assert httpx.post(worker.url, content=b"{}").status_code == 404
+
+        def questions() -> list[dict]:
+            found = []
+            for body in bodies:
+                for message in replies(slack, *where(body)):
+                    if any(e.get("action_id") == "consent_confirm" for b in message.get("blocks") or []
+                           for e in b.get("elements") or []):
+                        found.append(message)
+            return found
+
+        assert slack.wait_for(lambda: len(questions()) == 3, 30)
+        assert trtc.requests == []  # nothing is cloned before the uploader's press
+        # The press reaches the web process; the worker clones it.
+        channel, _ = where(bodies[1])
+        asked = next(m for m in questions() if m.get("thread_ts") == where(bodies[1])[1])
+        press = slack.press(channel, asked["ts"], "consent_confirm")
+        assert web.deliver(press, kind="interactive").status_code == 200
+        assert slack.wait_for(lambda: is_final(slack, *where(bodies[1])), 30)
+        assert assert_one_final_answer(slack, bodies[1])["text"].startswith("Voice cloned")
+        assert len(trtc.requests) == 1
+        assert web.terminate() == 0 and worker.terminate() == 0
+    statuses = sorted(status for (status,) in _rows(postgres_url, "SELECT status FROM jobs"))
+    assert statuses == ["awaiting_consent", "awaiting_consent", "done"]
