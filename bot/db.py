@@ -198,6 +198,15 @@ class PgConnection:
         self._in_transaction = False
         # Per `with conn:` block: whether a transaction was already open when it began (a batch's).
         self._entered: list[bool] = []
+        # Inside a batch: channels to NOTIFY once at its end, not once per write.
+        self._deferred: set[str] | None = None
+
+    def notify(self, channel: str) -> None:
+        """NOTIFY `channel` (delivered on commit); inside a batch, once for the whole batch."""
+        if self._deferred is not None:
+            self._deferred.add(channel)
+        else:
+            self.execute("SELECT pg_notify(?, '')", (channel,))
 
     def execute(self, sql: str, params: Iterable[Any] = ()) -> _Cursor:
         statement = translate(sql)
@@ -236,10 +245,15 @@ def _run_batch(conn: PgConnection, batch: list[tuple[Callable[[Any], Any], Any]]
     try:
         with conn:
             conn.execute("BEGIN")
+            conn._deferred = set()
             for fn, _ in batch:
                 results.append((True, fn(conn)))
+            deferred, conn._deferred = conn._deferred, None
+            for channel in sorted(deferred):
+                conn.notify(channel)
         return results
     except Exception:  # noqa: BLE001 - rolled back: retried one by one below
+        conn._deferred = None
         results = []
     for fn, _ in batch:
         try:

@@ -400,7 +400,7 @@ class JobStore:
 def _notify(conn: Any, db: Database) -> None:
     # In the writing transaction: PostgreSQL delivers it on commit, so no replica wakes before the row is there.
     if db.dialect == POSTGRESQL:
-        conn.execute("SELECT pg_notify(?, '')", (JOBS_CHANNEL,))
+        conn.notify(JOBS_CHANNEL)
 
 
 def _job(row: Any) -> Job:

@@ -132,7 +132,7 @@ class Outbox:
     def _notify(self, conn: Any) -> None:
         # In the writing call: a sender in another replica wakes once the record is there.
         if self.db.dialect == POSTGRESQL:
-            conn.execute("SELECT pg_notify(?, '')", (OUTBOX_CHANNEL,))
+            conn.notify(OUTBOX_CHANNEL)
 
     def _changed(self) -> None:
         if self.on_change is not None:
