@@ -30,7 +30,9 @@ def fresh_database(prefix: str = "vcb_test") -> Iterator[str]:
     try:
         admin = _admin()
     except psycopg.OperationalError as exc:
-        pytest.skip(f"PostgreSQL is not reachable at {SERVER}: {exc}")
+        # Like Redis (tests/test_ratelimit_redis.py): every session and CI run has it, so its absence fails loudly
+        # rather than letting the multi-replica tests pass by not running.
+        pytest.fail(f"PostgreSQL is required for these tests (TEST_POSTGRES_URL or {SERVER}): cannot reach it: {exc}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = SERVER.rsplit("/", 1)[0]
