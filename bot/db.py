@@ -4,8 +4,8 @@ The stores write portable SQL against a sqlite3-shaped connection (`execute(sql,
 `with conn:` for a transaction, rows readable by name and by index); on PostgreSQL a thin adapter translates the
 few differences (placeholders, `INSERT OR IGNORE`, DDL types). Every call runs on the database's own threads, so
 the event loop never waits on a socket or the disk. Hand-written rather than SQLAlchemy Core: the stores'
-queries were already portable SQL, and an adapter of ~150 lines keeps SQLite's one-connection, zero-setup path
-exactly as it was.
+queries were already portable SQL, and a thin adapter (PgConnection, translate) keeps SQLite's one-connection,
+zero-setup path exactly as it was.
 """
 
 from __future__ import annotations
