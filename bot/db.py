@@ -86,6 +86,9 @@ class Database:
         """run(fn), where several processes' worth of small writes may share one transaction (PostgreSQL)."""
         return await self.run(fn)
 
+    def notify_in(self, conn: Any, channel: str) -> None:
+        """From inside a write: tell other processes `channel` has news once it commits (one process: nothing)."""
+
     async def notify(self, channel: str) -> None:
         """Tell other processes something changed (one process here: nothing to do)."""
 
@@ -371,6 +374,9 @@ class PostgresDatabase(Database):
                     future.set_exception(value)
 
         done.add_done_callback(deliver)
+
+    def notify_in(self, conn: Any, channel: str) -> None:
+        conn.notify(channel)
 
     async def notify(self, channel: str) -> None:
         """NOTIFY every listening replica (bot.wakeup) that `channel` has something new."""

@@ -162,7 +162,7 @@ class JobStore:
                     if row is not None:
                         ids.append(row[0])
                 if ids:
-                    _notify(conn, self.db)
+                    self.db.notify_in(conn, JOBS_CHANNEL)
             return ids
 
         return await self.db.run_batched(insert)
@@ -244,7 +244,7 @@ class JobStore:
                     "UPDATE jobs SET lease_until = 0 WHERE status = ? AND lease_owner = ?", (RUNNING, owner)
                 )
             if cur.rowcount:
-                _notify(conn, self.db)
+                self.db.notify_in(conn, JOBS_CHANNEL)
             return cur.rowcount
 
         return await self._run(update)
@@ -288,7 +288,7 @@ class JobStore:
                 (*params, time.time(), job_id),
             )
             if values.get("status") == QUEUED:
-                _notify(conn, self.db)
+                self.db.notify_in(conn, JOBS_CHANNEL)
 
         await self._run(write)
 
@@ -318,7 +318,7 @@ class JobStore:
                 (QUEUED, json.dumps(consent), time.time(), job_id, AWAITING),
             )
             if cur.rowcount == 1:
-                _notify(conn, self.db)
+                self.db.notify_in(conn, JOBS_CHANNEL)
             return cur.rowcount == 1
 
         return await self._run(update)
@@ -395,12 +395,6 @@ class JobStore:
         """Close the database when this store opened it."""
         if self._owns_db:
             self.db.close()
-
-
-def _notify(conn: Any, db: Database) -> None:
-    # In the writing transaction: PostgreSQL delivers it on commit, so no replica wakes before the row is there.
-    if db.dialect == POSTGRESQL:
-        conn.notify(JOBS_CHANNEL)
 
 
 def _job(row: Any) -> Job:

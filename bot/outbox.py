@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.db import POSTGRESQL, Database
+from bot.db import Database
 
 MESSAGE = "message"
 REACTIONS = "reactions"
@@ -129,11 +129,6 @@ class Outbox:
         self.on_change = on_change
         db.schema(_SCHEMA)
 
-    def _notify(self, conn: Any) -> None:
-        # In the writing call: a sender in another replica wakes once the record is there.
-        if self.db.dialect == POSTGRESQL:
-            conn.notify(OUTBOX_CHANNEL)
-
     def _changed(self) -> None:
         if self.on_change is not None:
             self.on_change()
@@ -235,7 +230,7 @@ class Outbox:
                     json.dumps(fallback) if fallback else None, now + self.ttl_seconds, now, now, after_key,
                 ),
             )
-            self._notify(conn)
+            self.db.notify_in(conn, OUTBOX_CHANNEL)
 
         await self.db.run_batched(write)
         self._changed()
@@ -345,7 +340,7 @@ class Outbox:
                 " fallback = ?, version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
                 (channel, fallback, time.time(), record.id),
             )
-            self._notify(conn)
+            self.db.notify_in(conn, OUTBOX_CHANNEL)
 
         await self.db.run(write)
         self._changed()

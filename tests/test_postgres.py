@@ -131,17 +131,27 @@ async def test_a_dead_owners_job_is_taken_over_once_its_lease_runs_out(postgres_
 
 async def test_a_new_job_wakes_a_listener_in_another_process(postgres_url):
     writer, reader = PostgresDatabase(postgres_url), PostgresDatabase(postgres_url)
-    woken = asyncio.Event()
-    listener = Listener(reader, {"voiceclone_jobs": woken.set})
+    calls: list[float] = []
+    changed = asyncio.Event()
+
+    def woken() -> None:
+        calls.append(time.monotonic())
+        changed.set()
+
+    listener = Listener(reader, {"voiceclone_jobs": woken})
     try:
         store = JobStore(writer)
         listener.start()
-        assert await asyncio.to_thread(listener.listening.wait, 10)
-        await asyncio.sleep(0)  # the listener's first look (made on connecting) is delivered
-        woken.clear()
+        # On connecting, the listener makes one look of its own (anything may have happened before it listened).
+        async with asyncio.timeout(10):
+            await changed.wait()
+        assert len(calls) == 1
+        changed.clear()
+        # Then only a NOTIFY wakes it: the insert made by the other pool.
         await store.add([new_job(1)])
         async with asyncio.timeout(5):
-            await woken.wait()
+            await changed.wait()
+        assert len(calls) == 2
     finally:
         listener.stop()
         writer.close()

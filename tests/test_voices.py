@@ -181,6 +181,10 @@ def test_clone_say_speaks_the_text_in_that_voice_with_the_options(bot, speech_wa
     assert "Good morning, team" in upload["text"] and f"<@{OWNER}>" in upload["text"]
     codec, seconds, _ = probe(bot.slack.file_content(upload["files"][0]["id"]), tmp_path)
     assert codec == "mp3" and seconds > 0.5
+    # The request was a stored job (a stop cannot lose it; a web replica hands it to a worker), now done.
+    bot.drain()
+    said = bot.sql("SELECT status, options FROM jobs WHERE kind = 'say' AND channel = ?", ("C0SAY",))
+    assert [(row[0], json.loads(row[1])["text"]) for row in said] == [("done", "Good morning, team")]
 
 
 def test_out_of_range_options_are_refused_before_any_call(bot, speech_wav):
