@@ -274,7 +274,10 @@ def plan_prompt(
     snr = _snr(speech_power, noise_power)
     noise_db = float(_db(noise_power))
     if speech_seconds < min_seconds or (snr is not None and snr < MIN_SNR_DB):
-        if (snr is not None and snr < MIN_SNR_DB) or (noise_db > LOUD_NOISE_DBFS and speech_seconds < min_seconds):
+        # A loud "noise floor" only means noise when the recording had room for pauses: in a short clip of
+        # continuous talk the quietest frames are the speech's own word gaps, and "too short" is the answer.
+        loud_floor = noise_db > LOUD_NOISE_DBFS and recording >= min_seconds
+        if (snr is not None and snr < MIN_SNR_DB) or (loud_floor and speech_seconds < min_seconds):
             raise TooNoisyError(peak_db, snr, speech_seconds)
         if speech_frames == 0:
             raise NoVoiceError(peak_db)

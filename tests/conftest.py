@@ -10,7 +10,7 @@ from media import MediaCache
 
 @pytest.fixture(scope="session")
 def media(tmp_path_factory: pytest.TempPathFactory) -> MediaCache:
-    """Test media built once per session: `media.speech(12, ".m4a", "-c:a", "aac")`, `media.get(...)`."""
+    """Test media built once per session: `media.speech(15, ".m4a", "-c:a", "aac")`, `media.get(...)`."""
     return MediaCache(tmp_path_factory.mktemp("media"))
 
 

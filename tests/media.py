@@ -1,37 +1,30 @@
-"""Real test media made with ffmpeg (and espeak-ng when installed), for any test module.
+"""Real test media made with ffmpeg from the shipped speech recordings (bot/standins/data), for any test module.
 
 Import as `from media import ...` (tests/ has no __init__.py, so pytest puts tests/ on sys.path).
 Stateless helpers write one file each; `MediaCache` (the session-scoped `media` fixture in conftest.py)
 builds each named file once per test run. Typical use:
 
-    clip = media.speech(12, ".m4a", "-c:a", "aac", "-b:a", "48k")      # 12 s of speech as AAC
+    clip = media.speech(15, ".m4a", "-c:a", "aac", "-b:a", "48k")      # 15 s of speech as AAC
     long = media.speech(3600, ".mp3", "-c:a", "libmp3lame", "-b:a", "32k")  # an hour, built in ~1 s
     tone = media.get("tone.wav", lambda p: make_signal(p, "sine=frequency=440", 12))
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import random
-import shutil
 import subprocess
 import wave
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-SPEECH_TEXT = (
-    "Hello, this is a short recording of my voice for the cloning test. "
-    "The quick brown fox jumps over the lazy dog, and then it rests for a while. "
-    "She sells sea shells by the sea shore, while Peter Piper picks a peck of pickled peppers."
-)
-# Speech-like without a speech engine: harmonics of a 130 Hz voice, four syllables a second, a 0.6 s pause
-# every 3 s. Loud and varied enough to pass bot.audio's voice check like espeak-ng speech does.
-SYNTHETIC_SPEECH = (
-    "aevalsrc='0.25*(sin(2*PI*130*t)+0.6*sin(2*PI*260*t)+0.4*sin(2*PI*390*t)"
-    "+0.3*sin(2*PI*650*t)+0.2*sin(2*PI*1040*t))*pow(sin(PI*4*t),2)*lt(mod(t,3),2.4)':s=22050"
-)
+from bot.audio import find_ffmpeg
+from bot.standins.speech import SECONDS
+from bot.standins.speech import make_speech as speech_clip
+
+# The shipped recordings (bot/standins/data): espeak-ng speech rendered once, so no test needs a speech engine.
+SPEECH_SECONDS = SECONDS["en"]
 # Longer compressed files are made by stream-copying a chunk in a loop: an hour of MP3 in about a second.
 LOOP_ABOVE_SECONDS = 60.0
 LOOP_CHUNK_SECONDS = 30.0
@@ -39,10 +32,9 @@ LOOP_CHUNK_SECONDS = 30.0
 _LOOPABLE = frozenset({".m4a", ".mp4", ".mov", ".mp3", ".ogg", ".opus", ".webm", ".mkv", ".aac"})
 
 
-@functools.cache
 def ffmpeg_exe() -> str:
-    """The ffmpeg that makes test media (looked up once): the system one, else imageio-ffmpeg's."""
-    return shutil.which("ffmpeg") or bundled_ffmpeg()
+    """The ffmpeg that makes test media: the one the bot itself uses (bot.audio.find_ffmpeg: PATH, else bundled)."""
+    return find_ffmpeg()
 
 
 def bundled_ffmpeg() -> str:
@@ -50,17 +42,6 @@ def bundled_ffmpeg() -> str:
     import imageio_ffmpeg
 
     return imageio_ffmpeg.get_ffmpeg_exe()
-
-
-@functools.cache
-def espeak_exe() -> str | None:
-    """espeak-ng, if installed (looked up once: tests may empty PATH later)."""
-    return shutil.which("espeak-ng")
-
-
-def has_espeak() -> bool:
-    """True when espeak-ng is installed."""
-    return espeak_exe() is not None
 
 
 def run_ffmpeg(*args: str | Path, exe: str | None = None) -> None:
@@ -71,31 +52,19 @@ def run_ffmpeg(*args: str | Path, exe: str | None = None) -> None:
         raise RuntimeError(f"ffmpeg failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
 
 
-def make_speech(
-    path: str | Path, seconds: float, *out_args: str, voice: str = "en", synthetic: bool | None = None
-) -> Path:
-    """Write `seconds` of speech to `path`, looping the sample as needed; format from the extension.
+def make_speech(path: str | Path, seconds: float, *out_args: str, voice: str = "en", offset: float = 0.0) -> Path:
+    """Write `seconds` of the shipped recording of `voice` to `path` (looped as needed, from `offset` seconds
+    in); format from the extension, `out_args` are ffmpeg output options (codec, bitrate, sample rate, filters)."""
+    return speech_clip(path, seconds, codec_args=tuple(out_args), voice=voice, offset=offset)
 
-    `out_args` are ffmpeg output options (codec, bitrate, sample rate, filters). Speech comes from espeak-ng;
-    with synthetic=True, or when espeak-ng is missing, from SYNTHETIC_SPEECH.
-    """
-    path = Path(path)
-    if synthetic is None:
-        synthetic = not has_espeak()
-    if synthetic:
-        run_ffmpeg("-f", "lavfi", "-i", SYNTHETIC_SPEECH, "-t", f"{seconds}", *out_args, path)
-        return path
-    sample = path.with_name(f".{path.name}.espeak.wav")
-    subprocess.run(
-        [espeak_exe() or "espeak-ng", "-v", voice, "-w", str(sample), SPEECH_TEXT],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        run_ffmpeg("-stream_loop", "-1", "-i", sample, "-t", f"{seconds}", *out_args, path)
-    finally:
-        sample.unlink(missing_ok=True)
-    return path
+
+def measured_seconds(path: str | Path) -> float:
+    """The length of `path` as measured by decoding all of it (not the container's header, which may guess)."""
+    command = [ffmpeg_exe(), "-nostdin", "-v", "error", "-nostats", "-i", str(path), "-map", "0:a:0",
+               "-f", "null", "-", "-progress", "pipe:1"]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    times = [line.split("=", 1)[1] for line in result.stdout.splitlines() if line.startswith("out_time_us=")]
+    return int(times[-1]) / 1e6
 
 
 def make_signal(path: str | Path, source: str, seconds: float, *out_args: str) -> Path:
@@ -232,9 +201,8 @@ class MediaCache:
     def __init__(self, root: str | Path):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
-        # Pin the tools now, before a test empties PATH to hide ffmpeg from the code under test.
-        ffmpeg_exe()
-        espeak_exe()
+        # Pin the tool now, before a test empties PATH to hide ffmpeg from the code under test.
+        find_ffmpeg()
 
     def get(self, name: str, build: Callable[[Path], object]) -> Path:
         """The file `name`, made by `build(path)` the first time it is asked for."""
@@ -245,37 +213,41 @@ class MediaCache:
             part.replace(path)
         return path
 
-    def speech(self, seconds: float, suffix: str = ".wav", *out_args: str, synthetic: bool | None = None) -> Path:
+    def speech(self, seconds: float, suffix: str = ".wav", *out_args: str, voice: str = "en") -> Path:
         """`seconds` of speech in the format of `suffix`, encoded with ffmpeg output options `out_args`."""
-        tag = hashlib.sha1(repr((out_args, synthetic)).encode()).hexdigest()[:8]
+        tag = hashlib.sha1(repr((out_args, voice)).encode()).hexdigest()[:8]
         name = f"speech-{seconds:g}s-{tag}{suffix}"
         if seconds > LOOP_ABOVE_SECONDS and suffix in _LOOPABLE:
-            chunk = self.speech(LOOP_CHUNK_SECONDS, suffix, *out_args, synthetic=synthetic)
+            chunk = self.speech(LOOP_CHUNK_SECONDS, suffix, *out_args, voice=voice)
             return self.get(name, lambda path: loop(chunk, path, seconds))
-        return self.get(name, lambda path: make_speech(path, seconds, *out_args, synthetic=synthetic))
+        return self.get(name, lambda path: make_speech(path, seconds, *out_args, voice=voice))
 
 
 def make_speech_with(path: str | Path, speech_wav: str | Path, parts: list[tuple[str, float]], *out_args: str) -> Path:
-    """Join pieces into one 16 kHz recording: ("speech", s) takes the next s seconds of `speech_wav` (looped),
+    """Join pieces into one 16 kHz recording: ("speech", s) takes the next s seconds of `speech_wav` (long enough),
     ("silence", s) digital silence, ("hum", s) 50 Hz mains hum with faint hiss at about -30 dBFS."""
     path = Path(path)
     inputs: list[str | Path] = []
-    labels = []
+    chains = []
     offset = 0.0
     for index, (kind, seconds) in enumerate(parts):
         if kind == "speech":
-            inputs += ["-stream_loop", "-1", "-ss", f"{offset % 9:.3f}", "-t", f"{seconds}", "-i", speech_wav]
+            # No -stream_loop here: ffmpeg 9 overruns the cut when a looped input is sought into.
+            inputs += ["-ss", f"{offset:.3f}", "-t", f"{seconds}", "-i", speech_wav]
+            trim = ""
             offset += seconds
         elif kind == "silence":
             inputs += ["-f", "lavfi", "-t", f"{seconds}", "-i", "anullsrc=r=16000:cl=mono"]
+            trim = ""
         elif kind == "hum":
             source = "aevalsrc='0.04*sin(2*PI*50*t)+0.02*sin(2*PI*150*t)+0.004*(random(0)-0.5)':s=16000"
             inputs += ["-f", "lavfi", "-t", f"{seconds}", "-i", source]
+            trim = ""
         else:
             raise ValueError(kind)
-        labels.append(f"[a{index}]")
-    chains = ";".join(f"[{i}:a]aresample=16000,aformat=channel_layouts=mono[a{i}]" for i in range(len(parts)))
-    graph = f"{chains};{''.join(labels)}concat=n={len(parts)}:v=0:a=1"
+        chains.append(f"[{index}:a]{trim}aresample=16000,aformat=channel_layouts=mono[a{index}]")
+    labels = "".join(f"[a{i}]" for i in range(len(parts)))
+    graph = f"{';'.join(chains)};{labels}concat=n={len(parts)}:v=0:a=1"
     run_ffmpeg(*inputs, "-filter_complex", graph, *out_args, path)
     return path
 

@@ -53,7 +53,7 @@ def peak_dbfs(wav: bytes) -> float:
 
 
 def source(media: MediaCache) -> Path:
-    return media.speech(30)  # espeak-ng speech (its own pauses are short), looped
+    return media.speech(300)  # the shipped speech (its own pauses are short), looped: enough for every recording
 
 
 def recording(media: MediaCache, name: str, parts: list[tuple[str, float]]) -> Path:

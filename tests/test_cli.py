@@ -62,7 +62,7 @@ def test_clone_prints_the_voice_id_last(env, trtc, media):
 
 def test_name_defaults_to_the_file_name(env, trtc, media, tmp_path, capsys):
     memo = tmp_path / "Voice Memo 12.m4a"
-    memo.write_bytes(media.speech(12, ".m4a", "-c:a", "aac", "-b:a", "48k").read_bytes())
+    memo.write_bytes(media.speech(15, ".m4a", "-c:a", "aac", "-b:a", "48k").read_bytes())
     assert main(["clone", str(memo)]) == 0
     assert trtc.requests[0].voice_name == "Voice_Memo_12"
     assert capsys.readouterr().out.strip().splitlines()[-1].startswith("Voice_Memo_12_")
@@ -80,7 +80,7 @@ def test_long_recording_is_trimmed_and_transcript_dropped(env, trtc, media, caps
 
 
 def test_transcript_is_sent_when_not_trimmed(env, trtc, media):
-    memo = media.speech(12, ".wav")
+    memo = media.speech(15, ".wav")
     assert main(["clone", str(memo), "--name", "t", "--text", "Hello there."]) == 0
     assert trtc.requests[0].prompt_text == "Hello there."
 
@@ -125,7 +125,7 @@ def test_refusal_messages_differ(env, trtc, media, tmp_path, capsys):
 
 
 def test_bad_name_is_refused_before_decoding(env, trtc, media, capsys):
-    assert main(["clone", str(media.speech(12, ".wav")), "--name", "not ok!"]) == 2
+    assert main(["clone", str(media.speech(15, ".wav")), "--name", "not ok!"]) == 2
     assert "letters" in capsys.readouterr().err.lower()
     assert trtc.requests == []
 
@@ -133,7 +133,7 @@ def test_bad_name_is_refused_before_decoding(env, trtc, media, capsys):
 @pytest.mark.parametrize("code", sorted(API_MESSAGES))
 def test_every_api_error_prints_its_message_and_request_id(env, trtc, media, capsys, code):
     trtc.fail_next(code, times=10)
-    assert main(["clone", str(media.speech(12, ".wav")), "--name", "x"]) == 1
+    assert main(["clone", str(media.speech(15, ".wav")), "--name", "x"]) == 1
     err = capsys.readouterr().err.strip()
     request_id = trtc.requests[-1].request_id
     assert err == describe_for_operator(ApiError(code, "", request_id))
@@ -148,7 +148,7 @@ def test_missing_config_names_every_key(monkeypatch, tmp_path, media):
     monkeypatch.chdir(tmp_path)
     for key in TRTC_ENV_KEYS:
         monkeypatch.delenv(key, raising=False)
-    result = run_cli("clone", str(media.speech(12, ".wav")), env={k: "" for k in TRTC_ENV_KEYS})
+    result = run_cli("clone", str(media.speech(15, ".wav")), env={k: "" for k in TRTC_ENV_KEYS})
     assert result.returncode == 2
     for key in ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TRTC_SDK_APP_ID"):
         assert key in result.stderr

@@ -43,7 +43,7 @@ def _friendly(text: str) -> None:
 
 @pytest.fixture(scope="module")
 def speech_wav(media: MediaCache) -> bytes:
-    return media.speech(12, ".wav").read_bytes()
+    return media.speech(15, ".wav").read_bytes()
 
 
 def _fast_retries(harness: BotHarness) -> BotHarness:
@@ -246,7 +246,7 @@ def make_samples(media: MediaCache, seed: int = 20240501) -> list[Sample]:
             contents.append((f"random {size} bytes #{n}", rng.randbytes(size)))
     contents += _absurd_headers(rng)
     for suffix, encoding in ENCODINGS.items():
-        real = media.speech(12, suffix, *encoding).read_bytes()
+        real = media.speech(15, suffix, *encoding).read_bytes()
         for cut in (4, 12, 44, 200, 2000, 8000):
             contents.append((f"{suffix} cut to {cut} bytes", real[:cut]))
         for fraction in (0.1, 0.3, 0.5, 0.7, 0.85, 0.95):

@@ -152,7 +152,7 @@ def test_install_then_share_in_the_new_workspace_then_uninstall(any_bot, media):
     # A share in the new workspace is served with its token, end to end.
     slack.reset()
     with slack.workspace(NEW_TEAM):
-        response, body = bot.share(media.speech(12, ".wav").read_bytes(), "take.wav", "audio/wav", "wav",
+        response, body = bot.share(media.speech(15, ".wav").read_bytes(), "take.wav", "audio/wav", "wav",
                                    channel=CHANNEL)
     assert response.status_code == 200 and body["team_id"] == NEW_TEAM
     ts = body["event"]["ts"]
@@ -182,7 +182,7 @@ def test_install_then_share_in_the_new_workspace_then_uninstall(any_bot, media):
     # Anything still arriving for that workspace is not served: no call is made with any token.
     slack.reset()
     with slack.workspace(NEW_TEAM):
-        response, body = bot.share(media.speech(12, ".wav").read_bytes(), "again.wav", "audio/wav", "wav",
+        response, body = bot.share(media.speech(15, ".wav").read_bytes(), "again.wav", "audio/wav", "wav",
                                    channel=CHANNEL)
     assert response.status_code == 200
     bot.drain()

@@ -238,7 +238,7 @@ def test_sigterm_stops_the_bot_while_it_is_connecting(tmp_path, standins, good_e
 )
 def test_clone_checks_options_as_slack_does(tmp_path, good_env, media, args, expected):
     write_env(tmp_path, good_env)
-    shutil.copy(media.speech(12, ".wav"), tmp_path / "take.wav")
+    shutil.copy(media.speech(15, ".wav"), tmp_path / "take.wav")
     result = bot(tmp_path, "clone", "take.wav", *args)
     assert result.returncode == EXIT_INPUT
     assert expected in result.stdout
@@ -248,7 +248,7 @@ def test_clone_checks_options_as_slack_does(tmp_path, good_env, media, args, exp
 def test_unknown_tencent_codes_keep_their_code_and_request_id(tmp_path, standins, good_env, media):
     _, trtc = standins
     write_env(tmp_path, good_env)
-    shutil.copy(media.speech(12, ".wav"), tmp_path / "take.wav")
+    shutil.copy(media.speech(15, ".wav"), tmp_path / "take.wav")
     trtc.fail_next("FailedOperation.Whatever", times=5)
     result = bot(tmp_path, "clone", "take.wav")
     assert result.returncode == 1
@@ -270,7 +270,7 @@ def test_scripts_run_takes_paths_from_where_it_is_run(tmp_path, standins, good_e
     write_env(repo, good_env)
     recordings = tmp_path / "recordings"
     recordings.mkdir()
-    shutil.copy(media.speech(12, ".wav"), recordings / "take.wav")
+    shutil.copy(media.speech(15, ".wav"), recordings / "take.wav")
     result = subprocess.run(
         [str(repo / "scripts" / "run"), "clone", "take.wav", "--name", "from_here"],
         cwd=recordings,
@@ -304,7 +304,7 @@ def test_standins_command_lets_clone_run_locally(tmp_path, media):
                 break
         text = "".join(intro)
         assert "TRTC_ENDPOINT=http://127.0.0.1:" in text and "SLACK_API_URL=http://127.0.0.1:" in text
-        shutil.copy(media.speech(12, ".wav"), tmp_path / "take.wav")
+        shutil.copy(media.speech(15, ".wav"), tmp_path / "take.wav")
         result = bot(tmp_path, "--env-file", str(env_file), "clone", "take.wav", "--name", "local_try")
         assert result.returncode == 0, result.stdout
         assert result.stdout.strip().splitlines()[-1].startswith("local_try_")

@@ -38,7 +38,7 @@ from bot.messages import API_MESSAGES
 
 @pytest.fixture(scope="module")
 def speech_wav(media) -> bytes:
-    return media.speech(12, ".wav").read_bytes()
+    return media.speech(15, ".wav").read_bytes()
 
 
 @pytest.fixture(scope="module")

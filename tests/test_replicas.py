@@ -27,7 +27,7 @@ LEADS = "this replica now sends the Slack outbox"
 
 @pytest.fixture(scope="module")
 def speech_wav(media) -> bytes:
-    return media.speech(12, ".wav").read_bytes()
+    return media.speech(15, ".wav").read_bytes()
 
 
 def _rows(url: str, sql: str, *params: object) -> list[tuple]:

@@ -40,7 +40,7 @@ CHANNEL = "C0SECURE"
 
 @pytest.fixture(scope="module")
 def speech_wav(media) -> bytes:
-    return media.speech(12, ".wav").read_bytes()
+    return media.speech(15, ".wav").read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +106,7 @@ def test_file_announced_as_2_gb_is_refused_without_downloading(bot: BotHarness, 
 
 
 def _damaged_m4a(media, tmp: Path) -> bytes:
-    return truncate(media.speech(12, ".m4a", "-c:a", "aac", "-b:a", "48k"), tmp / "cut.m4a", 0.4).read_bytes()
+    return truncate(media.speech(15, ".m4a", "-c:a", "aac", "-b:a", "48k"), tmp / "cut.m4a", 0.4).read_bytes()
 
 
 FAILURES = {

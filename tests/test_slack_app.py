@@ -32,7 +32,7 @@ def _clean(bot):
 
 @pytest.fixture(scope="module")
 def speech_wav(media):
-    return media.speech(12, ".wav").read_bytes()
+    return media.speech(15, ".wav").read_bytes()
 
 
 def _reply_text(bot: BotHarness, ts: str) -> str:
@@ -56,7 +56,7 @@ FORMATS = [
 
 @pytest.mark.parametrize(("name", "mimetype", "filetype", "encoding"), FORMATS, ids=[f[0] for f in FORMATS])
 def test_share_in_each_format_is_answered_in_its_thread(bot, media, name, mimetype, filetype, encoding):
-    content = media.speech(12, *encoding).read_bytes()
+    content = media.speech(15, *encoding).read_bytes()
     extra = {"subtype": "slack_audio"} if name.startswith("audio_message") else {}
     response, body = bot.share(content, name, mimetype, filetype, file_extra=extra)
     assert response.status_code == 200
@@ -73,7 +73,7 @@ def test_share_in_each_format_is_answered_in_its_thread(bot, media, name, mimety
 
 
 def test_video_file_share_uses_its_audio_track(bot, media, tmp_path):
-    speech = media.speech(12, ".wav")
+    speech = media.speech(15, ".wav")
     video = make_video(tmp_path / "IMG_0001.MOV", 12, speech)
     _, body = bot.share(video.read_bytes(), "IMG_0001.MOV", "video/quicktime", "mov")
     assert bot.wait_final(CHANNEL, body["event"]["ts"]) == "white_check_mark"

@@ -42,7 +42,7 @@ def running(tmp_path, media):
 
 def test_share_over_socket_mode_is_acked_and_answered_once(running, media):
     slack, trtc, _ = running
-    speech = media.speech(12, ".m4a", "-c:a", "aac", "-b:a", "48k").read_bytes()
+    speech = media.speech(15, ".m4a", "-c:a", "aac", "-b:a", "48k").read_bytes()
     file = slack.add_file(speech, "audio_message.m4a", "audio/mp4", "m4a", subtype="slack_audio")
     body = slack.user_message(CHANNEL, files=[file], text="name=socket_voice")
     envelope = slack.send_envelope("events_api", body)
