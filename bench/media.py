@@ -1,4 +1,4 @@
-"""The recordings the benchmarks share: speech (espeak-ng, else synthetic) made with ffmpeg, built once."""
+"""The recordings the benchmarks share: the shipped speech (bot/standins/data) looped or cut with ffmpeg, built once."""
 
 from __future__ import annotations
 

@@ -77,7 +77,13 @@ class NotEnoughSpeechError(TooShortError):
 
     def __init__(self, speech_seconds: float, minimum: float, recording_seconds: float):
         super().__init__(speech_seconds, minimum)
+        self.speech_seconds = speech_seconds
         self.recording_seconds = recording_seconds
+        # Not TooShortError's "recording is N s": N here is the speech found, and the recording is longer.
+        self.args = (
+            f"{speech_seconds:.1f} s of speech found in a {recording_seconds:.1f} s recording, "
+            f"minimum {minimum:.0f} s of speech",
+        )
 
 
 class TooNoisyError(NoVoiceError):

@@ -100,7 +100,7 @@ def run_demo(seconds: float = 24.0) -> int:
     ):
         environ = bot_environ(slack, trtc, Path(tmp) / "demo.db", LOG_LEVEL="WARNING")
         settings = load_settings(TRTC_KEYS, environ=environ)
-        _say("Making a voice memo with espeak-ng (or a synthetic voice)...")
+        _say("Making a voice memo from the recording shipped with the bot...")
         clip = make_speech(Path(tmp) / "Voice Memo 1.m4a", seconds, codec_args=("-c:a", "aac", "-b:a", "64k"))
         port = _free_port()
         return asyncio.run(_drive(settings, slack, clip, port))
