@@ -109,7 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"burst {run}/{args.bursts}: {args.shares} shares of a 12 s clip at once, one channel each,"
                 f" TRTC at {args.max_rps}/s"
             )
-            burst = run_burst(args.out / "burst", media.m4a(12), shares=args.shares, max_rps=args.max_rps)
+            burst = run_burst(args.out / "burst", media.m4a(15), shares=args.shares, max_rps=args.max_rps)
             results.bursts.append(burst)
     if "channel" in only:
         per_second, burst = SLACK_POST_LIMIT
@@ -118,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {args.max_rps}/s, Slack posts limited to {per_second:g}/s per channel (burst {burst})"
         )
         results.channel = run_channel(
-            args.out / "channel", media.m4a(12), shares=args.channel_shares, max_rps=args.max_rps
+            args.out / "channel", media.m4a(15), shares=args.channel_shares, max_rps=args.max_rps
         )
     if "conversion" in only:
         _say(f"conversion: a 180 s AAC m4a through the bot and through the ffmpeg command line, {args.reps}x")
@@ -136,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f" {args.max_rps}/s, clone answer -> preview mp3 in the thread"
         )
         results.preview = run_preview(
-            args.out / "preview", media.m4a(12), shares=args.preview_shares, max_rps=args.max_rps
+            args.out / "preview", media.m4a(15), shares=args.preview_shares, max_rps=args.max_rps
         )
     if "web" in only:
         runs = args.web_bursts if args.web_bursts is not None else args.bursts
@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             results.web_bursts.append(
                 run_burst(
-                    args.out / "web", media.m4a(12), shares=args.shares, max_rps=args.max_rps, workers=1, redis=True
+                    args.out / "web", media.m4a(15), shares=args.shares, max_rps=args.max_rps, workers=1, redis=True
                 )
             )
     if "workers" in only:
@@ -161,7 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.worker_bursts.append(
                     run_burst(
                         args.out / f"workers-{workers}",
-                        media.m4a(12),
+                        media.m4a(15),
                         shares=args.shares,
                         max_rps=args.max_rps,
                         workers=workers,

@@ -28,7 +28,7 @@ from bot.jobs import JOBS_CHANNEL, QUEUED, JobStore
 from bot.leader import Leadership
 from bot.lifecycle import VoiceService
 from bot.outbox import OUTBOX_CHANNEL, Outbox
-from bot.pacing import SLACK_RATES, Pacer
+from bot.pacing import SLACK_RATES, Pacer, Rate
 from bot.prepared import PreparedAudio
 from bot.ratelimit import SlidingWindowLimiter
 from bot.ratelimit_redis import RedisSlidingWindowLimiter
@@ -271,7 +271,8 @@ def build_runtime(
         ack_client.token = None  # SLACK_BOT_TOKEN, if also set, belongs to no installed workspace
     workspaces = Workspaces(settings, session, lookup=installations.bot_token if installations else None)
     if pacer is None:
-        pacer = Pacer() if pace_interval > 0 else Pacer({kind: None for kind in SLACK_RATES})
+        rates = {**SLACK_RATES, "post": Rate(settings.slack_posts_per_second, SLACK_RATES["post"].burst)}
+        pacer = Pacer(rates) if pace_interval > 0 else Pacer({kind: None for kind in SLACK_RATES})
     sender = Sender(
         outbox, lambda team_id: workspaces.client(team_id, OUTBOX), pacer=pacer, max_backoff=max_backoff or 60.0,
         on_token_refused=None if workspaces.single else workspaces.forget,

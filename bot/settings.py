@@ -53,6 +53,7 @@ KNOWN_KEYS = (
     "SLACK_SIGNING_SECRET",
     "SLACK_APP_TOKEN",
     "SLACK_API_URL",
+    "SLACK_POSTS_PER_SECOND",
     "SLACK_CLIENT_ID",
     "SLACK_CLIENT_SECRET",
     "PORT",
@@ -131,6 +132,8 @@ class Settings:
     trtc_region: str = "ap-singapore"
     trtc_timeout: float = 30.0
     trtc_max_rps: int = 20
+    # Slack's limit on chat.postMessage in one channel (about 1 a second); the sender paces each channel to it.
+    slack_posts_per_second: float = 0.95
     voiceclone_model: str | None = None
     voiceclone_language: str | None = None
     # Not in repr: a password in the URL must never print (database_shown masks it).
@@ -493,6 +496,7 @@ def load_settings(
         trtc_region=region,
         trtc_timeout=number("TRTC_TIMEOUT", 30.0),
         trtc_max_rps=integer("TRTC_MAX_RPS", 20, low=1, high=1000) or 20,
+        slack_posts_per_second=number("SLACK_POSTS_PER_SECOND", 0.95),
         voiceclone_model=model,
         voiceclone_language=language,
         database_url=database_url,

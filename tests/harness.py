@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import socket
 import threading
@@ -27,6 +28,31 @@ SIGNING_SECRET = "harness-signing-secret-5f1e"
 SECRET_ID = "AKID-harness-stand-in-id"
 SECRET_KEY = "harness-tencent-secret-key-9c2d"
 APP_ID = 1400123456
+
+
+def wanted_database() -> str:
+    """The database the bots of this test run must use: "postgresql" in scripts/test's second pass, else "sqlite"."""
+    return "postgresql" if os.environ.get("TEST_DATABASE") == "postgresql" else "sqlite"
+
+
+def check_started_on_wanted_database(startup_log: str) -> None:
+    """Fail unless the bot's own start-up line ("role: ...; database: URL") names the database of this pass."""
+    lines = [line for line in startup_log.splitlines() if "; database: " in line]
+    assert lines, f"the bot logged no start-up line naming its database:\n{startup_log[-2000:]}"
+    scheme = lines[-1].split("; database: ", 1)[1].split(":", 1)[0]
+    wanted = wanted_database()
+    assert scheme == wanted, f"the bot started on {scheme}, this pass is for {wanted}: {lines[-1]}"
+
+
+class _LogLines(logging.Handler):
+    """Collects the formatted records of one logger while a bot starts."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 def free_port() -> int:
@@ -87,15 +113,30 @@ class BotHarness:
             extra["DATABASE_URL"] = self._postgres.__enter__()
         env = bot_environ(self.slack, self.trtc, self.tmp / "jobs.db", **extra)
         self.settings = load_settings(environ=env)
-        self._thread.start()
-        self._server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
+        startup = _LogLines()
+        app_log = logging.getLogger("bot.app")
+        app_log.addHandler(startup)
+        level = app_log.level
+        app_log.setLevel(logging.INFO)
+        try:
+            self._thread.start()
+            self._server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
+            self._wait_healthy()
+        finally:
+            app_log.removeHandler(startup)
+            app_log.setLevel(level)
+        if "DATABASE_URL" not in self.extra_env or wanted_database() == "postgresql":
+            check_started_on_wanted_database("\n".join(startup.lines))
+        return self
+
+    def _wait_healthy(self) -> None:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            if self._server.done():
+            if self._server is not None and self._server.done():
                 self._server.result()
             try:
                 if self.http.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
-                    return self
+                    return
             except httpx.TransportError:
                 pass
             time.sleep(0.02)

@@ -26,7 +26,9 @@ from harness import (
     SECRET_KEY,
     SIGNING_SECRET,
     bot_environ,
+    check_started_on_wanted_database,
     free_port,
+    wanted_database,
 )
 
 from bot.standins.slack import SlackStandIn, post_signed
@@ -83,6 +85,19 @@ class BotProcess:
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.logs: list[Path] = []
+        self._postgres: Any = None
+        if wanted_database() == "postgresql" and "DATABASE_URL" not in env:
+            # scripts/test's PostgreSQL pass: a database of its own, kept across restarts, dropped by close().
+            from pg import fresh_database
+
+            self._postgres = fresh_database()
+            self.env["DATABASE_URL"] = self._postgres.__enter__()
+
+    @property
+    def database(self) -> Path | str:
+        """The bot's database: its SQLite file, or its postgresql:// URL (read_jobs and read_rows take either)."""
+        url = self.env.get("DATABASE_URL", "")
+        return url if url.startswith("postgresql") else self.db_path
 
     @property
     def url(self) -> str:
@@ -115,15 +130,20 @@ class BotProcess:
                 raise RuntimeError(f"bot exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
             if self.socket_mode:
                 if self.slack.wait_for(lambda: self.slack.connection_count > sockets_before, 0.05):
-                    return self
+                    return self._started()
                 continue
             try:
                 if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return self
+                    return self._started()
             except httpx.TransportError:
                 pass
             time.sleep(0.03)
         raise RuntimeError(f"bot did not start:\n{self.log_text()[-3000:]}")
+
+    def _started(self) -> BotProcess:
+        if self.env.get("DATABASE_URL", "").startswith("sqlite") or wanted_database() == "postgresql":
+            check_started_on_wanted_database(self.logs[-1].read_text(errors="replace"))
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs at all."""
@@ -138,9 +158,12 @@ class BotProcess:
         return self.proc.wait(timeout)
 
     def close(self) -> None:
-        """Kill the process if it is still running (test clean-up)."""
+        """Kill the process if it is still running (test clean-up); drop its PostgreSQL database if it made one."""
         if self.proc is not None and self.proc.poll() is None:
             self.kill()
+        if self._postgres is not None:
+            self._postgres.__exit__(None, None, None)
+            self._postgres = None
 
     def __enter__(self) -> BotProcess:
         return self
@@ -261,17 +284,29 @@ def assert_one_final_answer(slack: SlackStandIn, body: dict[str, Any]) -> dict[s
     return thread[0]
 
 
-def read_jobs(db_path: Path) -> list[dict[str, Any]]:
-    """Every row of the job table, read with a connection of our own (the bot may be running or dead)."""
-    conn = sqlite3.connect(db_path, timeout=10)
+def read_rows(database: Path | str, sqlite_sql: str, postgres_sql: str, params: tuple[Any, ...] = ()) -> list[dict]:
+    """Rows from the bot's database (a SQLite file's path, or a postgresql:// URL), read with a connection of our
+    own (the bot may be running or dead); each dialect's statement is written for it."""
+    if isinstance(database, str) and database.startswith("postgresql"):
+        import psycopg
+        from psycopg.rows import dict_row
+
+        with psycopg.connect(database, row_factory=dict_row, connect_timeout=10) as conn:
+            return list(conn.execute(postgres_sql, params).fetchall())
+    conn = sqlite3.connect(database, timeout=10)
     conn.row_factory = sqlite3.Row
     try:
-        return [dict(row) for row in conn.execute("SELECT * FROM jobs ORDER BY id")]
+        return [dict(row) for row in conn.execute(sqlite_sql, params)]
     finally:
         conn.close()
 
 
-def wait_jobs(db_path: Path, statuses: set[str], count: int | None = None, timeout: float = 30) -> bool:
+def read_jobs(database: Path | str) -> list[dict[str, Any]]:
+    """Every row of the job table (`database`: a SQLite path or a postgresql:// URL, as BotProcess.database)."""
+    return read_rows(database, "SELECT * FROM jobs ORDER BY id", "SELECT * FROM jobs ORDER BY id")
+
+
+def wait_jobs(db_path: Path | str, statuses: set[str], count: int | None = None, timeout: float = 30) -> bool:
     """Poll the job table until every job has one of `statuses` (and there are `count` jobs, if given).
 
     Polled: the bot's database gives no event to wait on.
@@ -286,7 +321,7 @@ def wait_jobs(db_path: Path, statuses: set[str], count: int | None = None, timeo
         time.sleep(0.05)
 
 
-def jobs_by_key(db_path: Path) -> dict[str, dict[str, Any]]:
+def jobs_by_key(db_path: Path | str) -> dict[str, dict[str, Any]]:
     """The job table keyed by dedupe key."""
     return {row["dedupe_key"]: row for row in read_jobs(db_path)}
 

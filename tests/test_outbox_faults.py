@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sqlite3
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +26,7 @@ from reliability_helpers import (
     BotProcess,
     assert_one_final_answer,
     read_jobs,
+    read_rows,
     standins,
     wait_finals,
     where,
@@ -70,14 +70,30 @@ def _until(predicate: Callable[[], Any], timeout: float) -> bool:
     return True
 
 
-def _outbox_ts(db_path: Path, key: str) -> str | None:
+def _sender_went_round(bot: BotHarness, passes: int = 2) -> bool:
+    """Wait until everything pending in the outbox is due, then until the sender has begun `passes` passes since
+    (woken, rather than left to its idle poll) and has nothing in flight: whatever it was going to send by then has
+    reached Slack, as the stand-in records a call before answering it. False on a timeout."""
+
+    def all_due() -> bool:
+        [(latest,)] = bot.sql("SELECT MAX(next_at) FROM outbox WHERE state = 'pending'")
+        return latest is None or latest <= time.time()
+
+    if not _until(all_due, 10):
+        return False
+    sender = bot.runtime.sender
+    for _ in range(passes):
+        mark = sender.heartbeat  # set as each pass begins
+        bot._loop.call_soon_threadsafe(sender.wake)
+        if not _until(lambda mark=mark: sender.heartbeat > mark, 10):
+            return False
+    return _until(lambda: not sender._in_flight, 10)
+
+
+def _outbox_ts(database: Path | str, key: str) -> str | None:
     """The ts the bot stored for an outbox record (None until the post's answer is stored)."""
-    conn = sqlite3.connect(db_path, timeout=10)
-    try:
-        row = conn.execute("SELECT ts FROM outbox WHERE key = ?", (key,)).fetchone()
-    finally:
-        conn.close()
-    return row[0] if row else None
+    rows = read_rows(database, "SELECT ts FROM outbox WHERE key = ?", "SELECT ts FROM outbox WHERE key = %s", (key,))
+    return rows[0]["ts"] if rows else None
 
 
 def _file_outage_hits(slack: SlackStandIn) -> int:
@@ -172,19 +188,23 @@ def test_trtc_outage_answers_everything_after_it_within_the_request_cap(tmp_path
 
 # -- 3. one channel, many shares --------------------------------------------------------------------------
 
-ONE_CHANNEL_SHARES = 100
+ONE_CHANNEL_SHARES = 60
+# Slack allows about 1 post a second in a channel; here the stand-in allows 4 and the bot paces to 3.8, so the
+# scenario takes seconds instead of minutes while the property stays the same (scripts/bench runs it at 1/s).
+POSTS_PER_SECOND = 4.0
 
 
 def test_one_channel_clones_at_the_api_pace_while_answers_go_at_slacks(tmp_path: Path, small_wav: bytes):
-    # The bundled static ffmpeg (nothing else on PATH) converts fast enough on 2 cores to keep up with 20/s.
+    # The bundled static ffmpeg (nothing else on PATH) converts fast enough on 2 cores to keep up with the API.
     empty_bin = tmp_path / "empty-bin"
     empty_bin.mkdir()
+    pace = str(POSTS_PER_SECOND * 0.95)
     with (
         standins(max_rps=20) as (slack, trtc),
-        BotProcess(slack, trtc, tmp_path, PATH=str(empty_bin), TRTC_MAX_RPS="20") as bot,
+        BotProcess(slack, trtc, tmp_path, PATH=str(empty_bin), TRTC_MAX_RPS="20", SLACK_POSTS_PER_SECOND=pace) as bot,
     ):
-        # Slack's own limit on posts in one channel, which the bot's default pacing (1/s, burst 3) matches.
-        slack.limit_posts(1.0, burst=3)
+        # Slack's own limit on posts in one channel, which the bot's pacing (burst 3) matches.
+        slack.limit_posts(POSTS_PER_SECOND, burst=3)
         bot.start()
         with ThreadPoolExecutor(8) as pool:
             results = list(
@@ -197,7 +217,7 @@ def test_one_channel_clones_at_the_api_pace_while_answers_go_at_slacks(tmp_path:
         bodies = [body for _, body in results]
         assert trtc.wait_for_requests(ONE_CHANNEL_SHARES, 60)
         answers_started = time.monotonic()
-        wait_finals(slack, bodies, timeout=ONE_CHANNEL_SHARES * 1.5 + 30)
+        wait_finals(slack, bodies, timeout=ONE_CHANNEL_SHARES * 2 / POSTS_PER_SECOND + 30)
         answering = time.monotonic() - answers_started
         assert bot.terminate() == 0
 
@@ -205,25 +225,23 @@ def test_one_channel_clones_at_the_api_pace_while_answers_go_at_slacks(tmp_path:
     assert len(ok) == len(trtc.requests) == ONE_CHANNEL_SHARES  # each cloned once, none refused or retried
     assert trtc.refusals == 0
     rate = (len(ok) - 1) / (ok[-1] - ok[0])
-    # Gated on Slack's 1 post/s per channel, 100 shares would clone at about 1/s. The issue's figure (>= 19/s at the
-    # 20/s cap) is a speed target, measured by scripts/bench on a quiet machine (docs/benchmarks.md: 20.6/s); here,
-    # with the stand-ins and the rest of the suite sharing 2 cores, the test asserts the property itself: cloning
-    # runs an order of magnitude faster than Slack lets answers out.
-    assert rate >= 10, f"{rate:.1f} clones/s"
+    # Gated on the channel's post pace, the shares would clone at about POSTS_PER_SECOND. The speed target
+    # (>= 19/s at the 20/s cap) is measured by scripts/bench on a quiet machine; here, with the rest of the suite
+    # sharing 2 cores, the test asserts the property: cloning runs well ahead of what the channel lets out.
+    assert rate >= 2 * POSTS_PER_SECOND, f"{rate:.1f} clones/s"
     threads = set()
     for body in bodies:
         message = assert_one_final_answer(slack, body)
         assert message["text"].startswith("Voice cloned") and message["thread_ts"] == body["event"]["ts"]
         threads.add(message["thread_ts"])
     assert len(threads) == ONE_CHANNEL_SHARES
-    # The bot kept to Slack's pace: hardly ever refused, and a refusal's Retry-After was waited out, not lost.
+    # The bot kept to the channel's pace: hardly ever refused, and a refusal's Retry-After was waited out, not lost.
     assert slack.post_refusals <= 3, slack.post_refusals
     print(
         f"{ONE_CHANNEL_SHARES} shares in one channel: {rate:.1f} clones/s over {ok[-1] - ok[0]:.2f} s, "
         f"refusals {trtc.refusals}; answers done {answering:.0f} s after the last clone, "
         f"{slack.post_refusals} posts refused by Slack"
     )
-
 
 
 # -- 4. permanent Slack errors ----------------------------------------------------------------------------
@@ -301,8 +319,10 @@ def test_a_revoked_token_stops_sending_and_logs_once(tmp_path: Path, small_wav: 
             refused = sent()
             # Both jobs run to their end (the file host refuses the dead token too); their answers stay stored.
             asyncio.run_coroutine_threadsafe(bot.runtime.runner.drain(), bot._loop).result(30)
-            # Proving an absence: give the sender (backoff at most 1 s here) 3 s to try again if it were going to.
-            assert not slack.wait_for(lambda: len(sent()) > len(refused), 3), sent()
+            # Proving an absence at the moment it would show: every stored answer has fallen due again, and the
+            # sender has gone over them since and finished whatever it started. Nothing more went to Slack.
+            assert _sender_went_round(bot), "the outbox sender did not go round its due records"
+            assert sent() == refused, sent()
         # The first refusal and whatever was already in flight with it (the hourglass and the status post are
         # sent concurrently), and nothing after it.
         assert 1 <= len(refused) <= 2, refused
@@ -319,7 +339,9 @@ def test_a_revoked_token_stops_sending_and_logs_once(tmp_path: Path, small_wav: 
 
 
 def test_a_job_that_kills_the_bot_three_times_is_answered_could_not_process(tmp_path: Path, small_wav: bytes):
-    with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path) as bot:
+    # On PostgreSQL a killed worker's lease is taken over only once it runs out (SQLite, one process per file,
+    # releases every lease at start-up): a short lease keeps the three restarts quick on both.
+    with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path, LEASE_SECONDS="2") as bot:
         file = slack.add_file(small_wav, "poison.wav", "audio/wav", "wav")
         slack.stall_file(file["id"], after_bytes=64 * 1024)  # every download of it hangs part-way
         body = slack.user_message("C0POISON", "U0USER", [file])
@@ -332,9 +354,9 @@ def test_a_job_that_kills_the_bot_three_times_is_answered_could_not_process(tmp_
             # post that message again at the next start: closing that gap needs a lookup such as
             # conversations.replies with message metadata, which the Slack stand-in does not serve.)
             assert slack.wait_for(lambda: len(slack.stalled) >= run, 20), slack.stalled  # noqa: B023
-            assert _until(lambda: _outbox_ts(bot.db_path, "job:1:status"), 10)
+            assert _until(lambda: _outbox_ts(bot.database, "job:1:status"), 10)
             bot.kill()
-        assert [j["attempts"] for j in read_jobs(bot.db_path)] == [3]
+        assert [j["attempts"] for j in read_jobs(bot.database)] == [3]
         bot.start()
         wait_finals(slack, [body], timeout=30)
         message = assert_one_final_answer(slack, body)
@@ -344,8 +366,8 @@ def test_a_job_that_kills_the_bot_three_times_is_answered_could_not_process(tmp_
         assert bot.proc is not None and bot.proc.poll() is None  # the bot stays up
         assert httpx.get(f"http://127.0.0.1:{bot.port}/healthz", timeout=5).status_code == 200
         assert bot.terminate() == 0
+        assert [j["status"] for j in read_jobs(bot.database)] == ["failed"]
     assert trtc.requests == []
-    assert [j["status"] for j in read_jobs(bot.db_path)] == ["failed"]
 
 
 def test_a_job_that_times_out_three_times_is_answered_without_a_restart(tmp_path: Path, small_wav: bytes):

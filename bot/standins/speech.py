@@ -47,8 +47,11 @@ def make_speech(
     seconds into the recording of `voice` and looping it as needed."""
     dest = Path(dest)
     start = offset % SECONDS[voice]
+    # Uncompressed files at 22.05 kHz unless codec_args say otherwise: what espeak-ng speaks at, so a WAV of it is
+    # ~44 KB a second instead of the 96 KB of Opus's native 48 kHz.
+    rate = ("-ar", "22050") if "-ar" not in codec_args and dest.suffix in (".wav", ".aiff", ".caf") else ()
     _ffmpeg("-stream_loop", "-1", "-ss", f"{start:.3f}", "-i", recording(voice), "-t", f"{seconds:.3f}",
-            *codec_args, dest)
+            *rate, *codec_args, dest)
     return dest
 
 
