@@ -65,7 +65,7 @@ API_MESSAGES: dict[str, str] = {
     ),
     "UnsupportedOperation.InternalError": (
         "Tencent Cloud could not carry out the clone because of a problem on their side. Try again in a few "
-        "minutes; if it keeps failing, contact Tencent Cloud support."
+        "minutes; if it keeps failing, tell your Slack admin, who can take the RequestId to Tencent Cloud support."
     ),
     "UnsupportedOperation.NotAllowed": (
         f"Voice cloning is not enabled for this Tencent Cloud account. Please ask {ADMIN} to have it enabled "
@@ -165,6 +165,10 @@ USER_FIXABLE_CODES = frozenset(
 # The same codes for the operator at a terminal (`clone`): what to change, where. Codes not listed here read the
 # same for both audiences (their fix is the recording, the name, or waiting).
 OPERATOR_API_MESSAGES: dict[str, str] = {
+    "UnsupportedOperation.InternalError": (
+        "Tencent Cloud could not carry out the clone because of a problem on their side. Try again in a few "
+        "minutes; if it keeps failing, contact Tencent Cloud support."
+    ),
     "InvalidParameter.SampleRate": (
         "Tencent Cloud rejected the audio format the bot converted the recording to. That is a bug in the bot: "
         "please report it with the RequestId."

@@ -6,12 +6,14 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import time
 from dataclasses import dataclass
 
 import httpx
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from tencentcloud.trtc.v20190722 import models
 
+from bot import metrics
 from bot.errors import ApiError, InputError
 from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Settings
@@ -121,10 +123,17 @@ class TextToSpeechClient:
         request.Model = TTS_MODEL
         if language:
             request.Language = language
-        response = await with_retries(
-            "TextToSpeech", self.limiter, lambda: self._attempt(request), max_attempts=self.max_attempts,
-            backoff_base=self.backoff_base, backoff_max=self.backoff_max,
-        )
+        started = time.monotonic()
+        try:
+            response = await with_retries(
+                "TextToSpeech", self.limiter, lambda: self._attempt(request), max_attempts=self.max_attempts,
+                backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+            )
+        except ApiError as exc:
+            metrics.TRTC_ERRORS.labels(code=exc.code).inc()
+            raise
+        finally:
+            metrics.TRTC_SECONDS.labels(action="TextToSpeech").observe(time.monotonic() - started)
         try:
             audio = base64.b64decode(response.Audio or "", validate=True)
         except (binascii.Error, ValueError) as exc:

@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 import pytest
+from expected_text import SLACK_API_SENTENCES, is_slack_sentence
 
 import bot.errors as errors
 from bot.errors import (
@@ -22,9 +23,7 @@ from bot.errors import (
     UnsafeURLError,
 )
 from bot.messages import (
-    API_FALLBACK,
     API_MESSAGES,
-    GENERIC,
     OPERATOR_API_MESSAGES,
     api_message,
     config_report,
@@ -33,6 +32,9 @@ from bot.messages import (
     is_user_fixable,
     plain_text,
 )
+
+# What the Slack user reads when something fails on the bot's side (never the exception's own text).
+GENERIC = "Something went wrong on our side. Please try again; if it keeps happening, tell your Slack admin."
 
 VOICECLONE_CODES = [
     "InvalidParameter.AudioPrompt",
@@ -117,25 +119,53 @@ def test_every_documented_code_has_its_own_sentence() -> None:
     assert len(set(texts)) == len(texts)
 
 
+def test_every_code_in_the_table_has_its_expected_sentence_written_out() -> None:
+    # tests/expected_text.py spells out every sentence: a code added to bot.messages needs its words there too.
+    assert set(API_MESSAGES) == set(SLACK_API_SENTENCES)
+
+
 def test_every_message_in_the_table_is_distinct() -> None:
     assert len(set(API_MESSAGES.values())) == len(API_MESSAGES)
 
 
 @pytest.mark.parametrize(
-    ("code", "family"),
+    ("code", "expected"),
     [
-        ("AuthFailure.MFAFailure", "AuthFailure"),
-        ("InvalidParameter.Model", "InvalidParameter"),
-        ("MissingParameter.SdkAppId", "MissingParameter"),
-        ("ResourceUnavailable.ServiceStopped", "ResourceUnavailable"),
-        ("UnsupportedOperation.Other", "UnsupportedOperation"),
-        ("RequestLimitExceeded.UinLimitExceeded", "RequestLimitExceeded"),
+        (
+            "AuthFailure.MFAFailure",
+            "Tencent Cloud did not accept the bot's credentials. Please ask your Slack admin to check "
+            "TENCENTCLOUD_SECRET_ID and TENCENTCLOUD_SECRET_KEY. (Error code `AuthFailure.MFAFailure`.)",
+        ),
+        (
+            "InvalidParameter.Model",
+            "Tencent Cloud rejected part of the request. Check the voice name and the recording and try again; if it "
+            "keeps failing, tell your Slack admin. (Error code `InvalidParameter.Model`.)",
+        ),
+        (
+            "MissingParameter.SdkAppId",
+            "Tencent Cloud said the request was incomplete. That is a bug on our side: tell your Slack admin. "
+            "(Error code `MissingParameter.SdkAppId`.)",
+        ),
+        (
+            "ResourceUnavailable.ServiceStopped",
+            "Tencent Cloud's voice cloning service is unavailable right now. Try again later. "
+            "(Error code `ResourceUnavailable.ServiceStopped`.)",
+        ),
+        (
+            "UnsupportedOperation.Other",
+            "Tencent Cloud does not allow this operation for the bot's account. Tell your Slack admin. "
+            "(Error code `UnsupportedOperation.Other`.)",
+        ),
+        (
+            "RequestLimitExceeded.UinLimitExceeded",
+            "Tencent Cloud is getting too many requests from this bot right now. Wait a minute and try again. "
+            "(Error code `RequestLimitExceeded.UinLimitExceeded`.)",
+        ),
     ],
 )
-def test_unknown_codes_fall_back_to_their_family_keeping_the_code(code: str, family: str) -> None:
-    assert api_message(code) == f"{API_MESSAGES[family]} (Error code `{code}`.)"
-    text = describe(ApiError(code, "", "rid-7"))
-    assert code in text and text.endswith("(RequestId: rid-7)")
+def test_unknown_codes_fall_back_to_their_family_keeping_the_code(code: str, expected: str) -> None:
+    assert api_message(code) == expected
+    assert describe(ApiError(code, "", "rid-7")) == expected + " (RequestId: rid-7)"
 
 
 def test_config_fixes_are_for_the_slack_admin_in_slack_and_spelled_out_for_the_operator() -> None:
@@ -175,16 +205,21 @@ def test_plain_text_for_terminals(mrkdwn: str, plain: str) -> None:
 
 def test_unknown_families_get_the_general_fallback_naming_the_code() -> None:
     text = describe(ApiError("Strange.<Code>", "raw server words", "rid-9"))
-    assert text.startswith(API_FALLBACK)
-    assert "`Strange.&lt;Code&gt;`" in text and "raw server words" not in text
+    assert text == (
+        "Tencent Cloud refused the request. Try again later; if it keeps failing, tell your Slack admin. "
+        "(Error code `Strange.&lt;Code&gt;`.) (RequestId: rid-9)"
+    )
 
 
 @pytest.mark.parametrize("code", VOICECLONE_CODES + COMMON_CODES)
 def test_the_request_id_ends_the_message(code: str) -> None:
     text = describe(ApiError(code, "server text", "c0ffee-42"))
-    assert text == api_message(code) + " (RequestId: c0ffee-42)"
+    sentence, request_id = text.rsplit(" (RequestId: ", 1)
+    assert request_id == "c0ffee-42)"
+    assert is_slack_sentence(code, sentence), (code, sentence)
     assert "server text" not in text
-    assert "(RequestId" not in describe(ApiError(code, "server text"))
+    without_id = describe(ApiError(code, "server text"))
+    assert without_id == sentence and is_slack_sentence(code, without_id)
 
 
 def test_auth_messages_name_what_to_fix() -> None:

@@ -204,14 +204,46 @@ async def test_acquire_counts_from_the_start_and_async_with_until_period_after_t
     assert ended - held >= 0.2
 
 
+def _watch_acquire(limiter: RedisSlidingWindowLimiter, answered: asyncio.Event, *, lose_a_slot: bool = False) -> None:
+    """Wrap the limiter's acquire script: `answered` is set once Redis has run it for a caller. With lose_a_slot,
+    a call Redis gave a slot to never hears so, as when the caller is cancelled while the answer is on its way."""
+    script = limiter._acquire_script
+
+    async def watched(**kwargs: object) -> int:
+        wait_us = await script(**kwargs)
+        answered.set()
+        if lose_a_slot and wait_us < 0:
+            await asyncio.Event().wait()
+        return wait_us
+
+    limiter._acquire_script = watched  # type: ignore[assignment]
+
+
 async def test_a_waiter_cancelled_leaves_no_slot_behind(limiter: RedisSlidingWindowLimiter) -> None:
     async with limiter:
+        answered = asyncio.Event()
+        _watch_acquire(limiter, answered)
         waiter = asyncio.create_task(limiter.acquire())
-        await asyncio.sleep(0.1)  # the slot held for a while, the waiter asking Redis meanwhile
+        # Redis has told the waiter to wait (the slot is held): it is now between asks when it is cancelled.
+        await asyncio.wait_for(answered.wait(), 5)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiter
     assert await limiter.redis.zcard(limiter.key) == 1
+
+
+async def test_a_call_cancelled_before_hearing_it_got_a_slot_gives_the_slot_back(
+    limiter: RedisSlidingWindowLimiter,
+) -> None:
+    answered = asyncio.Event()
+    _watch_acquire(limiter, answered, lose_a_slot=True)
+    caller = asyncio.create_task(limiter.acquire())
+    await asyncio.wait_for(answered.wait(), 5)
+    assert await limiter.redis.zcard(limiter.key) == 1  # Redis counted the call...
+    caller.cancel()  # ...whose caller is cancelled before it hears so
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert await limiter.redis.zcard(limiter.key) == 0  # the call never started: its slot is free again
 
 
 @pytest.fixture(scope="module")
