@@ -1,4 +1,4 @@
-"""The recordings the benchmarks share: the shipped speech (bot/standins/data) looped or cut with ffmpeg, built once."""
+"""The recordings the benchmarks share: the shipped speech (bot/testing/data) looped or cut with ffmpeg, built once."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.audio import find_ffmpeg
-from bot.standins.speech import make_speech
+from bot.testing.speech import make_speech
+from bot.voice.audio import find_ffmpeg
 
 AAC = ("-c:a", "aac", "-b:a", "64k")
 MP3 = ("-c:a", "libmp3lame", "-b:a", "64k", "-ac", "1")

@@ -26,7 +26,7 @@ from bench.scenarios import (
     PreviewResult,
     percentile,
 )
-from bot.audio import find_ffmpeg
+from bot.voice.audio import find_ffmpeg
 
 MB = 1_000_000  # targets are in MB; RSS is reported in the same unit
 
@@ -389,7 +389,7 @@ scripts/bench
 ```
 
 One command ({seconds:.0f} s for the run below). It installs the `test,bench` extras into `.venv` when
-needed, builds the test recordings once (the speech shipped in `bot/standins/data`, looped, in
+needed, builds the test recordings once (the speech shipped in `bot/testing/data`, looped, in
 `bench/out/media/`), starts the Slack and TRTC stand-ins in the bench process and runs the real bot as a
 separate process (`python -m bot run --http`: Slack pacing on, as by default) aimed at them. Items 1 to 8 run
 one bot process with the default `--role all` on a SQLite file of its own. Items 9 and 10 (issue 13) run the bot

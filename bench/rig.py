@@ -22,9 +22,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.media import Recording
 from bot.settings import KNOWN_KEYS, OUR_PREFIXES
-from bot.standins import bot_environ as standin_environ
-from bot.standins.slack import SLACK_USER_AGENT, SlackStandIn, sign
-from bot.standins.trtc import TrtcStandIn
+from bot.testing import bot_environ as standin_environ
+from bot.testing.slack import SLACK_USER_AGENT, SlackStandIn, sign
+from bot.testing.trtc import TrtcStandIn
 
 # Fake credentials shared by the stand-ins and the bot (the same shapes tests/harness.py uses).
 BOT_TOKEN = "xoxb-bench-stand-in-bot-token"
@@ -43,7 +43,7 @@ POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@12
 # A Redis database of the bench's own (11, not 0): the bot counts TRTC calls under one fixed key, so a bot of
 # someone else's on database 0 would otherwise share the bench's 20/s (and the bench theirs).
 REDIS_SERVER = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
-REDIS_KEY = "voiceclone-bot:trtc-calls"  # bot.ratelimit_redis.DEFAULT_KEY
+REDIS_KEY = "voiceclone-bot:trtc-calls"  # bot.tencent.redis_limiter.DEFAULT_KEY
 
 # time.time() minus time.monotonic(): the Slack stand-in stamps calls with the first, TRTC's with the second.
 WALL_OFFSET = time.time() - time.monotonic()

@@ -21,8 +21,8 @@ import psutil
 from bench.burst import send_burst_from_child
 from bench.media import Recording
 from bench.rig import MemoryPeaks, MemorySampler, Rig, Share, status_bytes, to_monotonic
-from bot.audio import find_ffmpeg
-from bot.consent import CONFIRM_ACTION
+from bot.ui.consent_blocks import CONFIRM_ACTION
+from bot.voice.audio import find_ffmpeg
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -39,7 +39,7 @@ def percentile(values: Sequence[float], q: float) -> float:
 # The Slack stand-in refuses chat.postMessage over this, per channel, as Slack does (about one a second, short
 # bursts allowed): (per second, burst). On in every scenario; the bot paces its posts at the same rate.
 SLACK_POST_LIMIT = (1.0, 3)
-# The Slack stand-in's final answers begin with one of these (bot.blocks build_success / build_failure).
+# The Slack stand-in's final answers begin with one of these (bot.ui.job_blocks build_success / build_failure).
 ANSWER_PREFIXES = ("Voice cloned", "Could not clone")
 
 # A share's whole life (download, convert, clone, answer) takes about a second; these only stop a hung run.

@@ -13,11 +13,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
-from bot import cli_voices
+from bot.cli import voices_cli as cli_voices
 from bot.errors import ApiError, BotError, ConfigError, InputError, OptionError, StartupError
 from bot.logs import configure_logging
-from bot.messages import config_report, describe_for_operator
-from bot.options import MODELS, check_language, check_model
 from bot.settings import (
     TRTC_KEYS,
     Settings,
@@ -26,6 +24,8 @@ from bot.settings import (
     run_requirements,
     slack_configured,
 )
+from bot.ui.texts import config_report, describe_for_operator
+from bot.work.options import MODELS, check_language, check_model
 
 EXIT_OK, EXIT_API, EXIT_INPUT, EXIT_STARTUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_ENV_FILE = ".env"
@@ -158,11 +158,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "voices":
             return cli_voices.voices(args, env_file)
         if command == "demo":
-            from bot.demo import run_demo
+            from bot.testing.demo import run_demo
 
             return run_demo()
         if command == "standins":
-            from bot.standins.serve import serve_standins
+            from bot.testing.server import serve_standins
 
             return serve_standins(write=args.write)
         return _run(args, env_file)
@@ -187,8 +187,8 @@ def _denoise(args: argparse.Namespace) -> bool | None:
 
 def _check(args: argparse.Namespace) -> int:
     """The report card of a recording, as plain text; exit 0 usable, 2 not."""
-    from bot.audio import prepare_audio_sync
-    from bot.report import report_lines
+    from bot.voice.audio import prepare_audio_sync
+    from bot.voice.report_card import report_lines
 
     if not args.file.is_file():
         print(f"No such file: {args.file} (looked in {Path.cwd()})", file=sys.stderr)
@@ -214,8 +214,8 @@ def _audit(args: argparse.Namespace, env_file: str) -> int:
     """Print the consent audit."""
     from datetime import UTC, datetime
 
-    from bot.audit import Audit, render
-    from bot.db import open_database
+    from bot.store.audit import Audit, render
+    from bot.store.database import open_database
 
     settings = load_settings(env_file=env_file)
     since = None
@@ -241,8 +241,8 @@ def _audit_operator_clone(settings: Settings, file: Path, prompt: Any, request: 
     import getpass
     import hashlib
 
-    from bot.audit import OPERATOR, Audit, AuditEntry
-    from bot.db import open_database
+    from bot.store.audit import OPERATOR, Audit, AuditEntry
+    from bot.store.database import open_database
 
     db = open_database(settings.database_url)
     try:
@@ -258,8 +258,8 @@ def _audit_operator_clone(settings: Settings, file: Path, prompt: Any, request: 
 
 
 def _clone(args: argparse.Namespace, env_file: str) -> int:
-    from bot.pipeline import CloneRequest, clone_prompt, prepare_prompt
-    from bot.trtc import VoiceCloneClient, default_voice_name
+    from bot.tencent.voiceclone import VoiceCloneClient, default_voice_name
+    from bot.voice.pipeline import CloneRequest, clone_prompt, prepare_prompt
 
     settings = load_settings(TRTC_KEYS, env_file=env_file)
     _logging(settings, "ERROR")
@@ -292,7 +292,7 @@ def _clone(args: argparse.Namespace, env_file: str) -> int:
         _audit_operator_clone(
             settings, args.file, prompt, request, "cloned", voice_id=result.voice_id, request_id=result.request_id
         )
-        from bot.report import report_lines
+        from bot.voice.report_card import report_lines
 
         if result.report is not None:
             summary, *warnings = report_lines(result.report, option_hint="--denoise on")

@@ -1,6 +1,6 @@
 """The bot's exception tree, documented in one place.
 
-    BotError                      anything the bot explains to a user (never shown raw: see bot.messages)
+    BotError                      anything the bot explains to a user (never shown raw: see bot.ui.texts)
     ├── ConfigError               settings missing, invalid or unknown; names every key at once
     ├── StartupError              the bot cannot start serving (token refused, Slack unreachable, port in use,
     │                             database not writable); its text is the one line the operator sees
@@ -20,7 +20,7 @@
     │   └── UnsafeURLError            the URL is not on a host the bot token may be sent to
     └── ApiError                  Tencent Cloud answered with an error (code, message, request_id)
 
-Every class carries what the friendly message needs; the text shown to users lives in bot.messages.
+Every class carries what the friendly message needs; the text shown to users lives in bot.ui.texts.
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ import aiohttp
 import uvicorn
 from slack_sdk.errors import SlackApiError
 
-from bot.app import Runtime, build_runtime, create_asgi
 from bot.errors import StartupError
+from bot.runtime import Runtime, build_runtime, create_asgi
 from bot.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.lifecycle import VoiceService
-from bot.runner import JobRunner
 from bot.settings import Settings
+from bot.work.runner import JobRunner
+from bot.work.voice_service import VoiceService
 from handlers import actions, commands, installs, messages, views
 from handlers import voices as voice_handlers
 

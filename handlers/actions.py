@@ -6,8 +6,8 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.consent import CANCEL_ACTION, CONFIRM_ACTION
-from bot.runner import JobRunner
+from bot.ui.consent_blocks import CANCEL_ACTION, CONFIRM_ACTION
+from bot.work.runner import JobRunner
 
 
 def _job_id(body: dict[str, Any]) -> int | None:

@@ -10,13 +10,13 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.blocks import build_command_ack, build_help, build_modal, build_usage_error
 from bot.errors import InputError
-from bot.intake import command_job, file_reference
-from bot.lifecycle import VoiceService
-from bot.messages import describe
-from bot.options import parse_options
-from bot.runner import JobRunner
+from bot.slack.intake import command_job, file_reference
+from bot.ui.job_blocks import build_command_ack, build_help, build_modal, build_usage_error
+from bot.ui.texts import describe
+from bot.work.options import parse_options
+from bot.work.runner import JobRunner
+from bot.work.voice_service import VoiceService
 from handlers import voices as voice_commands
 
 log = logging.getLogger(__name__)

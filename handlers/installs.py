@@ -8,7 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 
-# (team_id, why) -> counts of what was deleted; bot.uninstall.Uninstaller.
+# (team_id, why) -> counts of what was deleted; bot.store.uninstall.Uninstaller.
 OnUninstalled = Callable[[str, str], Awaitable[object]]
 
 

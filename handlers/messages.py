@@ -6,9 +6,9 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp
 
-from bot.blocks import build_dm_hint
-from bot.intake import share_jobs
-from bot.runner import JobRunner
+from bot.slack.intake import share_jobs
+from bot.ui.job_blocks import build_dm_hint
+from bot.work.runner import JobRunner
 
 
 def register(app: AsyncApp, *, runner: JobRunner) -> None:

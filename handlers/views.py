@@ -6,9 +6,9 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
 
-from bot.blocks import MODAL_CALLBACK
-from bot.intake import modal_job, read_modal
-from bot.runner import JobRunner
+from bot.slack.intake import modal_job, read_modal
+from bot.ui.job_blocks import MODAL_CALLBACK
+from bot.work.runner import JobRunner
 
 
 def register(app: AsyncApp, *, runner: JobRunner) -> None:

@@ -13,10 +13,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.lifecycle import VoiceService
-from bot.messages import escape
-from bot.tts import SpeechParamError, Voice, check_speech
-from bot.voice_blocks import (
+from bot.tencent.tts import SpeechParamError, Voice, check_speech
+from bot.ui.texts import escape
+from bot.ui.voice_blocks import (
     FORGET_ACTION,
     FORGET_CONFIRM_ACTION,
     FORGET_ME_ACTION,
@@ -33,6 +32,7 @@ from bot.voice_blocks import (
     build_voice_list,
     read_say_form,
 )
+from bot.work.voice_service import VoiceService
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What people are told about each Tencent Cloud error code, written out as literals.
 
-The tests compare the bot's words against these, never against the bot's own tables (bot.messages): a sentence
+The tests compare the bot's words against these, never against the bot's own tables (bot.ui.texts): a sentence
 changed there has to be changed here too, on purpose. Each entry is the text before " (RequestId: ...)".
 
 SLACK_API_SENTENCES: what a Slack user reads (mrkdwn; configuration fixes go through "your Slack admin").

@@ -15,12 +15,12 @@ from typing import Any
 
 import httpx
 
-from bot.app import Runtime, build_runtime
+from bot.runtime import Runtime, build_runtime
 from bot.serve import serve_http
 from bot.settings import Settings, load_settings
-from bot.standins import bot_environ as standin_environ
-from bot.standins.slack import SlackStandIn, post_signed
-from bot.standins.trtc import TrtcStandIn
+from bot.testing import bot_environ as standin_environ
+from bot.testing.slack import SlackStandIn, post_signed
+from bot.testing.trtc import TrtcStandIn
 
 BOT_TOKEN = "xoxb-harness-stand-in-bot-token"
 APP_TOKEN = "xapp-harness-stand-in-app-token"
@@ -114,7 +114,7 @@ class BotHarness:
         env = bot_environ(self.slack, self.trtc, self.tmp / "jobs.db", **extra)
         self.settings = load_settings(environ=env)
         startup = _LogLines()
-        app_log = logging.getLogger("bot.app")
+        app_log = logging.getLogger("bot.runtime")
         app_log.addHandler(startup)
         level = app_log.level
         app_log.setLevel(logging.INFO)

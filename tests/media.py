@@ -1,4 +1,4 @@
-"""Real test media made with ffmpeg from the shipped speech recordings (bot/standins/data), for any test module.
+"""Real test media made with ffmpeg from the shipped speech recordings (bot/testing/data), for any test module.
 
 Import as `from media import ...` (tests/ has no __init__.py, so pytest puts tests/ on sys.path).
 Stateless helpers write one file each; `MediaCache` (the session-scoped `media` fixture in conftest.py)
@@ -19,11 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bot.audio import find_ffmpeg
-from bot.standins.speech import SECONDS
-from bot.standins.speech import make_speech as speech_clip
+from bot.testing.speech import SECONDS
+from bot.testing.speech import make_speech as speech_clip
+from bot.voice.audio import find_ffmpeg
 
-# The shipped recordings (bot/standins/data): espeak-ng speech rendered once, so no test needs a speech engine.
+# The shipped recordings (bot/testing/data): espeak-ng speech rendered once, so no test needs a speech engine.
 SPEECH_SECONDS = SECONDS["en"]
 # Longer compressed files are made by stream-copying a chunk in a loop: an hour of MP3 in about a second.
 LOOP_ABOVE_SECONDS = 60.0
@@ -33,7 +33,7 @@ _LOOPABLE = frozenset({".m4a", ".mp4", ".mov", ".mp3", ".ogg", ".opus", ".webm",
 
 
 def ffmpeg_exe() -> str:
-    """The ffmpeg that makes test media: the one the bot itself uses (bot.audio.find_ffmpeg: PATH, else bundled)."""
+    """The ffmpeg that makes test media: the one the bot uses (bot.voice.audio.find_ffmpeg: PATH, else bundled)."""
     return find_ffmpeg()
 
 

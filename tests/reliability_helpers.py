@@ -31,8 +31,8 @@ from harness import (
     wanted_database,
 )
 
-from bot.standins.slack import SlackStandIn, post_signed
-from bot.standins.trtc import TrtcStandIn
+from bot.testing.slack import SlackStandIn, post_signed
+from bot.testing.trtc import TrtcStandIn
 
 FINAL_REACTIONS = ("white_check_mark", "x")
 WORKING = "hourglass_flowing_sand"

@@ -1,4 +1,4 @@
-"""bot.audio on real files made by real ffmpeg: every format, the limits, every way a file can be wrong."""
+"""bot.voice.audio on real files made by real ffmpeg: every format, the limits, every way a file can be wrong."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ from media import (
     truncate_mp3,
 )
 
-from bot import audio
-from bot.audio import AudioLimits, find_ffmpeg, prepare_audio, prepare_audio_sync
 from bot.errors import (
     DamagedAudioError,
     NoAudioStreamError,
@@ -38,7 +36,9 @@ from bot.errors import (
     TooLargeError,
     TooShortError,
 )
-from bot.standins.speech import recording
+from bot.testing.speech import recording
+from bot.voice import audio
+from bot.voice.audio import AudioLimits, find_ffmpeg, prepare_audio, prepare_audio_sync
 
 AAC = (".m4a", "-c:a", "aac", "-b:a", "32k")
 MP3 = (".mp3", "-c:a", "libmp3lame", "-b:a", "32k")

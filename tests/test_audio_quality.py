@@ -2,7 +2,7 @@
 
 Real recordings made here with espeak-ng and ffmpeg: long pauses, speech after 100 s of hum, quiet, clipped,
 noisy, mostly noise, too little speech, clean. Expected values come from how each recording was built and
-from the sent WAV measured here (frame levels with the array module), never from bot.analysis itself.
+from the sent WAV measured here (frame levels with the array module), never from bot.voice.analysis itself.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import pytest
 from harness import BotHarness
 from media import MediaCache, add_noise, make_speech_with, read_wav, run_ffmpeg, set_peak
 
-import bot.standins.trtc as trtc_standin
-from bot.analysis import AudioReport, NotEnoughSpeechError, TooNoisyError
-from bot.audio import prepare_audio
-from bot.blocks import build_report_card, build_success
-from bot.messages import describe
-from bot.pipeline import CloneResult
-from bot.report import report_lines
+import bot.testing.trtc as trtc_standin
+from bot.ui.job_blocks import build_report_card, build_success
+from bot.ui.texts import describe
+from bot.voice.analysis import AudioReport, NotEnoughSpeechError, TooNoisyError
+from bot.voice.audio import prepare_audio
+from bot.voice.pipeline import CloneResult
+from bot.voice.report_card import report_lines
 
 FRAME = 480  # 30 ms at 16 kHz
 

@@ -17,9 +17,9 @@ import pytest
 from harness import BotHarness
 from reliability_helpers import BotProcess, standins, where
 
-from bot.audit import Audit
-from bot.consent import CANCEL_ACTION, CONFIRM_ACTION, STATEMENT
-from bot.standins.slack import block_actions
+from bot.store.audit import Audit
+from bot.testing.slack import block_actions
+from bot.ui.consent_blocks import CANCEL_ACTION, CONFIRM_ACTION, STATEMENT
 
 CHANNEL = "C0CONSENT"
 OWNER = "U0USER"  # the stand-in's default uploader

@@ -19,9 +19,9 @@ import psutil
 import pytest
 from media import MediaCache, bundled_ffmpeg, encode, make_image
 
-from bot import audio
-from bot.audio import AudioLimits, find_ffmpeg, prepare_audio
 from bot.errors import DamagedAudioError, NoAudioStreamError, NotAudioError
+from bot.voice import audio
+from bot.voice.audio import AudioLimits, find_ffmpeg, prepare_audio
 
 # Long enough to pass the length check, and unlike the 15 s the other test media have.
 SECRET_SECONDS = 17.0
@@ -87,7 +87,7 @@ def dash(target: Path) -> str:
 
 
 # name: (upload file name, referenced recording (suffix, ffmpeg args), text of the upload). An upload keeps its
-# Slack file name's extension (bot.slack_files), so a ".m3u8" arrives as one.
+# Slack file name's extension (bot.slack.files), so a ".m3u8" arrives as one.
 LEAKS = {
     # Absolute paths to recordings in formats HLS accepts as segments.
     "hls-ts": ("playlist.m3u8", (".ts", "-c:a", "aac", "-b:a", "48k"), hls),

@@ -1,7 +1,7 @@
 """TRTC faults as the user finally sees them, and malformed uploads: every one gets exactly one friendly final
 answer, no crash, no traceback, and the bot stays healthy.
 
-The fuzz inputs are generated deterministically (seeded); the bulk goes through bot.audio.prepare_audio
+The fuzz inputs are generated deterministically (seeded); the bulk goes through bot.voice.audio.prepare_audio
 directly, a few dozen through the whole app over HTTP.
 """
 
@@ -21,10 +21,10 @@ from harness import BotHarness, free_port
 from media import MediaCache
 from reliability_helpers import assert_one_final_answer, read_jobs, reply_text, wait_finals, where
 
-from bot.audio import find_ffmpeg, prepare_audio
 from bot.errors import AudioError, BotError
-from bot.messages import GENERIC, api_message, describe
-from bot.standins.trtc import TrtcStandIn
+from bot.testing.trtc import TrtcStandIn
+from bot.ui.texts import GENERIC, api_message, describe
+from bot.voice.audio import find_ffmpeg, prepare_audio
 
 CHANNEL = "C0FUZZ"
 TRTC_TIMEOUT = 0.6

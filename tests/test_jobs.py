@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bot.jobs import DONE, QUEUED, JobStore, NewJob
+from bot.store.jobs import DONE, QUEUED, JobStore, NewJob
 
 
 def _job(key: str) -> NewJob:

@@ -22,7 +22,7 @@ from bot.errors import (
     TooShortError,
     UnsafeURLError,
 )
-from bot.messages import (
+from bot.ui.texts import (
     API_MESSAGES,
     OPERATOR_API_MESSAGES,
     api_message,
@@ -120,7 +120,7 @@ def test_every_documented_code_has_its_own_sentence() -> None:
 
 
 def test_every_code_in_the_table_has_its_expected_sentence_written_out() -> None:
-    # tests/expected_text.py spells out every sentence: a code added to bot.messages needs its words there too.
+    # tests/expected_text.py spells out every sentence: a code added to bot.ui.texts needs its words there too.
     assert set(API_MESSAGES) == set(SLACK_API_SENTENCES)
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from harness import APP_ID, APP_TOKEN, BOT_TOKEN, SECRET_ID, SECRET_KEY, SIGNING_SECRET, free_port
 
-from bot.standins import bot_environ
-from bot.standins.slack import SlackStandIn
-from bot.standins.trtc import TrtcStandIn
+from bot.testing import bot_environ
+from bot.testing.slack import SlackStandIn
+from bot.testing.trtc import TrtcStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("SLACK_", "TRTC_", "TENCENTCLOUD_", "VOICECLONE_")

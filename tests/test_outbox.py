@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 from harness import BOT_TOKEN, SIGNING_SECRET
 
-from bot.db import Database
-from bot.outbox import DEAD, SENT, Outbox
-from bot.pacing import Pacer, Rate
-from bot.sender import Sender
 from bot.settings import load_settings
-from bot.standins.slack import SlackStandIn
-from bot.workspaces import create_web_client
+from bot.slack.pacing import Pacer, Rate
+from bot.slack.sender import Sender
+from bot.slack.workspaces import create_web_client
+from bot.store.database import Database
+from bot.store.outbox import DEAD, SENT, Outbox
+from bot.testing.slack import SlackStandIn
 
 CHANNEL = "C0OUTBOX"
 

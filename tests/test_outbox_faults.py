@@ -32,8 +32,8 @@ from reliability_helpers import (
     where,
 )
 
-from bot.blocks import GAVE_UP
-from bot.standins.slack import SlackStandIn
+from bot.testing.slack import SlackStandIn
+from bot.ui.job_blocks import GAVE_UP
 
 
 @pytest.fixture(scope="module")

@@ -9,13 +9,13 @@ import time
 import psycopg
 import pytest
 
-from bot.audit import Audit, AuditEntry
-from bot.db import PostgresDatabase, translate
-from bot.jobs import DONE, QUEUED, RUNNING, JobStore, NewJob
-from bot.leader import Leadership
-from bot.outbox import Outbox
-from bot.voices import VoiceLibrary, VoiceRecord
-from bot.wakeup import Listener
+from bot.store.audit import Audit, AuditEntry
+from bot.store.database import PostgresDatabase, translate
+from bot.store.jobs import DONE, QUEUED, RUNNING, JobStore, NewJob
+from bot.store.leader import Leadership
+from bot.store.library import VoiceLibrary, VoiceRecord
+from bot.store.outbox import Outbox
+from bot.store.wakeup import Listener
 
 
 def new_job(i: int, **extra) -> NewJob:

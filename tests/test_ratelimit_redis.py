@@ -18,7 +18,7 @@ import redis
 from harness import BotHarness
 from reliability_helpers import max_in_window, wait_finals, where
 
-from bot.ratelimit_redis import DEFAULT_KEY, RedisSlidingWindowLimiter
+from bot.tencent.redis_limiter import DEFAULT_KEY, RedisSlidingWindowLimiter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # "go" line on stdin for `duration` seconds; prints every call's [start, end] as JSON.
 WORKER = """
 import asyncio, json, sys, time
-from bot.ratelimit_redis import RedisSlidingWindowLimiter
+from bot.tencent.redis_limiter import RedisSlidingWindowLimiter
 
 url, key = sys.argv[1:3]
 max_calls, concurrency = int(sys.argv[3]), int(sys.argv[7])
@@ -57,7 +57,7 @@ asyncio.run(main())
 # Takes the only slot with `async with`, says so, then holds it until killed.
 HOLDER = """
 import asyncio, sys, time
-from bot.ratelimit_redis import RedisSlidingWindowLimiter
+from bot.tencent.redis_limiter import RedisSlidingWindowLimiter
 
 async def main():
     limiter = RedisSlidingWindowLimiter.from_url(sys.argv[1], 1, 1.0, key=sys.argv[2], hold_ttl=float(sys.argv[3]))

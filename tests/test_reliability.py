@@ -32,8 +32,8 @@ from reliability_helpers import (
     where,
 )
 
-from bot.audio import find_ffmpeg
-from bot.messages import API_MESSAGES
+from bot.ui.texts import API_MESSAGES
+from bot.voice.audio import find_ffmpeg
 
 
 @pytest.fixture(scope="module")

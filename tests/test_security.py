@@ -24,7 +24,7 @@ from reliability_helpers import (
 
 from bot.errors import DownloadError, FileAccessError, TooLargeError, UnsafeURLError
 from bot.logs import MASK
-from bot.messages import API_MESSAGES, describe
+from bot.ui.texts import API_MESSAGES, describe
 
 SECRETS = {
     "bot token": BOT_TOKEN,

@@ -17,7 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import DownloadError, FileAccessError, NotAudioError, TooLargeError, UnsafeURLError
 from bot.settings import DEFAULT_SLACK_API_URL
-from bot.slack_files import (
+from bot.slack.files import (
     download_file,
     looks_like_media,
     resolve_file,
@@ -25,7 +25,7 @@ from bot.slack_files import (
     sniff_media,
     token_may_go_to,
 )
-from bot.standins.slack import SlackStandIn
+from bot.testing.slack import SlackStandIn
 
 MB = 1024 * 1024
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"

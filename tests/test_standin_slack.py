@@ -21,7 +21,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.standins.slack import (
+from bot.testing.slack import (
     SlackStandIn,
     message_event,
     post_signed_async,

@@ -21,10 +21,9 @@ import httpx
 import pytest
 
 from bot.errors import ApiError, ConfigError, InvalidVoiceNameError, PromptTextError
-from bot.ratelimit import SlidingWindowLimiter
 from bot.settings import Secret, Settings
-from bot.standins.trtc import TrtcStandIn
-from bot.trtc import (
+from bot.tencent.limiter import SlidingWindowLimiter
+from bot.tencent.voiceclone import (
     MAX_PROMPT_TEXT,
     VOICE_NAME_RE,
     CloneOutcome,
@@ -32,6 +31,7 @@ from bot.trtc import (
     default_voice_name,
     validate_voice_name,
 )
+from bot.testing.trtc import TrtcStandIn
 
 SECRET_ID = "AKID-client-test-id"
 SECRET_KEY = "client-secret-key-do-not-log-0123456789"
@@ -252,13 +252,13 @@ async def test_a_slow_answer_becomes_a_network_error_after_bounded_attempts(trtc
 
 
 async def test_a_refused_connection_becomes_a_network_error(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="bot.trtc")
+    caplog.set_level(logging.WARNING, logger="bot.tencent.voiceclone")
     async with fast_client(settings_for(f"http://127.0.0.1:{closed_port()}")) as client:
         with pytest.raises(ApiError) as caught:
             await client.clone(name="Alice", wav=prompt_wav())
     assert caught.value.code == "NetworkError"
     assert caught.value.request_id is None
-    retries = [r for r in caplog.records if r.name == "bot.trtc" and "retrying" in r.getMessage()]
+    retries = [r for r in caplog.records if r.name == "bot.tencent.voiceclone" and "retrying" in r.getMessage()]
     assert len(retries) == ATTEMPTS - 1
 
 

@@ -16,12 +16,13 @@ from slack_sdk.models.views import View
 from tencentcloud.trtc.v20190722 import models
 
 from bot.__main__ import main
-from bot.db import Database
 from bot.errors import ApiError
 from bot.settings import load_settings
-from bot.standins.trtc import TrtcStandIn
-from bot.tts import SpeechParamError, TextToSpeechClient, Voice
-from bot.voice_blocks import (
+from bot.store.database import Database
+from bot.store.library import VoiceLibrary, VoiceRecord
+from bot.tencent.tts import SpeechParamError, TextToSpeechClient, Voice
+from bot.testing.trtc import TrtcStandIn
+from bot.ui.voice_blocks import (
     EX_MODEL,
     TTS_MESSAGES,
     build_forget_confirm,
@@ -34,7 +35,6 @@ from bot.voice_blocks import (
     describe_tts_error,
     read_say_form,
 )
-from bot.voices import VoiceLibrary, VoiceRecord
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,7 @@ def env(trtc, monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path)
     values = {"TENCENTCLOUD_SECRET_ID": SECRET_ID, "TENCENTCLOUD_SECRET_KEY": SECRET_KEY,
               "TRTC_SDK_APP_ID": str(APP_ID), "TRTC_ENDPOINT": trtc.url, "TRTC_TIMEOUT": "5",
-              "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.db'}"}
+              "DATABASE_URL": f"sqlite:///{tmp_path / 'bot.store.database'}"}
     for key, value in values.items():
         monkeypatch.setenv(key, value)
     return values
@@ -144,7 +144,7 @@ def test_cli_say_writes_playable_mp3(env, trtc, tmp_path, capsys):
 
 
 def test_cli_voices_lists_the_library_by_user(env, tmp_path, capsys):
-    db = Database(tmp_path / "bot.db")
+    db = Database(tmp_path / "bot.store.database")
     library = VoiceLibrary(db)
     for owner, voice_id in (("U1", "a_1"), ("U2", "b_2")):
         asyncio.run(library.add(VoiceRecord("T1", voice_id, voice_id[0], owner, time.time(), "f.m4a", 12.0)))

@@ -14,8 +14,8 @@ from harness import BotHarness
 from media import ffmpeg_exe
 from reliability_helpers import where
 
-from bot.standins.slack import block_actions
-from bot.voice_blocks import (
+from bot.testing.slack import block_actions
+from bot.ui.voice_blocks import (
     EX_MODEL,
     FORGET_ACTION,
     FORGET_CONFIRM_ACTION,
@@ -262,7 +262,7 @@ def test_say_something_button_opens_the_form_and_posts_in_the_thread(bot, speech
     "UnsupportedOperation.InternalError",
 ])
 def test_every_tts_error_code_gets_its_own_message_with_the_request_id(bot, speech_wav, code):
-    from bot.voice_blocks import TTS_MESSAGES
+    from bot.ui.voice_blocks import TTS_MESSAGES
 
     _, voice_id = clone(bot, speech_wav, channel="C0ERR")
     bot.drain()

@@ -1,0 +1,165 @@
+"""Turn what Slack sends (a file share, a modal submission, `/clone <file>`) into jobs to store."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from bot.errors import InputError, InvalidVoiceNameError, PromptTextError
+from bot.slack.files import looks_like_media
+from bot.store.jobs import NewJob
+from bot.tencent.voiceclone import MAX_PROMPT_TEXT, validate_voice_name
+from bot.work.options import CloneOptions, parse_options
+
+_FILE_ID = re.compile(r"\b(F[A-Z0-9]{6,})\b")
+_FILE_LINK = re.compile(r"<?(https?://[^\s>|]+)(?:\|[^>]*)?>?")
+
+
+@dataclass
+class ShareIntake:
+    """The jobs in one file share, and the files that were not media."""
+
+    jobs: list[NewJob] = field(default_factory=list)
+    ignored: list[dict[str, Any]] = field(default_factory=list)
+    is_dm: bool = False
+    channel: str | None = None
+    thread_ts: str | None = None
+    problem: InputError | None = None
+
+
+def share_jobs(body: dict[str, Any]) -> ShareIntake:
+    """One job per audio or video file in a `message`/`file_share` event."""
+    event = body.get("event", {})
+    channel = event.get("channel")
+    ts = event.get("ts")
+    thread_ts = event.get("thread_ts") or ts
+    intake = ShareIntake(is_dm=event.get("channel_type") == "im", channel=channel, thread_ts=thread_ts)
+    try:
+        options = parse_options(event.get("text"))
+    except InputError as exc:
+        # Still store the job: the worker answers it with the option problem, in the thread, exactly once.
+        options = CloneOptions()
+        intake.problem = exc
+    for file in event.get("files") or []:
+        if not looks_like_media(file):
+            intake.ignored.append(file)
+            continue
+        intake.jobs.append(
+            NewJob(
+                dedupe_key=f"share:{channel}:{ts}:{file.get('id')}",
+                kind="share",
+                file=file,
+                options=_options_dict(options, intake.problem),
+                channel=channel,
+                thread_ts=thread_ts,
+                share_ts=ts,
+                user_id=event.get("user"),
+                team_id=body.get("team_id"),
+                event_id=body.get("event_id"),
+            )
+        )
+    return intake
+
+
+def _options_dict(options: CloneOptions, problem: InputError | None) -> dict[str, Any]:
+    data: dict[str, Any] = options.as_dict()
+    if problem is not None:
+        data["problem"] = {
+            "type": type(problem).__name__,
+            "option": getattr(problem, "option", None),
+            "value": getattr(problem, "value", None),
+            "allowed": getattr(problem, "allowed", None),
+        }
+    return data
+
+
+def file_reference(text: str) -> tuple[str | None, str]:
+    """Split `/clone` text into a file id (from a link or a bare id) and the rest (options)."""
+    link = _FILE_LINK.search(text)
+    source = link.group(1) if link else text
+    match = _FILE_ID.search(source)
+    if not match:
+        return None, text
+    rest = text[: link.start()] + text[link.end() :] if link else text.replace(match.group(1), " ", 1)
+    return match.group(1), rest.strip()
+
+
+def command_job(command: dict[str, Any], file_id: str, options: CloneOptions) -> NewJob:
+    """The job for `/clone <file> [options]`; answered in a new thread in the command's channel."""
+    return NewJob(
+        dedupe_key=f"command:{command.get('trigger_id') or command.get('response_url')}:{file_id}",
+        kind="command",
+        file={"id": file_id},
+        options=options.as_dict(),
+        channel=command.get("channel_id"),
+        user_id=command.get("user_id"),
+        team_id=command.get("team_id"),
+        response_url=command.get("response_url"),
+    )
+
+
+@dataclass
+class ModalInput:
+    """A validated `/clone` form."""
+
+    file: dict[str, Any] | None
+    options: CloneOptions
+    channel_id: str | None
+    errors: dict[str, str]
+
+
+def _value(values: dict[str, Any], block: str) -> dict[str, Any]:
+    return values.get(block, {}).get(block, {}) or {}
+
+
+def read_modal(view: dict[str, Any]) -> ModalInput:
+    """Read the form's state; `errors` maps block ids to what the user must fix."""
+    values = view.get("state", {}).get("values", {})
+    errors: dict[str, str] = {}
+    files = _value(values, "audio").get("files") or []
+    file = files[0] if files else None
+    if file is None:
+        errors["audio"] = "Attach one recording."
+    elif not looks_like_media(file):
+        errors["audio"] = "That file doesn't look like audio or video."
+    name = (_value(values, "name").get("value") or "").strip() or None
+    if name is not None:
+        try:
+            validate_voice_name(name)
+        except InvalidVoiceNameError:
+            errors["name"] = "Use letters, digits and _ only, up to 36 characters."
+    text = (_value(values, "text").get("value") or "").strip() or None
+    if text is not None and len(text) > MAX_PROMPT_TEXT:
+        errors["text"] = str(PromptTextError(len(text), MAX_PROMPT_TEXT)).capitalize() + "."
+    language = (_value(values, "language").get("selected_option") or {}).get("value")
+    model = (_value(values, "model").get("selected_option") or {}).get("value")
+    consent = _value(values, "consent").get("selected_options") or []
+    if not any(o.get("value") == "yes" for o in consent):
+        errors["consent"] = "Please confirm you have the right to clone this voice."
+    try:
+        metadata = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        metadata = {}
+    options = CloneOptions(
+        name=name,
+        language=None if language in (None, "auto") else language,
+        model=None if model in (None, "auto") else model,
+        text=text,
+    )
+    return ModalInput(file=file, options=options, channel_id=metadata.get("channel_id"), errors=errors)
+
+
+def modal_job(view: dict[str, Any], user_id: str | None, team_id: str | None, form: ModalInput) -> NewJob:
+    """The job for a submitted form; answered in a new thread in the channel `/clone` was run in."""
+    assert form.file is not None
+    return NewJob(
+        dedupe_key=f"modal:{view.get('id')}:{form.file.get('id')}",
+        kind="modal",
+        file=form.file,
+        options=form.options.as_dict(),
+        channel=form.channel_id,
+        user_id=user_id,
+        team_id=team_id,
+    )

@@ -1,0 +1,160 @@
+"""TRTC TextToSpeech: make a cloned voice speak. Same pacing (one shared limiter), retries and error mapping as
+VoiceClone (bot.tencent.voiceclone), so both actions together stay under TRTC_MAX_RPS."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+from dataclasses import dataclass
+
+import httpx
+from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
+from tencentcloud.trtc.v20190722 import models
+
+from bot import metrics
+from bot.errors import ApiError, InputError
+from bot.settings import Settings
+from bot.tencent.limiter import SlidingWindowLimiter
+from bot.tencent.voiceclone import NETWORK_ERROR, UNEXPECTED_RESPONSE, _from_sdk, sdk_client, with_retries
+
+log = logging.getLogger(__name__)
+
+# The international TextToSpeech documentation's ranges.
+MAX_TEXT = 255
+SPEED = (0.5, 2.0)
+VOLUME = (0.0, 10.0)  # above 0, at most 10
+PITCH = (-12, 12)
+FORMATS = ("pcm", "wav", "mp3")
+SAMPLE_RATES = (16000, 24000)
+# The only TTS model the international documentation names.
+TTS_MODEL = "flow_01_turbo"
+
+
+class SpeechParamError(InputError):
+    """A TextToSpeech parameter outside the documented range; `field` names it, `allowed` says what is."""
+
+    def __init__(self, field: str, value: object, allowed: str):
+        self.field = field
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{field} {value!r}: {allowed}")
+
+
+@dataclass(frozen=True)
+class Voice:
+    """How to speak: the voice and its three knobs."""
+
+    voice_id: str
+    speed: float = 1.0
+    volume: float = 1.0
+    pitch: int = 0
+
+
+@dataclass(frozen=True)
+class Speech:
+    """What TextToSpeech returned."""
+
+    audio: bytes
+    format: str
+    sample_rate: int
+    duration_ms: int | None
+    request_id: str | None
+
+
+def check_speech(text: str, voice: Voice, fmt: str = "mp3", sample_rate: int = 24000) -> str:
+    """Return the stripped text if TextToSpeech accepts all of this, else raise SpeechParamError."""
+    text = (text or "").strip()
+    if not 1 <= len(text) <= MAX_TEXT:
+        raise SpeechParamError("text", len(text), f"1 to {MAX_TEXT} characters")
+    if not voice.voice_id:
+        raise SpeechParamError("voice", voice.voice_id, "a VoiceId")
+    if not SPEED[0] <= voice.speed <= SPEED[1]:
+        raise SpeechParamError("speed", voice.speed, "from 0.5 to 2.0")
+    if not VOLUME[0] < voice.volume <= VOLUME[1]:
+        raise SpeechParamError("volume", voice.volume, "above 0, at most 10")
+    if isinstance(voice.pitch, bool) or not isinstance(voice.pitch, int) or not PITCH[0] <= voice.pitch <= PITCH[1]:
+        raise SpeechParamError("pitch", voice.pitch, "a whole number from -12 to 12")
+    if fmt not in FORMATS:
+        raise SpeechParamError("format", fmt, "pcm, wav or mp3")
+    if sample_rate not in SAMPLE_RATES:
+        raise SpeechParamError("sample rate", sample_rate, "16000 or 24000")
+    return text
+
+
+class TextToSpeechClient:
+    """TextToSpeech over the official async SDK; `limiter` should be the VoiceCloneClient's (one cap for both)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        limiter: SlidingWindowLimiter | None = None,
+        max_attempts: int = 4,
+        backoff_base: float = 0.5,
+        backoff_max: float = 8.0,
+    ):
+        self._sdk = sdk_client(settings)
+        self.settings = settings
+        self.limiter = limiter or SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+
+    async def speak(
+        self, text: str, voice: Voice, *, fmt: str = "mp3", sample_rate: int = 24000, language: str | None = None
+    ) -> Speech:
+        """Speak `text` in `voice`; raises SpeechParamError before any call, ApiError on a refusal."""
+        text = check_speech(text, voice, fmt, sample_rate)
+        request = models.TextToSpeechRequest()
+        request.SdkAppId = self.settings.trtc_sdk_app_id
+        request.Text = text
+        tts_voice = models.TTSVoice()
+        tts_voice.VoiceId = voice.voice_id
+        tts_voice.Speed = float(voice.speed)
+        tts_voice.Volume = float(voice.volume)
+        tts_voice.Pitch = int(voice.pitch)
+        request.Voice = tts_voice
+        audio_format = models.AudioFormat()
+        audio_format.Format = fmt
+        audio_format.SampleRate = sample_rate
+        request.AudioFormat = audio_format
+        request.Model = TTS_MODEL
+        if language:
+            request.Language = language
+        started = time.monotonic()
+        try:
+            response = await with_retries(
+                "TextToSpeech", self.limiter, lambda: self._attempt(request), max_attempts=self.max_attempts,
+                backoff_base=self.backoff_base, backoff_max=self.backoff_max,
+            )
+        except ApiError as exc:
+            metrics.TRTC_ERRORS.labels(code=exc.code).inc()
+            raise
+        finally:
+            metrics.TRTC_SECONDS.labels(action="TextToSpeech").observe(time.monotonic() - started)
+        try:
+            audio = base64.b64decode(response.Audio or "", validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise ApiError(UNEXPECTED_RESPONSE, "unreadable audio from Tencent Cloud", response.RequestId) from exc
+        if not audio:
+            raise ApiError(UNEXPECTED_RESPONSE, "Tencent Cloud's answer has no audio", response.RequestId)
+        duration = response.TotalDurationMs
+        return Speech(audio, fmt, sample_rate, int(duration) if duration is not None else None, response.RequestId)
+
+    async def _attempt(self, request: models.TextToSpeechRequest) -> models.TextToSpeechResponse:
+        try:
+            return await self._sdk.TextToSpeech(request)
+        except TencentCloudSDKException as exc:
+            raise _from_sdk(exc) from None
+        except httpx.TimeoutException as exc:
+            raise ApiError(NETWORK_ERROR, f"Tencent Cloud did not answer ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise ApiError(NETWORK_ERROR, f"could not reach Tencent Cloud ({type(exc).__name__})") from exc
+        except (ValueError, KeyError) as exc:
+            raise ApiError(UNEXPECTED_RESPONSE, "Tencent Cloud's answer could not be read") from exc
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections."""
+        await self._sdk.close()

@@ -1,0 +1,177 @@
+"""One recording in, one cloned voice out: the core every front end (CLI, Slack) shares."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from bot import metrics
+from bot.errors import ApiError, PromptTextError
+from bot.tencent.voiceclone import MAX_PROMPT_TEXT, VoiceCloneClient, validate_voice_name
+from bot.voice.analysis import AudioReport
+from bot.voice.audio import AudioLimits, prepare_audio
+
+StageCallback = Callable[[str], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class CloneRequest:
+    """What to clone, as the user asked for it."""
+
+    name: str
+    text: str | None = None
+    model: str | None = None
+    language: str | None = None
+    denoise: bool | None = None  # None: decided from the measured noise
+
+
+@dataclass(frozen=True)
+class CloneResult:
+    """What the user is told after a successful clone."""
+
+    voice_id: str
+    request_id: str | None
+    name: str
+    seconds: float
+    source_seconds: float | None
+    trimmed: bool
+    text_sent: bool
+    text_dropped: bool
+    model: str | None
+    language: str | None
+    gain_db: float = 0.0
+    # AudioReport.to_dict() of what was found and done (None in results stored before it existed).
+    audio: dict[str, Any] | None = None
+
+    @property
+    def report(self) -> AudioReport | None:
+        """The audio report card's data, when the result has one."""
+        return AudioReport.from_dict(self.audio) if self.audio is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CloneResult:
+        """Rebuild from to_dict(), also one stored by an older or newer version (unknown keys ignored)."""
+        known = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in known})
+
+
+def check_request(request: CloneRequest) -> None:
+    """Refuse a bad name or transcript before any work is done."""
+    validate_voice_name(request.name)
+    if request.text is not None and len(request.text) > MAX_PROMPT_TEXT:
+        raise PromptTextError(len(request.text), MAX_PROMPT_TEXT)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """A recording made into what VoiceClone takes, plus what the user is told about it; not yet sent."""
+
+    wav: bytes
+    seconds: float
+    source_seconds: float | None
+    trimmed: bool
+    gain_db: float
+    audio: dict[str, Any] | None
+
+    def meta(self) -> dict[str, Any]:
+        """Everything but the audio, JSON-ready (stored while the prompt waits for consent)."""
+        return {k: v for k, v in asdict(self).items() if k != "wav"}
+
+    @classmethod
+    def from_meta(cls, meta: dict[str, Any], wav: bytes) -> Prompt:
+        """Rebuild from meta() and the stored audio."""
+        known = {f.name for f in fields(cls)} - {"wav"}
+        return cls(wav=wav, **{k: v for k, v in meta.items() if k in known})
+
+    @property
+    def report(self) -> AudioReport | None:
+        """The audio report card's data."""
+        return AudioReport.from_dict(self.audio) if self.audio is not None else None
+
+
+async def prepare_prompt(
+    path: str | os.PathLike[str],
+    request: CloneRequest,
+    *,
+    limits: AudioLimits | None = None,
+    ffmpeg_slots: asyncio.Semaphore | None = None,
+    on_stage: StageCallback | None = None,
+) -> Prompt:
+    """Convert and analyse the recording (no API call); raise an AudioError when it cannot be used."""
+    check_request(request)
+    if on_stage:
+        await on_stage("converting")
+    async with AsyncExitStack() as stack:
+        if ffmpeg_slots is not None:
+            await stack.enter_async_context(ffmpeg_slots)
+        prepared = await prepare_audio(path, limits or AudioLimits(), denoise=request.denoise)
+    return Prompt(
+        wav=prepared.wav,
+        seconds=round(prepared.duration, 2),
+        source_seconds=None if prepared.source_duration is None else round(prepared.source_duration, 2),
+        trimmed=prepared.trimmed,
+        gain_db=round(prepared.gain_db, 1),
+        audio=prepared.report.to_dict(),
+    )
+
+
+async def clone_prompt(
+    prompt: Prompt, request: CloneRequest, client: VoiceCloneClient, *, on_stage: StageCallback | None = None
+) -> CloneResult:
+    """Send a prepared prompt to VoiceClone; raise ApiError on a refusal."""
+    # A transcript describes the whole recording. Cutting silence keeps every word, so it still matches; a
+    # window that leaves speech out (prompt.trimmed) does not.
+    text = request.text if request.text and not prompt.trimmed else None
+    if on_stage:
+        await on_stage("cloning")
+    started = time.monotonic()
+    try:
+        outcome = await client.clone(
+            name=request.name,
+            wav=prompt.wav,
+            text=text,
+            model=request.model,
+            language=request.language,
+        )
+    except ApiError as exc:
+        metrics.TRTC_ERRORS.labels(code=exc.code).inc()
+        raise
+    finally:
+        metrics.TRTC_SECONDS.labels(action="VoiceClone").observe(time.monotonic() - started)
+    return CloneResult(
+        voice_id=outcome.voice_id,
+        request_id=outcome.request_id,
+        name=request.name,
+        seconds=prompt.seconds,
+        source_seconds=prompt.source_seconds,
+        trimmed=prompt.trimmed,
+        text_sent=text is not None,
+        text_dropped=bool(request.text) and text is None,
+        model=request.model or client.settings.voiceclone_model,
+        language=request.language or client.settings.voiceclone_language,
+        gain_db=prompt.gain_db,
+        audio=prompt.audio,
+    )
+
+
+async def clone_recording(
+    path: str | os.PathLike[str],
+    request: CloneRequest,
+    client: VoiceCloneClient,
+    *,
+    limits: AudioLimits | None = None,
+    ffmpeg_slots: asyncio.Semaphore | None = None,
+    on_stage: StageCallback | None = None,
+) -> CloneResult:
+    """Convert the recording and clone it; raise a BotError on anything the user should hear about."""
+    prompt = await prepare_prompt(path, request, limits=limits, ffmpeg_slots=ffmpeg_slots, on_stage=on_stage)
+    return await clone_prompt(prompt, request, client, on_stage=on_stage)

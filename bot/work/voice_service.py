@@ -1,0 +1,258 @@
+"""The voice lifecycle behind the Slack handlers: remember each clone, preview it in its thread, make it speak,
+list, rename and forget it. Everything the user sees goes through the outbox (uploads included)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from bot.errors import ApiError, InputError
+from bot.settings import Settings
+from bot.slack.replies import Replies, file_name
+from bot.slack.workspaces import Workspaces
+from bot.store.jobs import SAY, Job, NewJob
+from bot.store.library import VoiceLibrary, VoiceRecord, may_reach
+from bot.store.outbox import Outbox
+from bot.tencent.tts import SpeechParamError, TextToSpeechClient, Voice
+from bot.ui.voice_blocks import (
+    build_home,
+    build_preview_failed,
+    build_say_failed,
+    describe_tts_error,
+    preview_text,
+    speech_comment,
+)
+from bot.voice.pipeline import CloneResult
+
+log = logging.getLogger(__name__)
+
+
+class VoiceService:
+    """Library, previews and speech; background work runs on tracked tasks (`drain()` waits for them)."""
+
+    def __init__(
+        self, settings: Settings, library: VoiceLibrary, tts: TextToSpeechClient, outbox: Outbox,
+        workspaces: Workspaces,
+    ):
+        self.settings = settings
+        self.library = library
+        self.tts = tts
+        self.outbox = outbox
+        # Stores a job for the workers (bot.work.runner.JobRunner.accept); None: say() runs in this process.
+        self.enqueue: Callable[[list[NewJob]], Awaitable[list[int]]] | None = None
+        self.workspaces = workspaces
+        self.admins = settings.admin_users
+        self.root = Path(settings.data_path) / "speech"
+        self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.sweep()
+
+    def sweep(self) -> int:
+        """Delete clips no pending upload holds (a crash between writing one and storing its record)."""
+
+        def pending(conn: Any) -> set[str]:
+            rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'upload' AND state = 'pending'")
+            return {json.loads(row["payload"]).get("path") for row in rows}
+
+        keep = self.outbox.db.call(pending)
+        removed = 0
+        for path in self.root.glob("*.mp3"):
+            if str(path) not in keep:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    # -- background tasks --------------------------------------------------------------------------------
+
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run `coro` in the background, logged if it fails, awaited by drain()."""
+
+        async def guarded() -> None:
+            try:
+                await coro
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("%s failed", name)
+
+        task = asyncio.create_task(guarded(), name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self) -> None:
+        """Wait for every preview, speech and Home publish in flight."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def stop(self) -> None:
+        """Cancel what is in flight (a preview lost to a shutdown is not retried)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    # -- after a clone -----------------------------------------------------------------------------------
+
+    async def on_cloned(self, job: Job, result: CloneResult) -> None:
+        """Runner hook: record the voice in the library, then preview it in the thread (in the background)."""
+        try:
+            voice = VoiceRecord(
+                team_id=job.team_id or "", voice_id=result.voice_id, voice_name=result.name, owner=job.user_id,
+                created_at=time.time(), file_name=file_name(job), seconds=result.seconds,
+                model=result.model or self.settings.voiceclone_model, language=result.language,
+                channel=job.channel or job.user_id, thread_ts=job.thread_ts, request_id=result.request_id,
+                job_id=job.id,
+            )
+            added = await self.library.add(voice)
+        except Exception:
+            log.exception("job %s: could not record voice %s in the library", job.id, result.voice_id)
+            return
+        if self.settings.preview and added:
+            await self.library.set_preview(voice.team_id, voice.voice_id, "pending")
+            self.spawn(self.preview(voice), f"preview-{job.id}")
+
+    async def resume(self) -> int:
+        """Make the previews a stop interrupted (cloned within ANSWER_TTL_HOURS); return how many."""
+        if not self.settings.preview:
+            return 0
+        pending = await self.library.pending_previews(time.time() - self.settings.answer_ttl_hours * 3600)
+        for voice in pending:
+            self.spawn(self.preview(voice), f"preview-{voice.job_id}")
+        if pending:
+            log.info("resuming %d preview(s) a stop interrupted", len(pending))
+        return len(pending)
+
+    @staticmethod
+    def _where(voice: VoiceRecord) -> dict[str, Any]:
+        """The voice's thread: the share's, or the parent message the bot posts for a form or /clone request."""
+        channel = voice.channel or voice.owner or ""
+        if voice.thread_ts is not None:
+            return {"channel": channel, "thread_ts": voice.thread_ts}
+        return {"channel": channel, "thread_key": f"job:{voice.job_id}:parent"}
+
+    async def preview(self, voice: VoiceRecord) -> None:
+        """Speak the preview sentence and upload it into the thread, after the answer; or say why not."""
+        try:
+            await self._preview(voice)
+        finally:
+            # Stored in the outbox (or refused for good): from here the outbox carries it through any stop.
+            await self.library.set_preview(voice.team_id, voice.voice_id, "done")
+
+    async def _preview(self, voice: VoiceRecord) -> None:
+        job_id = voice.job_id
+        team_id = voice.team_id or None
+        where = self._where(voice)
+        after = Replies.status_key(job_id or 0)
+        text = preview_text(voice.language, self.settings.preview_text)
+        try:
+            speech = await self.tts.speak(text, Voice(voice.voice_id), language=voice.language)
+        except (ApiError, InputError) as exc:
+            code = exc.code if isinstance(exc, ApiError) else None
+            request_id = exc.request_id if isinstance(exc, ApiError) else None
+            sentence = describe_tts_error(exc, voice.model) if isinstance(exc, ApiError) else str(exc)
+            log.info("job %s: no preview for %s (%s, RequestId %s)", job_id, voice.voice_id, code, request_id)
+            message, blocks = build_preview_failed(sentence, code, request_id)
+            await self.outbox.put_message(
+                f"preview:{job_id}:failed", text=message, blocks=blocks, after_key=after, team_id=team_id,
+                job_id=job_id, once=True, **where,
+            )
+            return
+        path = self._save(speech.audio)
+        await self.outbox.put_upload(
+            f"preview:{job_id}", path=path, filename=f"{voice.voice_name}-preview.mp3",
+            title=f"{voice.voice_name} preview", comment=speech_comment(None, voice, text, preview=True),
+            after_key=after, team_id=team_id, job_id=job_id, **where,
+        )
+
+    def _save(self, audio: bytes) -> Path:
+        """The clip's bytes in the data folder, mode 0600 from the first byte; the sender deletes it once sent."""
+        path = self.root / f"{secrets.token_hex(8)}.mp3"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(audio)
+        return path
+
+    # -- speaking ----------------------------------------------------------------------------------------
+
+    async def reachable(self, team_id: str | None, user: str | None, ref: str) -> VoiceRecord | None:
+        """The voice `ref` names, if `user` may reach it (never tells whether someone else's exists)."""
+        voice = await self.library.find(team_id, user, ref, self.admins)
+        return voice if voice is not None and may_reach(voice, user, self.admins) else None
+
+    async def request_say(
+        self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,
+        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None,
+    ) -> None:
+        """Ask a worker to `say()` this: stored as a job before the acknowledgement (a stop loses nothing, and a web
+        replica makes no TRTC call); without a queue (`enqueue` unset) it is spoken here in the background."""
+        if self.enqueue is None:
+            self.spawn(self.say(voice, user, text, speed=speed, volume=volume, pitch=pitch, channel=channel,
+                                thread_ts=thread_ts), "say")
+            return
+        options = {"voice_id": voice.voice_id, "text": text, "speed": speed, "volume": volume, "pitch": pitch}
+        await self.enqueue([NewJob(
+            dedupe_key=f"say:{secrets.token_hex(8)}", kind=SAY, file={}, options=options, channel=channel,
+            thread_ts=thread_ts, user_id=user, team_id=voice.team_id or None,
+        )])
+
+    async def say_job(self, job: Job) -> None:
+        """A worker's side of request_say()."""
+        options = job.options
+        voice = await self.library.get(job.team_id or "", str(options.get("voice_id")))
+        if voice is None:
+            log.info("job %s: the voice to speak with was forgotten meanwhile", job.id)
+            return
+        await self.say(
+            voice, job.user_id, str(options.get("text") or ""), speed=float(options.get("speed", 1.0)),
+            volume=float(options.get("volume", 1.0)), pitch=int(options.get("pitch", 0)), channel=job.channel,
+            thread_ts=job.thread_ts,
+        )
+
+    async def say(
+        self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,
+        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None,
+    ) -> None:
+        """Speak `text` and post it (in `channel`/`thread_ts`, else the voice's own thread); errors go to `user`."""
+        if channel is None:
+            channel, thread_ts = voice.channel, voice.thread_ts
+            if thread_ts is None and voice.job_id is not None:
+                parent = await self.outbox.get(f"job:{voice.job_id}:parent")
+                if parent is not None and parent.ts:
+                    channel, thread_ts = parent.channel, parent.ts
+        channel = channel or user or ""
+        try:
+            speech = await self.tts.speak(text, Voice(voice.voice_id, speed, volume, pitch), language=voice.language)
+        except (ApiError, SpeechParamError) as exc:
+            if isinstance(exc, ApiError):
+                sentence, code, rid = describe_tts_error(exc, voice.model), exc.code, exc.request_id
+            else:
+                sentence, code, rid = f"the {exc.field} must be {exc.allowed}.", None, None
+            note = build_say_failed(voice.title, sentence, code, rid)
+            if user:
+                await self.outbox.put_ephemeral(
+                    f"say:{secrets.token_hex(6)}:failed", channel=channel, user=user, text=note, thread_ts=thread_ts,
+                    team_id=voice.team_id or None,
+                )
+            return
+        path = self._save(speech.audio)
+        await self.outbox.put_upload(
+            f"say:{secrets.token_hex(8)}", channel=channel, thread_ts=thread_ts, path=path,
+            filename=f"{voice.voice_name}-says.mp3", title=f"{voice.title} says",
+            comment=speech_comment(user, voice, text, preview=False), team_id=voice.team_id or None,
+        )
+
+    # -- App Home ----------------------------------------------------------------------------------------
+
+    async def publish_home(self, team_id: str | None, user: str) -> None:
+        """Publish `user`'s "Your voices" Home tab (only their own voices, admins included)."""
+        voices = await self.library.listed(team_id or "", user)
+        client = await self.workspaces.client(team_id)
+        if client is not None:
+            await client.views_publish(user_id=user, view=build_home(voices))
