@@ -17,13 +17,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from expected_text import SLACK_API_SENTENCES
 from harness import BotHarness, free_port
 from media import MediaCache
 from reliability_helpers import assert_one_final_answer, read_jobs, reply_text, wait_finals, where
 
 from bot.errors import AudioError, BotError
 from bot.testing.trtc import TrtcStandIn
-from bot.ui.texts import GENERIC, api_message, describe
+from bot.ui.texts import GENERIC, describe
 from bot.voice.audio import find_ffmpeg, prepare_audio
 
 CHANNEL = "C0FUZZ"
@@ -73,23 +74,23 @@ class Fault:
 FAULTS = {
     "HTTP 502 once": Fault(lambda t: t.http_error_next(502), "white_check_mark", "Voice cloned", 2),
     "HTTP 500 every attempt": Fault(
-        lambda t: t.http_error_next(500, times=4), "x", api_message("ServerNetworkError"), 4
+        lambda t: t.http_error_next(500, times=4), "x", SLACK_API_SENTENCES["ServerNetworkError"], 4
     ),
     "InternalError once": Fault(
         lambda t: t.fail_next("InternalError"), "white_check_mark", "Voice cloned", 2
     ),
     "InternalError every attempt": Fault(
-        lambda t: t.fail_next("InternalError", times=4), "x", api_message("InternalError"), 4, True
+        lambda t: t.fail_next("InternalError", times=4), "x", SLACK_API_SENTENCES["InternalError"], 4, True
     ),
     "slower than the timeout once": Fault(
         lambda t: t.delay_next(TRTC_TIMEOUT + 1), "white_check_mark", "Voice cloned", 2
     ),
     "slower than the timeout every attempt": Fault(
-        lambda t: t.delay_next(TRTC_TIMEOUT + 1, times=4), "x", api_message("NetworkError"), 4
+        lambda t: t.delay_next(TRTC_TIMEOUT + 1, times=4), "x", SLACK_API_SENTENCES["NetworkError"], 4
     ),
     "connection dropped once": Fault(lambda t: t.drop_next(), "white_check_mark", "Voice cloned", 2),
     "connection dropped every attempt": Fault(
-        lambda t: t.drop_next(times=4), "x", api_message("NetworkError"), 4
+        lambda t: t.drop_next(times=4), "x", SLACK_API_SENTENCES["NetworkError"], 4
     ),
     "ResourceUnavailable then success": Fault(
         lambda t: t.fail_next("ResourceUnavailable", times=3), "white_check_mark", "Voice cloned", 4
@@ -97,7 +98,7 @@ FAULTS = {
     "voice limit reached (not retried)": Fault(
         lambda t: t.fail_next("LimitExceeded.VoiceCloneMaxNumLimit"),
         "x",
-        api_message("LimitExceeded.VoiceCloneMaxNumLimit"),
+        SLACK_API_SENTENCES["LimitExceeded.VoiceCloneMaxNumLimit"],
         1,
         True,
     ),
@@ -128,7 +129,7 @@ def test_trtc_refusing_connections_is_answered_once(tmp_path: Path, speech_wav: 
         _, body = bot.share(speech_wav, "memo.wav", "audio/wav", "wav", channel=CHANNEL)
         assert bot.wait_final(*where(body), timeout=30) == "x"
         text = reply_text(assert_one_final_answer(bot.slack, body))
-    assert api_message("NetworkError") in text
+    assert SLACK_API_SENTENCES["NetworkError"] in text
     _friendly(text)
 
 

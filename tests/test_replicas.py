@@ -153,6 +153,8 @@ def test_the_web_role_only_stores_and_acks_and_a_worker_does_the_rest(
         assert trtc.requests == []
         # The worker serves no Slack requests at all.
         assert web.deliver(bodies[0]).status_code == 200
+        # The Slack stand-in stamps with time.time(), the TRTC stand-in with time.monotonic().
+        worker_starting, worker_starting_monotonic = time.time(), time.monotonic()
         worker.start()
         assert httpx.post(worker.url, content=b"{}").status_code == 404
 
@@ -175,6 +177,11 @@ def test_the_web_role_only_stores_and_acks_and_a_worker_does_the_rest(
         assert slack.wait_for(lambda: is_final(slack, *where(bodies[1])), 30)
         assert assert_one_final_answer(slack, bodies[1])["text"].startswith("Voice cloned")
         assert len(trtc.requests) == 1
+        # Proving the absence over the whole run, not just right after the acknowledgements: every download, Slack
+        # call (but auth.test) and TRTC request came after the worker began starting, so none was the web's.
+        assert all(c.time >= worker_starting for c in slack.calls if c.method != "auth.test")
+        assert all(r.time >= worker_starting for r in slack.file_requests)
+        assert all(r.time >= worker_starting_monotonic for r in trtc.requests)
         assert web.terminate() == 0 and worker.terminate() == 0
     statuses = sorted(status for (status,) in _rows(postgres_url, "SELECT status FROM jobs"))
     assert statuses == ["awaiting_consent", "awaiting_consent", "done"]
