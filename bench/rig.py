@@ -20,7 +20,7 @@ import httpx
 import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.media import Recording
+from bench.recordings import Recording
 from bot.settings import KNOWN_KEYS, OUR_PREFIXES
 from bot.testing import bot_environ as standin_environ
 from bot.testing.slack import SLACK_USER_AGENT, SlackStandIn, sign

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.media import MediaCache
+from bench.recordings import MediaCache
 from bench.report import Results, checks, plot_ack, plot_channel, plot_clones, write_markdown
 from bench.scenarios import (
     SLACK_POST_LIMIT,

@@ -19,7 +19,7 @@ import httpx
 import psutil
 
 from bench.burst import send_burst_from_child
-from bench.media import Recording
+from bench.recordings import Recording
 from bench.rig import MemoryPeaks, MemorySampler, Rig, Share, status_bytes, to_monotonic
 from bot.ui.consent_blocks import CONFIRM_ACTION
 from bot.voice.audio import find_ffmpeg

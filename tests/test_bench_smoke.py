@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from bench.media import MediaCache
+from bench.recordings import MediaCache
 from bench.report import Results, checks, plot_ack, write_markdown
 from bench.scenarios import run_burst
 

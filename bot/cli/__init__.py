@@ -1,0 +1,1 @@
+"""The command line: `python -m bot clone|check|say|voices|audit|...`, the operator's tools beside the bot."""
