@@ -6,9 +6,7 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -22,7 +20,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.recordings import Recording
 from bot.settings import KNOWN_KEYS, OUR_PREFIXES
-from bot.testing import bot_environ as standin_environ
+from bot.testing.driver import BotProcess
+from bot.testing.driver import bot_environ as standin_environ
 from bot.testing.slack import SLACK_USER_AGENT, SlackStandIn, sign
 from bot.testing.trtc import TrtcStandIn
 
@@ -52,13 +51,6 @@ WALL_OFFSET = time.time() - time.monotonic()
 def to_monotonic(wall: float) -> float:
     """A time.time() reading on the time.monotonic() scale (drift over one bench run is microseconds)."""
     return wall - WALL_OFFSET
-
-
-def free_port() -> int:
-    """An unused loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
@@ -111,6 +103,7 @@ class Rig:
     worker_processes: list[subprocess.Popen[bytes]] = field(init=False, default_factory=list)
     worker_ports: list[int] = field(init=False, default_factory=list)
     database: str | None = field(init=False, default=None)  # the PostgreSQL database created for this rig
+    _drivers: list[BotProcess] = field(init=False, default_factory=list)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()  # the bot runs in it: its paths must not be relative to ours
@@ -153,7 +146,6 @@ class Rig:
     def _start(self, timeout: float) -> Rig:
         self.slack.start()
         self.trtc.start()
-        self.port = free_port()
         (self.workdir / "tmp").mkdir(exist_ok=True)
         db = self.workdir / "jobs.db"
         for stale in self.workdir.glob("jobs.db*"):
@@ -169,55 +161,28 @@ class Rig:
         if self.redis:
             _clear_redis_key()
             env["REDIS_URL"] = REDIS_SERVER
-        # An empty settings file: everything comes from the environment above, never from a .env lying around.
-        env_file = self.workdir / "bench.env"
-        env_file.write_text("# empty: the bench passes the bot's settings in its environment\n")
         # The web (or all) process first, then the workers one at a time: each creates the tables if missing,
         # and concurrent CREATE TABLE IF NOT EXISTS can collide on PostgreSQL.
-        self.process = self._spawn(env, env_file, self.role, self.port, self.log_path)
-        self._wait_healthy(self.process, self.port, self.log_path, timeout)
+        self.process, self.port = self._spawn(env, self.role, self.log_path, timeout)
         for index in range(1, self.workers + 1):
-            port = free_port()
-            worker = self._spawn(env, env_file, "worker", port, self.worker_log(index))
+            worker, port = self._spawn(env, "worker", self.worker_log(index), timeout)
             self.worker_processes.append(worker)
             self.worker_ports.append(port)
-            self._wait_healthy(worker, port, self.worker_log(index), timeout)
         return self
 
     def _spawn(
-        self, env: dict[str, str], env_file: Path, role: str, port: int, log_path: Path
-    ) -> subprocess.Popen[bytes]:
-        command = [
-            sys.executable,
-            "-m",
-            "bot",
-            "--env-file",
-            str(env_file),
-            "run",
-            "--http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ]
-        if role != "all":
-            command += ["--role", role]
-        with open(log_path, "ab") as log:
-            return subprocess.Popen(command, cwd=self.workdir, env=env, stdout=log, stderr=log)
-
-    def _wait_healthy(self, process: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2) as client:
-            while time.monotonic() < deadline:
-                if process.poll() is not None:
-                    raise RuntimeError(f"the bot exited with {process.returncode}:\n{_tail(log_path)}")
-                try:
-                    if client.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
-                time.sleep(0.02)
-        raise RuntimeError(f"the bot did not become healthy in {timeout:g} s:\n{_tail(log_path)}")
+        self, env: dict[str, str], role: str, log_path: Path, timeout: float
+    ) -> tuple[subprocess.Popen[bytes], int]:
+        """One bot process through the driver the tests and the demo use; returns once it is healthy."""
+        driver = BotProcess(env, self.workdir, role=role)
+        driver.spawn(log_path)
+        assert driver.proc is not None
+        self._drivers.append(driver)
+        try:
+            driver.wait_healthy(timeout)
+        except RuntimeError as exc:
+            raise RuntimeError(f"{exc}\n{_tail(log_path)}") from None
+        return driver.proc, driver.port
 
     def _create_database(self) -> str:
         import psycopg

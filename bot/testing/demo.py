@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from bot.serve import serve_http
 from bot.settings import TRTC_KEYS, load_settings
-from bot.testing import bot_environ
+from bot.testing.driver import InProcessBot, bot_environ
 from bot.testing.slack import SlackStandIn, post_signed
 from bot.testing.speech import make_speech
 from bot.testing.trtc import TrtcStandIn
@@ -27,12 +25,6 @@ SIGNING_SECRET = "demo-signing-secret"
 SECRET_ID = "AKIDdemo"
 SECRET_KEY = "demo-secret-key"
 APP_ID = 1400000001
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _say(line: str = "") -> None:
@@ -102,62 +94,59 @@ def run_demo(seconds: float = 24.0) -> int:
         settings = load_settings(TRTC_KEYS, environ=environ)
         _say("Making a voice memo from the recording shipped with the bot...")
         clip = make_speech(Path(tmp) / "Voice Memo 1.m4a", seconds, codec_args=("-c:a", "aac", "-b:a", "64k"))
-        port = _free_port()
-        return asyncio.run(_drive(settings, slack, clip, port))
+        return asyncio.run(_drive(settings, slack, clip))
 
 
-async def _drive(settings: Any, slack: SlackStandIn, clip: Path, port: int) -> int:
-    stop = asyncio.Event()
-    server = asyncio.create_task(serve_http(settings, host="127.0.0.1", port=port, stop=stop))
-    app_url = f"http://127.0.0.1:{port}/slack/events"
-    try:
-        await _wait_healthy(port, server)
-        file = slack.add_file(clip.read_bytes(), clip.name, "audio/x-m4a", "m4a")
-        text = 'name=demo_voice lang=en text="Hello! This is a short recording for the voice clone demo."'
-        body = slack.user_message(CHANNEL, USER, [file], text=text)
-        _say(f"\n#demo  you: [{clip.name}, {len(clip.read_bytes()) // 1024} KB] {text}")
-        started = time.monotonic()
-        response = await asyncio.to_thread(post_signed, app_url, body, kind="event", signing_secret=SIGNING_SECRET)
-        _say(f"  (Slack got HTTP {response.status_code} in {(time.monotonic() - started) * 1000:.0f} ms)")
-        share_ts = body["event"]["ts"]
-        shown = 0
-        done = False
-        pressed = False
-        answered_at: float | None = None
-        while not done and time.monotonic() - started < 120:
-            await asyncio.to_thread(slack.wait_for, lambda seen=shown: len(slack.calls) > seen, 1.0)
-            calls = list(slack.calls)
-            for call in calls[shown:]:
-                line = _show(call)
-                if line:
-                    _say(line)
-            shown = len(calls)
-            question = None if pressed else _consent_question(slack, share_ts)
-            if question is not None:
-                # CONSENT=ask: nothing is cloned until the person who shared the file says so. Press as they would.
-                _say(f'\n  you press "Clone this voice" under: {plain_text(STATEMENT)}')
-                press = slack.press(CHANNEL, question["ts"], CONFIRM_ACTION, user=USER)
-                await asyncio.to_thread(post_signed, app_url, press, kind="interactive", signing_secret=SIGNING_SECRET)
-                pressed = True
-            reactions = slack.reactions(CHANNEL, share_ts)
-            answered = any(name in reactions for name in ("white_check_mark", "x"))
-            # After the answer the bot uploads a spoken preview in the new voice: wait for it (a few seconds at most).
-            previewed = bool(slack.calls_to("files.completeUploadExternal"))
-            if answered and answered_at is None:
-                answered_at = time.monotonic()
-            done = answered and (previewed or time.monotonic() - answered_at > 10)
-        _say("\nThe thread now reads:")
-        for message in slack.thread(CHANNEL, share_ts)[1:]:
-            _say("  voiceclone:")
-            for line in render_blocks(message.get("blocks") or []) or [plain_text(str(message.get("text")))]:
-                _say(f"    {line}")
-        ok = "white_check_mark" in slack.reactions(CHANNEL, share_ts)
-        _say("\nDemo finished: " + ("the voice was cloned." if ok else "the clone failed (see above)."))
-        _say("To run it for real, create the Slack app from manifest.yml and fill .env (see README).")
-        return 0 if ok else 1
-    finally:
-        stop.set()
-        await server
+async def _drive(settings: Any, slack: SlackStandIn, clip: Path) -> int:
+    async with InProcessBot(settings) as bot:
+        return await _converse(bot.url, slack, clip)
+
+
+async def _converse(app_url: str, slack: SlackStandIn, clip: Path) -> int:
+    """Share the memo as a user would, press the consent button when asked, and print the thread."""
+    file = slack.add_file(clip.read_bytes(), clip.name, "audio/x-m4a", "m4a")
+    text = 'name=demo_voice lang=en text="Hello! This is a short recording for the voice clone demo."'
+    body = slack.user_message(CHANNEL, USER, [file], text=text)
+    _say(f"\n#demo  you: [{clip.name}, {len(clip.read_bytes()) // 1024} KB] {text}")
+    started = time.monotonic()
+    response = await asyncio.to_thread(post_signed, app_url, body, kind="event", signing_secret=SIGNING_SECRET)
+    _say(f"  (Slack got HTTP {response.status_code} in {(time.monotonic() - started) * 1000:.0f} ms)")
+    share_ts = body["event"]["ts"]
+    shown = 0
+    done = False
+    pressed = False
+    answered_at: float | None = None
+    while not done and time.monotonic() - started < 120:
+        await asyncio.to_thread(slack.wait_for, lambda seen=shown: len(slack.calls) > seen, 1.0)
+        calls = list(slack.calls)
+        for call in calls[shown:]:
+            line = _show(call)
+            if line:
+                _say(line)
+        shown = len(calls)
+        question = None if pressed else _consent_question(slack, share_ts)
+        if question is not None:
+            # CONSENT=ask: nothing is cloned until the person who shared the file says so. Press as they would.
+            _say(f'\n  you press "Clone this voice" under: {plain_text(STATEMENT)}')
+            press = slack.press(CHANNEL, question["ts"], CONFIRM_ACTION, user=USER)
+            await asyncio.to_thread(post_signed, app_url, press, kind="interactive", signing_secret=SIGNING_SECRET)
+            pressed = True
+        reactions = slack.reactions(CHANNEL, share_ts)
+        answered = any(name in reactions for name in ("white_check_mark", "x"))
+        # After the answer the bot uploads a spoken preview in the new voice: wait for it (a few seconds at most).
+        previewed = bool(slack.calls_to("files.completeUploadExternal"))
+        if answered and answered_at is None:
+            answered_at = time.monotonic()
+        done = answered and (previewed or time.monotonic() - answered_at > 10)
+    _say("\nThe thread now reads:")
+    for message in slack.thread(CHANNEL, share_ts)[1:]:
+        _say("  voiceclone:")
+        for line in render_blocks(message.get("blocks") or []) or [plain_text(str(message.get("text")))]:
+            _say(f"    {line}")
+    ok = "white_check_mark" in slack.reactions(CHANNEL, share_ts)
+    _say("\nDemo finished: " + ("the voice was cloned." if ok else "the clone failed (see above)."))
+    _say("To run it for real, create the Slack app from manifest.yml and fill .env (see README).")
+    return 0 if ok else 1
 
 
 def _consent_question(slack: SlackStandIn, share_ts: str) -> dict[str, Any] | None:
@@ -167,23 +156,6 @@ def _consent_question(slack: SlackStandIn, share_ts: str) -> dict[str, Any] | No
             if any(e.get("action_id") == CONFIRM_ACTION for e in block.get("elements") or []):
                 return message
     return None
-
-
-async def _wait_healthy(port: int, server: asyncio.Task[None]) -> None:
-    import httpx
-
-    async with httpx.AsyncClient() as client:
-        for _ in range(500):
-            if server.done():
-                server.result()
-                raise RuntimeError("the bot stopped before it was ready")
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz")).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.02)
-    raise RuntimeError("the bot did not become ready")
 
 
 if __name__ == "__main__":
