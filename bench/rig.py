@@ -22,8 +22,8 @@ from bench.recordings import Recording
 from bot.settings import KNOWN_KEYS, OUR_PREFIXES
 from bot.testing.driver import BotProcess
 from bot.testing.driver import bot_environ as standin_environ
-from bot.testing.slack import SLACK_USER_AGENT, SlackStandIn, sign
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_slack import SLACK_USER_AGENT, SlackStandIn, sign
+from bot.testing.standin_trtc import TrtcStandIn
 
 # Fake credentials shared by the stand-ins and the bot (the same shapes tests/harness.py uses).
 BOT_TOKEN = "xoxb-bench-stand-in-bot-token"

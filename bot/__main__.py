@@ -25,7 +25,7 @@ from bot.settings import (
     slack_configured,
 )
 from bot.ui.texts import config_report, describe_for_operator
-from bot.work.options import MODELS, check_language, check_model
+from bot.vocabulary import MODELS, check_language, check_model
 
 EXIT_OK, EXIT_API, EXIT_INPUT, EXIT_STARTUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_ENV_FILE = ".env"
@@ -215,7 +215,7 @@ def _audit(args: argparse.Namespace, env_file: str) -> int:
     from datetime import UTC, datetime
 
     from bot.store.audit import Audit, render
-    from bot.store.database import open_database
+    from bot.store.database import missing_database, open_database
 
     settings = load_settings(env_file=env_file)
     since = None
@@ -225,8 +225,8 @@ def _audit(args: argparse.Namespace, env_file: str) -> int:
         except ValueError:
             raise ConfigError({"--since": f"must be a date such as 2026-11-01, got {args.since!r}"}) from None
         since = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-    if not settings.postgres and settings.database_path != ":memory:" and not Path(settings.database_path).is_file():
-        print(f"No database at {settings.database_path} (DATABASE_URL): nothing was cloned there.", file=sys.stderr)
+    if (missing := missing_database(settings.database_url)) is not None:
+        print(f"No database at {missing} (DATABASE_URL): nothing was cloned there.", file=sys.stderr)
         return EXIT_INPUT
     db = open_database(settings.database_url)
     try:
@@ -339,7 +339,9 @@ def _run(args: argparse.Namespace, env_file: str) -> int:
         socket_mode = False
         required = tuple(k for k in required if k not in ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"))
     settings = load_settings(required, environ=env)
-    if role != "all" and not settings.postgres:
+    from bot.store.database import serves_many_processes
+
+    if role != "all" and not serves_many_processes(settings.database_url):
         raise ConfigError({"--role": f"{role} needs DATABASE_URL=postgresql://... shared by every replica "
                            "(SQLite serves one process: use --role all)"})
     _logging(settings)

@@ -14,7 +14,6 @@ import gc
 import logging
 import signal
 import socket
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
@@ -23,16 +22,22 @@ import uvicorn
 from slack_sdk.errors import SlackApiError
 
 from bot.errors import StartupError
-from bot.runtime import Runtime, build_runtime, create_asgi
+from bot.retry import backoff_delay, retrying
+from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
+from bot.slack.app import create_asgi
+from bot.store.database import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # Socket Mode: how long the first WebSocket connection may take (slack_sdk retries every 10 s meanwhile).
 SOCKET_CONNECT_TIMEOUT = 30.0
-# Slack unreachable at start-up: waits between attempts (a network blip passes; an outage ends start-up).
-CONNECT_RETRY_DELAYS = (0.5, 1.0, 2.0)
+# Slack unreachable at start-up: retries 0.5, 1 and 2 s apart (a network blip passes; an outage ends start-up).
+# No jitter: one process, nothing to spread out.
+CONNECT_RETRIES = 3
+CONNECT_BACKOFF_BASE = 0.5
+CONNECT_BACKOFF_MAX = 2.0
 _NETWORK_ERRORS = (TimeoutError, aiohttp.ClientError, OSError)
 
 _BOT_TOKEN_FIXES = {
@@ -203,27 +208,19 @@ def _settle_memory() -> None:
 
 
 def _build(settings: Settings, role: str = "all") -> Runtime:
-    """build_runtime, with the job store's failure to open named for the operator."""
-    if settings.postgres:
-        import psycopg
-
-        try:
-            return build_runtime(settings, role=role)
-        except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            for secret in settings.secrets():
-                reason = reason.replace(secret, "**********")
-            raise StartupError(
-                f"Cannot use the PostgreSQL database {settings.database_shown} (DATABASE_URL): {reason}. Check that "
-                "the server is running and reachable, and the user, password and database name."
-            ) from None
+    """build_runtime, with the database's failure to open (its one line, from the store) for the operator."""
     try:
         return build_runtime(settings, role=role)
-    except (sqlite3.Error, OSError) as exc:
-        path = settings.database_path
+    except DatabaseUnavailable as exc:
+        reason = str(exc)
+        for secret in settings.secrets():
+            reason = reason.replace(secret, "**********")
+        raise StartupError(reason) from None
+    except OSError as exc:  # the data folder (prepared recordings, speech waiting for upload) cannot be made
+        where = exc.filename if exc.filename is not None else settings.data_path
         raise StartupError(
-            f"Cannot open the job store {path!r} (DATABASE_URL): {exc}. Make sure its folder exists and is "
-            "writable by this user, or set DATABASE_URL=sqlite:////absolute/path/voiceclone.db."
+            f"Cannot use {str(where)!r}: {exc.strerror or exc}. Make sure the folder exists and is writable by this "
+            "user, or set DATA_DIR to one that is."
         ) from None
 
 
@@ -238,7 +235,7 @@ async def check_bot_token(runtime: Runtime) -> None:
         raise StartupError(f"Slack refused SLACK_BOT_TOKEN ({error}): {fix}.") from None
     except _NETWORK_ERRORS as exc:
         raise StartupError(
-            f"Cannot reach Slack at {url} ({_reason(exc)}), after {len(CONNECT_RETRY_DELAYS)} retries: "
+            f"Cannot reach Slack at {url} ({_reason(exc)}), after {CONNECT_RETRIES} retries: "
             "check the network and any proxy"
             + (", and SLACK_API_URL." if "slack.com" not in url else ".")
         ) from None
@@ -273,14 +270,18 @@ async def _connect(handler: object) -> None:
 
 
 async def _retrying(call: Callable[[], Awaitable[T]]) -> T:
-    """`call()`, again after each delay while Slack cannot be reached; a refusal (SlackApiError) is final."""
-    for delay in CONNECT_RETRY_DELAYS:
-        try:
-            return await call()
-        except _NETWORK_ERRORS as exc:
-            log.warning("Slack unreachable (%s); trying again in %g s", _reason(exc), delay)
-        await asyncio.sleep(delay)
-    return await call()
+    """`call()`, retried while Slack cannot be reached; a refusal (SlackApiError) is final."""
+
+    def log_retry(retry: int, exc: Exception, seconds: float) -> None:
+        log.warning("Slack unreachable (%s); trying again in %g s", _reason(exc), seconds)
+
+    return await retrying(
+        call,
+        attempts=CONNECT_RETRIES + 1,
+        delay=lambda retry: backoff_delay(retry, base=CONNECT_BACKOFF_BASE, cap=CONNECT_BACKOFF_MAX, draw=1.0),
+        retry_on=lambda exc: isinstance(exc, _NETWORK_ERRORS),
+        on_retry=log_retry,
+    )
 
 
 def _slack_error(exc: SlackApiError) -> str:

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from dotenv import dotenv_values
 
 from bot.errors import ConfigError, OptionError
-from bot.work.options import LANGUAGE_RULE, MODELS, check_language
+from bot.vocabulary import LANGUAGE_RULE, MODELS, check_language
 
 TRTC_KEYS = ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TRTC_SDK_APP_ID")
 SLACK_HTTP_KEYS = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET")

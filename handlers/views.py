@@ -5,23 +5,27 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.slack.intake import modal_job, read_modal
 from bot.ui.job_blocks import MODAL_CALLBACK
-from bot.work.runner import JobRunner
+from handlers.services import Services
 
 
-def register(app: AsyncApp, *, runner: JobRunner) -> None:
+async def handle_clone_submission(
+    ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    """The form was submitted: show what to fix, or store the job and close the form."""
+    form = read_modal(view)
+    if form.errors:
+        await ack(response_action="errors", errors=form.errors)
+        return
+    user = body.get("user", {})
+    team_id = (body.get("team") or {}).get("id")
+    await Services.of(context).intake.accept([modal_job(view, user.get("id"), team_id, form)])
+    await ack()
+
+
+def register(app: AsyncApp) -> None:
     """Listen for form submissions."""
-
-    async def handle_clone_submission(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        form = read_modal(view)
-        if form.errors:
-            await ack(response_action="errors", errors=form.errors)
-            return
-        user = body.get("user", {})
-        team_id = (body.get("team") or {}).get("id")
-        await runner.accept([modal_job(view, user.get("id"), team_id, form)])
-        await ack()
-
     app.view(MODAL_CALLBACK)(handle_clone_submission)

@@ -10,9 +10,11 @@ from typing import Any
 
 import aiohttp
 from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.store.library import VoiceRecord
 from bot.tencent.tts import SpeechParamError, Voice, check_speech
 from bot.ui.texts import escape
 from bot.ui.voice_blocks import (
@@ -32,7 +34,7 @@ from bot.ui.voice_blocks import (
     build_voice_list,
     read_say_form,
 )
-from bot.work.voice_service import VoiceService
+from handlers.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +66,14 @@ def parse_say(rest: str) -> tuple[str, str, dict[str, float]]:
     return ref, text, options
 
 
-async def handle_command(ack: AsyncAck, command: dict[str, Any], text: str, voices: VoiceService) -> None:
+async def answer_command(ack: AsyncAck, command: dict[str, Any], text: str, services: Services) -> None:
     """One `/clone` voice subcommand (the caller is `command["user_id"]`); answers are ephemeral."""
+    voices, library = services.voices, services.library
     word, _, rest = text.partition(" ")
     word, rest = word.lower(), rest.strip()
     team, user = command.get("team_id"), command.get("user_id")
     if word == "list":
-        fallback, blocks = build_voice_list(await voices.library.listed(team or "", user))
+        fallback, blocks = build_voice_list(await library.listed(team or "", user))
         await ack(text=fallback, blocks=blocks)
     elif word == "say":
         try:
@@ -101,7 +104,7 @@ async def handle_command(ack: AsyncAck, command: dict[str, Any], text: str, voic
         elif voice is None:
             await ack(text=not_yours(ref))
         else:
-            await voices.library.rename(team, voice.voice_id, label)
+            await library.rename(team, voice.voice_id, label)
             await ack(text=f"Renamed `{escape(voice.voice_id)}` to *{escape(' '.join(label.split())[:80])}*.")
     elif word == "forget":
         voice = await voices.reachable(team, user, rest) if rest else None
@@ -111,109 +114,120 @@ async def handle_command(ack: AsyncAck, command: dict[str, Any], text: str, voic
         fallback, blocks = build_forget_confirm(voice)
         await ack(text=fallback, blocks=blocks)
     else:  # forget-me
-        mine = await voices.library.listed(team or "", user)
+        mine = await library.listed(team or "", user)
         fallback, blocks = build_forget_me_confirm(mine)
         await ack(text=fallback, blocks=blocks)
 
 
-def register(app: AsyncApp, *, voices: VoiceService) -> None:
+# -- listeners -------------------------------------------------------------------------------------------
+
+
+async def handle_say_button(
+    ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    """The "Say something" button under a voice: its owner gets the form."""
+    await ack()
+    services = Services.of(context)
+    voice, ref = await _voice_for(services, body)
+    if voice is None:
+        await _tell(services, body, "Only the person who cloned this voice can make it speak.")
+        return
+    channel, thread = _where(body)
+    await _open_modal(services, client, body, build_say_modal(voice, channel, thread))
+
+
+async def handle_rename_button(
+    ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    """The Home tab's "Rename" button: the rename form."""
+    await ack()
+    services = Services.of(context)
+    voice, ref = await _voice_for(services, body)
+    if voice is not None:
+        await _open_modal(services, client, body, build_rename_modal(voice))
+
+
+async def handle_forget(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+    """The "Forget" button (and its confirmation): the voice leaves the library."""
+    await ack()
+    services = Services.of(context)
+    voice, ref = await _voice_for(services, body)
+    user = (body.get("user") or {}).get("id")
+    if voice is None:
+        await _tell(services, body, not_yours(ref))
+        return
+    gone = await services.library.forget(_team(body), voice.voice_id)
+    if gone is not None:
+        await _tell(services, body, build_forgotten(gone))
+    if user:
+        _republish_home(services, _team(body), user)
+
+
+async def handle_forget_me(ack: AsyncAck, body: dict[str, Any], context: AsyncBoltContext) -> None:
+    """The "Forget me" button: every voice and job of the presser goes."""
+    await ack()
+    user = (body.get("user") or {}).get("id")
+    if not user:
+        return
+    services = Services.of(context)
+    gone, jobs = await services.library.forget_user(_team(body), user)
+    log.info("forget-me: %d voice(s) and %d job(s) removed for a user", len(gone), jobs)
+    await _tell(services, body, build_forgot_me(gone, jobs))
+    _republish_home(services, _team(body), user)
+
+
+async def handle_say_submission(
+    ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    """The "Say something" form: queue the speech, close the form."""
+    values, errors = read_say_form(view)
+    if errors:
+        await ack(response_action="errors", errors=errors)
+        return
+    voices = Services.of(context).voices
+    user = (body.get("user") or {}).get("id")
+    voice = await voices.reachable(_team(body), user, values.get("voice_id") or "")
+    if voice is None:
+        await ack(response_action="errors", errors={"text": "Only the person who cloned it can use this voice."})
+        return
+    await ack()
+    await voices.request_say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
+                             pitch=values["pitch"], channel=values.get("channel"), thread_ts=values.get("thread_ts"))
+
+
+async def handle_rename_submission(
+    ack: AsyncAck, body: dict[str, Any], view: dict[str, Any], context: AsyncBoltContext
+) -> None:
+    """The rename form: store the label, close the form."""
+    services = Services.of(context)
+    user = (body.get("user") or {}).get("id")
+    voice_id = json.loads(view.get("private_metadata") or "{}").get("voice_id") or ""
+    label = str((((view.get("state") or {}).get("values") or {}).get("label") or {}).get("label", {}).get("value")
+                or "")
+    voice = await services.voices.reachable(_team(body), user, voice_id)
+    if voice is None or not label.strip():
+        await ack(response_action="errors", errors={"label": "Write a label for one of your voices."})
+        return
+    await services.library.rename(_team(body), voice.voice_id, label)
+    await ack()
+    if user:
+        _republish_home(services, _team(body), user)
+
+
+async def handle_home_opened(body: dict[str, Any], context: AsyncBoltContext) -> None:
+    """The App Home tab was opened: publish the opener's voices."""
+    event = body.get("event") or {}
+    if event.get("tab", "home") == "home" and event.get("user"):
+        _republish_home(Services.of(context), body.get("team_id"), event["user"])
+
+
+async def handle_play(ack: AsyncAck) -> None:
+    """A clip's play button."""
+    await ack()  # a link button: Slack opens the thread; Bolt must still answer 200
+
+
+def register(app: AsyncApp) -> None:
     """Listen for the library's buttons, forms and the Home tab."""
-
-    async def tell(body: dict[str, Any], text: str) -> None:
-        channel, thread = _where(body)
-        user = (body.get("user") or {}).get("id")
-        if channel and user:
-            await voices.outbox.put_ephemeral(
-                f"voice:{body.get('trigger_id') or id(body)}", channel=channel, user=user, text=text,
-                thread_ts=thread, team_id=_team(body),
-            )
-
-    async def open_modal(client: AsyncWebClient, body: dict[str, Any], view: dict[str, Any]) -> None:
-        try:
-            await client.views_open(trigger_id=body["trigger_id"], view=view)
-        except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("views.open failed: %s", exc)
-            await tell(body, "I couldn't open the form (Slack took too long). Please press the button again.")
-
-    async def voice_for(body: dict[str, Any]) -> tuple[Any, str]:
-        ref = str((body.get("actions") or [{}])[0].get("value") or "")
-        return await voices.reachable(_team(body), (body.get("user") or {}).get("id"), ref), ref
-
-    async def handle_say_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        voice, ref = await voice_for(body)
-        if voice is None:
-            await tell(body, "Only the person who cloned this voice can make it speak.")
-            return
-        channel, thread = _where(body)
-        await open_modal(client, body, build_say_modal(voice, channel, thread))
-
-    async def handle_rename_button(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
-        await ack()
-        voice, ref = await voice_for(body)
-        if voice is not None:
-            await open_modal(client, body, build_rename_modal(voice))
-
-    async def handle_forget(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        voice, ref = await voice_for(body)
-        user = (body.get("user") or {}).get("id")
-        if voice is None:
-            await tell(body, not_yours(ref))
-            return
-        gone = await voices.library.forget(_team(body), voice.voice_id)
-        if gone is not None:
-            await tell(body, build_forgotten(gone))
-        if user:
-            voices.spawn(voices.publish_home(_team(body), user), "home")
-
-    async def handle_forget_me(ack: AsyncAck, body: dict[str, Any]) -> None:
-        await ack()
-        user = (body.get("user") or {}).get("id")
-        if not user:
-            return
-        gone, jobs = await voices.library.forget_user(_team(body), user)
-        log.info("forget-me: %d voice(s) and %d job(s) removed for a user", len(gone), jobs)
-        await tell(body, build_forgot_me(gone, jobs))
-        voices.spawn(voices.publish_home(_team(body), user), "home")
-
-    async def handle_say_submission(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        values, errors = read_say_form(view)
-        if errors:
-            await ack(response_action="errors", errors=errors)
-            return
-        user = (body.get("user") or {}).get("id")
-        voice = await voices.reachable(_team(body), user, values.get("voice_id") or "")
-        if voice is None:
-            await ack(response_action="errors", errors={"text": "Only the person who cloned it can use this voice."})
-            return
-        await ack()
-        await voices.request_say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
-                                 pitch=values["pitch"], channel=values.get("channel"),
-                                 thread_ts=values.get("thread_ts"))
-
-    async def handle_rename_submission(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
-        user = (body.get("user") or {}).get("id")
-        voice_id = json.loads(view.get("private_metadata") or "{}").get("voice_id") or ""
-        label = str((((view.get("state") or {}).get("values") or {}).get("label") or {}).get("label", {}).get("value")
-                    or "")
-        voice = await voices.reachable(_team(body), user, voice_id)
-        if voice is None or not label.strip():
-            await ack(response_action="errors", errors={"label": "Write a label for one of your voices."})
-            return
-        await voices.library.rename(_team(body), voice.voice_id, label)
-        await ack()
-        if user:
-            voices.spawn(voices.publish_home(_team(body), user), "home")
-
-    async def handle_home_opened(body: dict[str, Any]) -> None:
-        event = body.get("event") or {}
-        if event.get("tab", "home") == "home" and event.get("user"):
-            voices.spawn(voices.publish_home(body.get("team_id"), event["user"]), "home")
-
-    async def handle_play(ack: AsyncAck) -> None:
-        await ack()  # a link button: Slack opens the thread; Bolt must still answer 200
-
     app.action(SAY_ACTION)(handle_say_button)
     app.action(RENAME_ACTION)(handle_rename_button)
     app.action(FORGET_ACTION)(handle_forget)
@@ -225,6 +239,37 @@ def register(app: AsyncApp, *, voices: VoiceService) -> None:
     app.event("app_home_opened")(handle_home_opened)
 
 
+# -- helpers ---------------------------------------------------------------------------------------------
+
+
+async def _tell(services: Services, body: dict[str, Any], text: str) -> None:
+    channel, thread = _where(body)
+    user = (body.get("user") or {}).get("id")
+    if channel and user:
+        await services.outbox.put_ephemeral(
+            f"voice:{body.get('trigger_id') or id(body)}", channel=channel, user=user, text=text,
+            thread_ts=thread, team_id=_team(body),
+        )
+
+
+async def _open_modal(services: Services, client: AsyncWebClient, body: dict[str, Any], view: dict[str, Any]) -> None:
+    try:
+        await client.views_open(trigger_id=body["trigger_id"], view=view)
+    except (SlackApiError, TimeoutError, aiohttp.ClientError) as exc:
+        log.warning("views.open failed: %s", exc)
+        await _tell(services, body, "I couldn't open the form (Slack took too long). Please press the button again.")
+
+
+async def _voice_for(services: Services, body: dict[str, Any]) -> tuple[VoiceRecord | None, str]:
+    ref = str((body.get("actions") or [{}])[0].get("value") or "")
+    return await services.voices.reachable(_team(body), (body.get("user") or {}).get("id"), ref), ref
+
+
+def _republish_home(services: Services, team_id: str | None, user: str) -> None:
+    # In the background: views.publish is a Slack call, and the acknowledgement must not wait for it.
+    services.voices.spawn(services.voices.publish_home(team_id, user), "home")
+
+
 def _team(body: dict[str, Any]) -> str:
     return str((body.get("team") or {}).get("id") or body.get("team_id") or "")
 
@@ -233,4 +278,3 @@ def _where(body: dict[str, Any]) -> tuple[str | None, str | None]:
     container = body.get("container") or {}
     channel = container.get("channel_id") or (body.get("channel") or {}).get("id")
     return channel, container.get("thread_ts") or container.get("message_ts")
-

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -18,9 +19,10 @@ import httpx
 from bot.runtime import Runtime, build_runtime
 from bot.serve import serve_http
 from bot.settings import Settings, load_settings
+from bot.store.database import SqliteConnection
 from bot.testing import bot_environ as standin_environ
-from bot.testing.slack import SlackStandIn, post_signed
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_slack import SlackStandIn, post_signed
+from bot.testing.standin_trtc import TrtcStandIn
 
 BOT_TOKEN = "xoxb-harness-stand-in-bot-token"
 APP_TOKEN = "xapp-harness-stand-in-app-token"
@@ -144,12 +146,12 @@ class BotHarness:
 
     async def _serve(self) -> None:
         self._stop = asyncio.Event()
+        downloads = self.tmp / "downloads"
+        downloads.mkdir(exist_ok=True)
         self.runtime = build_runtime(
             self.settings, pace_interval=self.pace_interval, tencent_wait=self.tencent_wait,
-            max_backoff=self.max_backoff,
+            max_backoff=self.max_backoff, temp_dir=downloads,
         )
-        self.runtime.runner.temp_dir = self.tmp / "downloads"
-        self.runtime.runner.temp_dir.mkdir(exist_ok=True)
         await serve_http(self.settings, host="127.0.0.1", port=self.port, stop=self._stop, runtime=self.runtime)
 
     def stop(self) -> None:
@@ -175,8 +177,9 @@ class BotHarness:
     # -- driving --------------------------------------------------------------------------------------
 
     def sql(self, statement: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        """Run one statement on the bot's own database (SQLite or PostgreSQL, `?` marks); return its rows."""
-        return self.runtime.db.call(lambda conn: conn.execute(statement, params).fetchall())
+        """Run one statement on the bot's own database (SQLite or PostgreSQL, `?` marks); return its rows, readable
+        by position and by column name (sqlite3.Row's way)."""
+        return self.runtime.db.call(lambda conn: _raw_sql(conn, statement, params))
 
     @property
     def url(self) -> str:
@@ -233,3 +236,36 @@ class BotHarness:
     def wait(self, predicate: Callable[[], bool], timeout: float = 30) -> bool:
         """Wait on the Slack stand-in until `predicate` holds."""
         return self.slack.wait_for(predicate, timeout)
+
+
+class _Row(tuple):
+    """A PostgreSQL row readable like sqlite3.Row: by position, by column name, and keys()."""
+
+    names: tuple[str, ...] = ()
+
+    def __getitem__(self, key: Any) -> Any:
+        return super().__getitem__(self.names.index(key) if isinstance(key, str) else key)
+
+    def keys(self) -> list[str]:
+        return list(self.names)
+
+
+def _raw_sql(conn: Any, statement: str, params: tuple[Any, ...]) -> list[Any]:
+    """A test's own statement on the store's connection, below the stores' named statements (tests only)."""
+    if isinstance(conn, SqliteConnection):
+        cursor = conn.raw.cursor()
+        cursor.row_factory = sqlite3.Row
+        return cursor.execute(statement, params).fetchall()
+    # The tests write SQLite's `?` marks; psycopg takes `%s` (no test statement has a literal `?` or `%`).
+    cursor = conn.raw.cursor(row_factory=lambda cur: _pg_row([c.name for c in cur.description or ()]))
+    cursor.execute(statement.replace("?", "%s"), params)
+    return cursor.fetchall() if cursor.description else []
+
+
+def _pg_row(names: list[str]) -> Callable[[Any], _Row]:
+    def make(values: Any) -> _Row:
+        row = _Row(values)
+        row.names = tuple(names)
+        return row
+
+    return make

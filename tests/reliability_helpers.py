@@ -31,8 +31,8 @@ from harness import (
     wanted_database,
 )
 
-from bot.testing.slack import SlackStandIn, post_signed
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_slack import SlackStandIn, post_signed
+from bot.testing.standin_trtc import TrtcStandIn
 
 FINAL_REACTIONS = ("white_check_mark", "x")
 WORKING = "hourglass_flowing_sand"

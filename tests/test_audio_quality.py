@@ -17,7 +17,7 @@ import pytest
 from harness import BotHarness
 from media import MediaCache, add_noise, make_speech_with, read_wav, run_ffmpeg, set_peak
 
-import bot.testing.trtc as trtc_standin
+import bot.testing.standin_trtc as trtc_standin
 from bot.ui.job_blocks import build_report_card, build_success
 from bot.ui.texts import describe
 from bot.voice.analysis import AudioReport, NotEnoughSpeechError, TooNoisyError

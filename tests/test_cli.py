@@ -13,7 +13,7 @@ from expected_text import OPERATOR_API_SENTENCES
 from harness import APP_ID, SECRET_ID, SECRET_KEY
 
 from bot.__main__ import main
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 from bot.ui.texts import API_MESSAGES
 
 TRTC_ENV_KEYS = ("TENCENTCLOUD_SECRET_ID", "TENCENTCLOUD_SECRET_KEY", "TRTC_SDK_APP_ID", "TRTC_ENDPOINT")

@@ -18,7 +18,7 @@ from harness import BotHarness
 from reliability_helpers import BotProcess, standins, where
 
 from bot.store.audit import Audit
-from bot.testing.slack import block_actions
+from bot.testing.standin_slack import block_actions
 from bot.ui.consent_blocks import CANCEL_ACTION, CONFIRM_ACTION, STATEMENT
 
 CHANNEL = "C0CONSENT"

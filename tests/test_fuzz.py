@@ -23,7 +23,7 @@ from media import MediaCache
 from reliability_helpers import assert_one_final_answer, read_jobs, reply_text, wait_finals, where
 
 from bot.errors import AudioError, BotError
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 from bot.ui.texts import GENERIC, describe
 from bot.voice.audio import find_ffmpeg, prepare_audio
 

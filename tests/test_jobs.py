@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
-from bot.store.jobs import DONE, QUEUED, JobStore, NewJob
+import contextlib
+import sqlite3
+import time
+
+import pytest
+
+from bot.store.database import DatabaseUnavailable, open_database
+from bot.store.jobs import DONE, QUEUED, RUNNING, JobStore, NewJob
+from bot.store.sql import sqlite as sqlite_sql
 
 
 def _job(key: str) -> NewJob:
@@ -25,3 +33,57 @@ async def test_add_dedupes_and_survives_reopen(tmp_path):
     assert job is not None and job.status == DONE and job.result == {"voice_id": "v_1"}
     assert (await reopened.get(first[1])).status == QUEUED
     reopened.close()
+
+
+async def test_the_queue_on_sqlite_claims_leases_and_gives_back_what_a_dead_run_left(tmp_path):
+    store = JobStore(tmp_path / "jobs.db")
+    try:
+        first, second = await store.add([_job("a"), _job("b")])
+        claimed = await store.claim_next("run-1", 30.0)
+        assert claimed is not None and claimed.id == first and claimed.status == RUNNING and claimed.attempts == 1
+        assert await store.claim(first, "run-2", 30.0) is None  # leased
+        assert await store.renew("run-1", [first, second], 30.0) == 1  # only what it holds
+        assert await store.renew("run-2", [first], 30.0) == 0 and await store.renew("run-1", [], 30.0) == 0
+        assert await store.holds(first, "run-1") and not await store.holds(first, "run-2")
+        # A new process on the same file: the run that held the lease is gone, whatever the lease says.
+        assert await store.recover() == 1
+        again = await store.claim_next("run-2", 30.0)
+        assert again is not None and again.id == first and again.attempts == 2
+        await store.update(first, status=DONE, finished_at=time.time() - 10, result={"voice_id": "v"})
+        assert await store.counts() == {DONE: 1, QUEUED: 1}
+        assert await store.pending() == 1 and await store.unfinished() == [second]
+        assert await store.purge(time.time()) == [first]
+        with pytest.raises(ValueError, match="unknown job columns"):
+            await store.update(second, id=5)
+    finally:
+        store.close()
+
+
+async def test_a_database_from_an_older_release_gets_the_new_columns(tmp_path):
+    path = tmp_path / "old.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        # The jobs table as the first release made it, with one job in it.
+        conn.executescript(sqlite_sql.JOBS.table.create)
+        conn.execute(
+            "INSERT INTO jobs (dedupe_key, kind, file_json, options, created_at, updated_at)"
+            " VALUES ('old', 'share', '{}', '{}', 1.0, 1.0)"
+        )
+    store = JobStore(path)
+    try:
+        job = await store.claim_next("me", 30.0)
+        assert job is not None and job.dedupe_key == "old" and job.waits == 0 and job.finished_at is None
+    finally:
+        store.close()
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        indexes = {row[1] for row in conn.execute("PRAGMA index_list(jobs)")}
+    assert set(sqlite_sql.JOBS.table.added) <= columns and "jobs_due" in indexes
+
+
+def test_a_database_that_cannot_be_opened_is_one_line(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    with pytest.raises(DatabaseUnavailable) as caught:
+        open_database(f"sqlite:///{blocker / 'jobs.db'}")
+    message = str(caught.value)
+    assert str(blocker / "jobs.db") in message and "DATABASE_URL" in message and "\n" not in message

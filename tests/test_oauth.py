@@ -20,7 +20,7 @@ from harness import BotHarness
 from bot.settings import load_settings
 from bot.slack.oauth import BOT_SCOPES, authorization_url, oauth_flow
 from bot.store.installations import Installations, async_database_url
-from bot.testing.slack import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SlackStandIn
+from bot.testing.standin_slack import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SlackStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 NEW_TEAM = "T0NEWTEAM"

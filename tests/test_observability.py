@@ -9,7 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 from reliability_helpers import BotProcess, standins, where
 
-from bot.testing.slack import SlackStandIn
+from bot.testing.standin_slack import SlackStandIn
 
 
 def _samples(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -16,8 +16,8 @@ import pytest
 from harness import APP_ID, APP_TOKEN, BOT_TOKEN, SECRET_ID, SECRET_KEY, SIGNING_SECRET, free_port
 
 from bot.testing import bot_environ
-from bot.testing.slack import SlackStandIn
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_slack import SlackStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 
 ROOT = Path(__file__).resolve().parent.parent
 OURS = ("SLACK_", "TRTC_", "TENCENTCLOUD_", "VOICECLONE_")
@@ -162,6 +162,17 @@ def test_a_port_in_use_is_named(tmp_path, good_env):
     assert result.returncode == EXIT_STARTUP
     [line] = result.stdout.strip().splitlines()
     assert f"Port {port} is already in use" in line
+    assert_clean(result.stdout, BOT_TOKEN)
+
+
+def test_a_data_folder_that_cannot_be_made_is_named(tmp_path, good_env):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where a folder should be")
+    write_env(tmp_path, {**good_env, "DATA_DIR": str(blocker / "data")})
+    result = bot(tmp_path, "run")
+    assert result.returncode == EXIT_STARTUP
+    [line] = result.stdout.strip().splitlines()
+    assert str(blocker / "data") in line and "DATA_DIR" in line
     assert_clean(result.stdout, BOT_TOKEN)
 
 

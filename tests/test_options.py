@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bot.errors import OptionError
-from bot.work.options import parse_options
+from bot.voice.options import parse_options
 
 
 def test_options_in_any_order_with_other_words():

@@ -12,9 +12,9 @@ from bot.settings import load_settings
 from bot.slack.pacing import Pacer, Rate
 from bot.slack.sender import Sender
 from bot.slack.workspaces import create_web_client
-from bot.store.database import Database
+from bot.store.database import SqliteDatabase
 from bot.store.outbox import DEAD, SENT, Outbox
-from bot.testing.slack import SlackStandIn
+from bot.testing.standin_slack import SlackStandIn
 
 CHANNEL = "C0OUTBOX"
 
@@ -66,7 +66,7 @@ class Rig:
     def __init__(self, slack: SlackStandIn, tmp: Path, pacer: Pacer | None = None, ttl: float = 3600.0):
         env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": slack.api_url}
         self.settings = load_settings(environ=env)
-        self.db = Database(tmp / "outbox.db")
+        self.db = SqliteDatabase(tmp / "outbox.db")
         self.outbox = Outbox(self.db, ttl_seconds=ttl)
         self.client = create_web_client(self.settings, retries=False, timeout=5)
         self.sender = Sender(

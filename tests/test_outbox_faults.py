@@ -32,7 +32,7 @@ from reliability_helpers import (
     where,
 )
 
-from bot.testing.slack import SlackStandIn
+from bot.testing.standin_slack import SlackStandIn
 
 
 @pytest.fixture(scope="module")
@@ -187,10 +187,11 @@ def test_trtc_outage_answers_everything_after_it_within_the_request_cap(tmp_path
 
 # -- 3. one channel, many shares --------------------------------------------------------------------------
 
-ONE_CHANNEL_SHARES = 60
-# Slack allows about 1 post a second in a channel; here the stand-in allows 4 and the bot paces to 3.8, so the
-# scenario takes seconds instead of minutes while the property stays the same (scripts/bench runs it at 1/s).
-POSTS_PER_SECOND = 4.0
+ONE_CHANNEL_SHARES = 40
+# Slack allows about 1 post a second in a channel; here the stand-in allows 2 and the bot paces to 1.9, so the
+# scenario takes 20 s instead of minutes while the property stays the same (scripts/bench runs it at 1/s). Alone
+# on the machine cloning ran at 17/s; under the whole suite on 2 cores it has dipped to 6/s.
+POSTS_PER_SECOND = 2.0
 
 
 def test_one_channel_clones_at_the_api_pace_while_answers_go_at_slacks(tmp_path: Path, small_wav: bytes):

@@ -4,18 +4,22 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 
 import psycopg
 import pytest
 
 from bot.store.audit import Audit, AuditEntry
-from bot.store.database import PostgresDatabase, translate
+from bot.store.database import DatabaseUnavailable, open_database
 from bot.store.jobs import DONE, QUEUED, RUNNING, JobStore, NewJob
 from bot.store.leader import Leadership
 from bot.store.library import VoiceLibrary, VoiceRecord
 from bot.store.outbox import Outbox
-from bot.store.wakeup import Listener
+from bot.store.postgres import PostgresDatabase
+from bot.store.sql import Command, Query, Table
+from bot.store.sql import postgresql as pg_sql
+from bot.store.sql import sqlite as sqlite_sql
 
 
 def new_job(i: int, **extra) -> NewJob:
@@ -23,15 +27,40 @@ def new_job(i: int, **extra) -> NewJob:
                   channel=f"C{i}", share_ts=f"1.{i}", user_id="U1", team_id="T1", **extra)
 
 
-def test_translation_of_the_sqlite_dialect():
-    assert translate("SELECT * FROM jobs WHERE id = ? AND name LIKE '%x'") == (
-        "SELECT * FROM jobs WHERE id = %s AND name LIKE '%%x'"
-    )
-    assert translate("INSERT OR IGNORE INTO t (a) VALUES (?) RETURNING id") == (
-        "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING id"
-    )
-    assert translate("INSERT OR IGNORE INTO t (a) VALUES (?)") == "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING"
-    assert translate("BEGIN IMMEDIATE") == "BEGIN"
+def _statements(dialect) -> dict[str, str]:
+    found = {}
+    for store in ("jobs", "outbox", "voices", "audit"):
+        for name, value in vars(getattr(dialect, store)).items():
+            if isinstance(value, Query | Command):
+                found[f"{store}.{name}"] = value.text
+            elif isinstance(value, Table):
+                found[f"{store}.{name}"] = value.create + value.after + "".join(value.added)
+    found["jobs.update"] = dialect.jobs.update(("status", "result")).text
+    return found
+
+
+def test_each_dialect_writes_every_statement_with_the_same_parameters():
+    sqlite, postgres = _statements(sqlite_sql.DIALECT), _statements(pg_sql.DIALECT)
+    assert sqlite.keys() == postgres.keys()
+    for name, text in sqlite.items():
+        # Each in its own placeholder style only: nothing converts one into the other.
+        assert "%(" not in text and "?" not in text, name
+        assert not re.search(r"(?<![:\w]):\w", postgres[name]) and "?" not in postgres[name], name
+        assert set(re.findall(r"(?<![:\w]):(\w+)", text)) == set(re.findall(r"%\((\w+)\)s", postgres[name])), name
+    # Where the dialects really differ, each says so in its own words.
+    assert "SKIP LOCKED" in postgres["jobs.claim_next"] and "SKIP LOCKED" not in sqlite["jobs.claim_next"]
+    assert "REAL" not in postgres["jobs.table"] and "DOUBLE PRECISION" in postgres["jobs.table"]
+    assert "audit_no_truncate" in postgres["audit.table"] and "RAISE(ABORT" in sqlite["audit.table"]
+    with pytest.raises(ValueError, match="not settable"):
+        pg_sql.DIALECT.jobs.update(("id",))
+
+
+def test_an_unreachable_server_is_one_line_without_the_password():
+    with pytest.raises(DatabaseUnavailable) as caught:
+        open_database("postgresql://bot:hunter2secret@127.0.0.1:1/voiceclone")
+    message = str(caught.value)
+    assert "hunter2secret" not in message and "127.0.0.1:1/voiceclone" in message and "\n" not in message
+    assert message.startswith("Cannot use the PostgreSQL database postgresql://bot:**********@127.0.0.1:1/voiceclone")
 
 
 async def test_jobs_outbox_voices_and_audit_on_postgres(postgres_url):
@@ -138,7 +167,7 @@ async def test_a_new_job_wakes_a_listener_in_another_process(postgres_url):
         calls.append(time.monotonic())
         changed.set()
 
-    listener = Listener(reader, {"voiceclone_jobs": woken})
+    listener = reader.listener({"voiceclone_jobs": woken})
     try:
         store = JobStore(writer)
         listener.start()
@@ -179,7 +208,7 @@ async def test_one_leader_at_a_time_and_a_successor_when_it_dies(postgres_url):
         # The leader stops (as if paused or killed): its checks stop and its session closes, freeing the lock.
         assert a._task is not None
         a._task.cancel()
-        await asyncio.to_thread(lambda: a._conn.close())
+        await asyncio.to_thread(lambda: a._lock.conn.close())
         while not b.leading:
             await asyncio.sleep(0.05)
         assert events == ["a leads", "b leads"]
@@ -194,3 +223,47 @@ async def test_one_leader_at_a_time_and_a_successor_when_it_dies(postgres_url):
         await b.stop()
         a_db.close()
         b_db.close()
+
+
+async def test_writes_made_in_one_loop_turn_share_one_transaction_and_a_failure_stays_its_own(postgres_url):
+    db = PostgresDatabase(postgres_url)
+    try:
+        store = JobStore(db)
+
+        def transaction_id(conn) -> int:
+            return conn.raw.execute("SELECT txid_current() AS tx").fetchone()["tx"]
+
+        def failing(conn) -> None:
+            conn.raw.execute("SELECT 1 / 0")
+
+        # Five writes started together: one trip to the database thread, one transaction.
+        ids = await asyncio.gather(*(db.run_batched(transaction_id) for _ in range(5)))
+        assert len(set(ids)) == 1
+        # One of them fails: it alone fails; the others are written (again, each on its own).
+        added = await asyncio.gather(
+            store.add([new_job(1)]), db.run_batched(failing), store.add([new_job(2)]), return_exceptions=True
+        )
+        assert isinstance(added[1], psycopg.errors.DivisionByZero)
+        assert len(added[0]) == 1 and len(added[2]) == 1
+        assert await store.counts() == {QUEUED: 2}
+    finally:
+        db.close()
+
+
+async def test_an_older_database_gets_only_the_columns_it_lacks(postgres_url):
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(pg_sql.JOBS.table.create)
+        conn.execute("ALTER TABLE jobs ADD COLUMN waits INTEGER NOT NULL DEFAULT 0")
+    db = PostgresDatabase(postgres_url)
+    try:
+        store = JobStore(db)
+        [job_id] = await store.add([new_job(1)])
+        job = await store.claim_next("me", 30)
+        assert job is not None and job.id == job_id and job.waits == 0
+    finally:
+        db.close()
+    with psycopg.connect(postgres_url) as conn:
+        kinds = dict(conn.execute(
+            "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'jobs'"
+        ).fetchall())
+    assert set(pg_sql.JOBS.table.added) <= kinds.keys() and kinds["run_at"] == "double precision"

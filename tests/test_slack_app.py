@@ -10,7 +10,7 @@ from expected_text import is_slack_sentence
 from harness import SIGNING_SECRET, BotHarness
 from media import make_video
 
-from bot.testing.slack import post_signed
+from bot.testing.standin_slack import post_signed
 from bot.ui.texts import API_MESSAGES
 
 CHANNEL = "C0GENERAL"

@@ -25,7 +25,7 @@ from bot.slack.files import (
     sniff_media,
     token_may_go_to,
 )
-from bot.testing.slack import SlackStandIn
+from bot.testing.standin_slack import SlackStandIn
 
 MB = 1024 * 1024
 PDF = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n"

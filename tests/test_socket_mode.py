@@ -9,8 +9,8 @@ import sys
 import pytest
 from harness import APP_ID, APP_TOKEN, BOT_TOKEN, SECRET_ID, SECRET_KEY, SIGNING_SECRET, bot_environ
 
-from bot.testing.slack import SlackStandIn
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_slack import SlackStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 
 CHANNEL = "C0SOCKET"
 

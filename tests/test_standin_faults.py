@@ -18,9 +18,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentCloudSDKException
 from test_standin_trtc import APP_ID, SECRET_ID, SECRET_KEY, clone, good_params, hand_signed, sdk
 
-import bot.testing.trtc as trtc_module
-from bot.testing.slack import SlackStandIn
-from bot.testing.trtc import TrtcStandIn
+import bot.testing.standin_trtc as trtc_module
+from bot.testing.standin_slack import SlackStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 
 MODAL = {"type": "modal", "title": {"type": "plain_text", "text": "Clone a voice"}, "blocks": []}
 

@@ -21,7 +21,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.testing.slack import (
+from bot.testing.standin_slack import (
     SlackStandIn,
     message_event,
     post_signed_async,

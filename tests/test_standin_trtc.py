@@ -26,7 +26,7 @@ from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.trtc.v20190722 import models
 from tencentcloud.trtc.v20190722.trtc_client import TrtcClient
 
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 
 SECRET_ID = "AKID-standin-test-id"
 SECRET_KEY = "standin-secret-key-0123456789abcdef"

@@ -31,7 +31,7 @@ from bot.tencent.voiceclone import (
     default_voice_name,
     validate_voice_name,
 )
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 
 SECRET_ID = "AKID-client-test-id"
 SECRET_KEY = "client-secret-key-do-not-log-0123456789"

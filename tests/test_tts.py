@@ -18,10 +18,10 @@ from tencentcloud.trtc.v20190722 import models
 from bot.__main__ import main
 from bot.errors import ApiError
 from bot.settings import load_settings
-from bot.store.database import Database
+from bot.store.database import SqliteDatabase
 from bot.store.library import VoiceLibrary, VoiceRecord
 from bot.tencent.tts import SpeechParamError, TextToSpeechClient, Voice
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 from bot.ui.voice_blocks import (
     EX_MODEL,
     TTS_MESSAGES,
@@ -110,8 +110,8 @@ def test_stand_in_refuses_unknown_voices_and_bad_sample_rates(env, trtc):
     async def raw(rate: int, text: str) -> str:
         client = TextToSpeechClient(load_settings(environ=env))
         request = models.TextToSpeechRequest()
-        request._deserialize({"SdkAppId": APP_ID, "Text": text, "Voice": {"VoiceId": "v_rate"},
-                              "AudioFormat": {"Format": "mp3", "SampleRate": rate}})
+        request.from_json_string(json.dumps({"SdkAppId": APP_ID, "Text": text, "Voice": {"VoiceId": "v_rate"},
+                                             "AudioFormat": {"Format": "mp3", "SampleRate": rate}}))
         try:
             await client._attempt(request)
         except ApiError as exc:
@@ -144,7 +144,7 @@ def test_cli_say_writes_playable_mp3(env, trtc, tmp_path, capsys):
 
 
 def test_cli_voices_lists_the_library_by_user(env, tmp_path, capsys):
-    db = Database(tmp_path / "bot.store.database")
+    db = SqliteDatabase(tmp_path / "bot.store.database")
     library = VoiceLibrary(db)
     for owner, voice_id in (("U1", "a_1"), ("U2", "b_2")):
         asyncio.run(library.add(VoiceRecord("T1", voice_id, voice_id[0], owner, time.time(), "f.m4a", 12.0)))

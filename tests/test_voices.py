@@ -14,7 +14,7 @@ from harness import BotHarness
 from media import ffmpeg_exe
 from reliability_helpers import where
 
-from bot.testing.slack import block_actions
+from bot.testing.standin_slack import block_actions
 from bot.ui.voice_blocks import (
     EX_MODEL,
     FORGET_ACTION,

@@ -72,12 +72,12 @@ def say(args: argparse.Namespace, env_file: str) -> int:
 
 def voices(args: argparse.Namespace, env_file: str) -> int:
     """Print the library."""
-    from bot.store.database import open_database
+    from bot.store.database import missing_database, open_database
     from bot.store.library import VoiceLibrary
 
     settings = load_settings(env_file=env_file)
-    if not settings.postgres and settings.database_path != ":memory:" and not Path(settings.database_path).is_file():
-        print(f"No database at {settings.database_path} (DATABASE_URL): no voices there.", file=sys.stderr)
+    if (missing := missing_database(settings.database_url)) is not None:
+        print(f"No database at {missing} (DATABASE_URL): no voices there.", file=sys.stderr)
         return EXIT_INPUT
     db = open_database(settings.database_url)
     try:

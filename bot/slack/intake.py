@@ -1,20 +1,61 @@
-"""Turn what Slack sends (a file share, a modal submission, `/clone <file>`) into jobs to store."""
+"""Turn what Slack sends (a file share, a modal submission, `/clone <file>`) into jobs, and store them."""
 
 from __future__ import annotations
 
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from bot.errors import InputError, InvalidVoiceNameError, PromptTextError
+from bot.errors import InvalidVoiceNameError, OptionError, PromptTextError
 from bot.slack.files import looks_like_media
+from bot.slack.replies import Replies
 from bot.store.jobs import NewJob
 from bot.tencent.voiceclone import MAX_PROMPT_TEXT, validate_voice_name
-from bot.work.options import CloneOptions, parse_options
+from bot.voice.options import CloneOptions, parse_options
 
 _FILE_ID = re.compile(r"\b(F[A-Z0-9]{6,})\b")
 _FILE_LINK = re.compile(r"<?(https?://[^\s>|]+)(?:\|[^>]*)?>?")
+
+
+class Queue(Protocol):
+    """Where jobs wait for the workers (bot.work.pool.JobQueue)."""
+
+    async def add(self, jobs: list[NewJob], *, wake: bool = True) -> list[int]: ...
+
+    def wake(self) -> None: ...
+
+
+class Intake:
+    """What the listeners hand over, on the acknowledgement path (database writes only): jobs for the workers, and
+    the few messages that need no job. Slack hears "200" only once these are stored."""
+
+    def __init__(self, queue: Queue, replies: Replies):
+        self.queue = queue
+        self.replies = replies
+
+    async def accept(self, jobs: list[NewJob], *, react: bool = False) -> list[int]:
+        """Store jobs (deduplicated), show the user an hourglass through the outbox, and wake the workers."""
+        ids = await self.queue.add(jobs, wake=False)
+        if not ids:
+            return ids
+        first = jobs[0]
+        if react and first.channel and first.share_ts:
+            # Written before any worker may see the job: one that fails at once must not have its final reaction
+            # overwritten by this hourglass.
+            await self.replies.working(first.channel, first.share_ts, first.team_id)
+        self.queue.wake()
+        return ids
+
+    async def hint(self, key: str, channel: str, text: str, thread_ts: str | None, team_id: str | None) -> None:
+        """A one-off message, sent once per key however often Slack retries the event."""
+        await self.replies.hint(key, channel, text, thread_ts, team_id)
+
+    async def ephemeral(
+        self, key: str, channel: str, user: str, text: str, thread_ts: str | None, team_id: str | None
+    ) -> None:
+        """A message only `user` sees, sent once per key."""
+        await self.replies.ephemeral(key, channel, user, text, thread_ts, team_id)
 
 
 @dataclass
@@ -26,7 +67,7 @@ class ShareIntake:
     is_dm: bool = False
     channel: str | None = None
     thread_ts: str | None = None
-    problem: InputError | None = None
+    problem: OptionError | None = None
 
 
 def share_jobs(body: dict[str, Any]) -> ShareIntake:
@@ -38,9 +79,9 @@ def share_jobs(body: dict[str, Any]) -> ShareIntake:
     intake = ShareIntake(is_dm=event.get("channel_type") == "im", channel=channel, thread_ts=thread_ts)
     try:
         options = parse_options(event.get("text"))
-    except InputError as exc:
-        # Still store the job: the worker answers it with the option problem, in the thread, exactly once.
-        options = CloneOptions()
+    except OptionError as exc:
+        # Still store the job, carrying the problem: the worker answers it in the thread, exactly once.
+        options = CloneOptions(problem=exc)
         intake.problem = exc
     for file in event.get("files") or []:
         if not looks_like_media(file):
@@ -51,7 +92,7 @@ def share_jobs(body: dict[str, Any]) -> ShareIntake:
                 dedupe_key=f"share:{channel}:{ts}:{file.get('id')}",
                 kind="share",
                 file=file,
-                options=_options_dict(options, intake.problem),
+                options=options.as_dict(),
                 channel=channel,
                 thread_ts=thread_ts,
                 share_ts=ts,
@@ -61,18 +102,6 @@ def share_jobs(body: dict[str, Any]) -> ShareIntake:
             )
         )
     return intake
-
-
-def _options_dict(options: CloneOptions, problem: InputError | None) -> dict[str, Any]:
-    data: dict[str, Any] = options.as_dict()
-    if problem is not None:
-        data["problem"] = {
-            "type": type(problem).__name__,
-            "option": getattr(problem, "option", None),
-            "value": getattr(problem, "value", None),
-            "allowed": getattr(problem, "allowed", None),
-        }
-    return data
 
 
 def file_reference(text: str) -> tuple[str | None, str]:

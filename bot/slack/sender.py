@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,9 +20,11 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import metrics
+from bot.retry import jittered_delay
 from bot.slack.pacing import Pacer
 from bot.store.outbox import EPHEMERAL, MESSAGE, UPLOAD, Outbox, Record, discard_file
 from bot.ui.job_blocks import build_elsewhere_note
+from bot.wake import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Sender:
         concurrency: int = 32,
         max_backoff: float = 60.0,
         on_token_refused: Callable[[str | None], None] | None = None,
+        wakeup: Wakeup | None = None,
     ):
         self.outbox = outbox
         self.client_for = client_for
@@ -63,7 +65,8 @@ class Sender:
         self.on_token_refused = on_token_refused
         self.stopped_teams: set[str] = set()
         self.heartbeat = time.monotonic()
-        self._wake = asyncio.Event()
+        # Shared with the outbox (its on_change rings it), which then needs no sender to wake.
+        self.wakeup = wakeup or Wakeup()
         self._progress = asyncio.Event()
         self._in_flight: dict[int, asyncio.Task[None]] = {}
         # Records whose send ended while due() was being read: that read may predate their result (PostgreSQL
@@ -77,7 +80,7 @@ class Sender:
 
     def wake(self) -> None:
         """Something new is due: look now rather than at the next poll."""
-        self._wake.set()
+        self.wakeup.ring()
 
     def start(self) -> None:
         """Start the loop; it restarts itself if anything ever ends it."""
@@ -129,7 +132,7 @@ class Sender:
     async def _loop(self) -> None:
         while True:
             self.heartbeat = time.monotonic()
-            self._wake.clear()
+            woken = self.wakeup.waiter()
             try:
                 idle = await self._pass()
             except asyncio.CancelledError:
@@ -137,7 +140,7 @@ class Sender:
             except Exception:
                 log.exception("outbox pass failed; trying again shortly")
                 idle = 1.0
-            await _wait(self._wake, idle)
+            await _wait(woken, idle)
 
     async def _pass(self) -> float:
         """Start every due record that pacing allows; return how long to sleep when nothing wakes us."""
@@ -340,8 +343,8 @@ class Sender:
             self._failing = True
             log.warning("Slack is not answering (%s); answers are kept and retried", error)
         metrics.SLACK_RETRIES.labels(method=_method(record), reason=reason).inc()
-        # Full jitter on a capped exponential: many records retried after an outage do not all arrive at once.
-        delay = min(self.max_backoff, 2 ** min(record.attempts, 16)) * random.uniform(0.5, 1.0)
+        # Jittered: many records retried after an outage do not all arrive at once.
+        delay = jittered_delay(record.attempts + 1, base=1.0, cap=self.max_backoff)
         await self.outbox.retry_at(record, time.time() + delay, error)
 
     async def _elsewhere(self, record: Record, error: str) -> None:

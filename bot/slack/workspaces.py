@@ -35,11 +35,17 @@ def create_web_client(
     session: aiohttp.ClientSession | None = None,
     *,
     token: str | None = None,
+    anonymous: bool = False,
     retries: bool = True,
     timeout: float = 30,
 ) -> AsyncWebClient:
-    """A Slack Web API client on SLACK_API_URL; `retries`: slack_sdk retries 429, 5xx and dropped connections."""
-    if token is None and settings.slack_bot_token:
+    """A Slack Web API client on SLACK_API_URL; `retries`: slack_sdk retries 429, 5xx and dropped connections.
+
+    Its token: `token`, else SLACK_BOT_TOKEN; `anonymous`: none (each call, or Bolt for each request, gives one).
+    """
+    if anonymous:
+        token = None
+    elif token is None and settings.slack_bot_token:
         token = settings.slack_bot_token.get()
     return AsyncWebClient(
         token=token,

@@ -1,392 +1,191 @@
 """The database behind every store: embedded SQLite (default, one process) or PostgreSQL (several replicas).
 
-The stores write portable SQL against a sqlite3-shaped connection (`execute(sql, params)` with `?` marks,
-`with conn:` for a transaction, rows readable by name and by index); on PostgreSQL a thin adapter translates the
-few differences (placeholders, `INSERT OR IGNORE`, DDL types). Every call runs on the database's own threads, so
-the event loop never waits on a socket or the disk. Hand-written rather than SQLAlchemy Core: the stores'
-queries were already portable SQL, and a thin adapter (PgConnection, translate) keeps SQLite's one-connection,
-zero-setup path exactly as it was.
+A store hands a function of a `Connection` to `db.run()` (or `db.call()` outside the event loop); it runs on the
+database's own threads, so the loop never waits on a socket or the disk. The connection runs its dialect's named
+statements (`conn.sql`, see bot.store.sql): `one`, `all`, `run`, inside `transaction()` when several must commit
+together, and `notify()` for other processes. Whatever differs between the two databases is behind those two
+interfaces (bot.store.connection); the rest of the bot asks for behaviour (`db.listener()`, `db.leader_lock()`,
+`JobStore.recover()`) and never checks which database it has.
+
+Here: SQLite on one connection owned by one thread (sqlite3 connections are not shared across threads), rows as
+dicts; and open_database(), which picks SQLite or PostgreSQL (bot.store.postgres) from DATABASE_URL.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import logging
-import re
 import sqlite3
-import threading
-import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bot.settings import is_postgres_url, sqlite_path
+from bot.store.connection import NO_PARAMS, Connection, Database, DatabaseUnavailable, LeaderLock, Listener
+from bot.store.sql import Command, Params, Query, Table
+from bot.store.sql import sqlite as sqlite_sql
+
 T = TypeVar("T")
-log = logging.getLogger(__name__)
-
-SQLITE = "sqlite"
-POSTGRESQL = "postgresql"
+R = TypeVar("R")
 
 
-class Database:
-    """A SQLite connection used only from its own thread; `run()` awaits a function of the connection there."""
+# -- SQLite ------------------------------------------------------------------------------------------------
 
-    dialect = SQLITE
-    # SQLite is one process: the only holder of the leadership (outbox sender, housekeeping) is this one.
+
+def _dict_row(cursor: sqlite3.Cursor, values: tuple[Any, ...]) -> dict[str, Any]:
+    return dict(zip([column[0] for column in cursor.description], values, strict=True))
+
+
+class SqliteConnection(Connection):
+    """A sqlite3 connection in autocommit mode: each statement commits on its own unless in `transaction()`."""
+
+    sql = sqlite_sql.DIALECT
+
+    def __init__(self, raw: sqlite3.Connection):
+        self.raw = raw
+
+    def one(self, query: Query[R], params: Params = NO_PARAMS) -> R | None:
+        cursor = self.raw.execute(query.text, params)
+        try:
+            row: R | None = cursor.fetchone()
+            return row
+        finally:
+            # An UPDATE ... RETURNING not stepped to its end would keep its write transaction open.
+            cursor.close()
+
+    def all(self, query: Query[R], params: Params = NO_PARAMS) -> list[R]:
+        rows: list[R] = self.raw.execute(query.text, params).fetchall()
+        return rows
+
+    def run(self, command: Command, params: Params = NO_PARAMS) -> int:
+        return self.raw.execute(command.text, params).rowcount
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        if self.raw.in_transaction:
+            yield
+            return
+        self.raw.execute(sqlite_sql.BEGIN)
+        try:
+            yield
+            self.raw.execute(sqlite_sql.COMMIT)
+        except BaseException:
+            if self.raw.in_transaction:
+                self.raw.execute(sqlite_sql.ROLLBACK)
+            raise
+
+    def notify(self, channel: str) -> None:
+        pass  # one process: its own wake-ups are direct calls (Outbox.on_change, the job queue's)
+
+
+class SqliteDatabase(Database):
+    """A SQLite file (or ':memory:') on one connection used only from its own thread."""
+
+    sql = sqlite_sql.DIALECT
+    # One process per file: the only holder of the leadership (outbox sender, housekeeping) is this one.
     shared = False
 
-    def __init__(self, path: str | Path, schema: str = ""):
+    def __init__(self, path: str | Path):
         self.path = str(path)
-        # One thread owns the connection: SQLite connections are not shared across threads.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="database")
-        self._conn: Any = None
-        self._executor.submit(self._open).result()
-        if schema:
-            self.call(lambda conn: conn.executescript(schema))
+        self._closed = False
+        try:
+            self._conn = self._executor.submit(self._open).result()
+        except (sqlite3.Error, OSError) as exc:
+            self._executor.shutdown(wait=False)
+            raise self._unavailable(exc) from exc
 
-    def _open(self) -> None:
+    def _open(self) -> SqliteConnection:
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        # WAL + NORMAL: a committed row survives the process being killed (not a power cut), at a fraction of
-        # the cost of a full fsync per acknowledgement.
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._conn = conn
+        raw = sqlite3.connect(self.path, isolation_level=None)
+        raw.row_factory = _dict_row
+        for pragma in sqlite_sql.PRAGMAS:
+            raw.execute(pragma)
+        return SqliteConnection(raw)
 
-    async def run(self, fn: Callable[[Any], T]) -> T:
-        """Run fn(connection) on the database thread."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, self._conn)
+    def _unavailable(self, exc: BaseException) -> DatabaseUnavailable:
+        return DatabaseUnavailable(
+            f"Cannot open the job store {self.path!r} (DATABASE_URL): {exc}. Make sure its folder exists and is "
+            "writable by this user, or set DATABASE_URL=sqlite:////absolute/path/voiceclone.db."
+        )
 
-    def call(self, fn: Callable[[Any], T]) -> T:
-        """Run fn(connection) on the database thread and block for the answer (start-up, tools)."""
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
+
+    def call(self, fn: Callable[[Connection], T]) -> T:
         return self._executor.submit(fn, self._conn).result()
 
-    def schema(self, script: str) -> None:
-        """Create tables and indexes (idempotent)."""
-        self.call(lambda conn: conn.executescript(script))
+    def create(self, table: Table) -> None:
+        def create() -> None:
+            conn = self._conn
+            conn.raw.executescript(table.create)
+            if table.added:
+                # SQLite has no ADD COLUMN IF NOT EXISTS.
+                have = {row["name"] for row in conn.all(sqlite_sql.COLUMNS, {"table": table.name})}
+                for column, kind in table.added.items():
+                    if column not in have:
+                        conn.raw.execute(sqlite_sql.add_column(table.name, column, kind))
+            if table.after:
+                conn.raw.executescript(table.after)
 
-    def add_columns(self, table: str, columns: dict[str, str]) -> None:
-        """Add columns a database made by an older version lacks (SQLite has no ADD COLUMN IF NOT EXISTS)."""
-
-        def migrate(conn: sqlite3.Connection) -> None:
-            have = {row["name"] for row in conn.execute(f"PRAGMA table_info({table})")}
-            for name, kind in columns.items():
-                if name not in have:
-                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
-
-        self.call(migrate)
-
-    async def run_batched(self, fn: Callable[[Any], T]) -> T:
-        """run(fn), where several processes' worth of small writes may share one transaction (PostgreSQL)."""
-        return await self.run(fn)
-
-    def notify_in(self, conn: Any, channel: str) -> None:
-        """From inside a write: tell other processes `channel` has news once it commits (one process: nothing)."""
+        try:
+            self._executor.submit(create).result()
+        except sqlite3.Error as exc:
+            raise self._unavailable(exc) from exc
 
     async def notify(self, channel: str) -> None:
-        """Tell other processes something changed (one process here: nothing to do)."""
+        pass  # no other process to tell
 
     def close(self) -> None:
-        """Close the connection and its thread."""
-        if self._conn is not None:
-            self.call(lambda conn: conn.close())
-            self._conn = None
-        self._executor.shutdown(wait=True)
+        if not self._closed:
+            self._closed = True
+            self._executor.submit(self._conn.raw.close).result()
+            self._executor.shutdown(wait=True)
+
+
+# -- choosing one ----------------------------------------------------------------------------------------
 
 
 def open_database(url_or_path: str | Path, *, connections: int = 4) -> Database:
-    """A Database for `postgresql://...`, else a SQLite file path (or ':memory:')."""
+    """A Database for `postgresql://...`, else a SQLite URL (`sqlite:///file.db`) or file path (or ':memory:').
+
+    Raises DatabaseUnavailable (one line for the operator) when it cannot be opened.
+    """
     text = str(url_or_path)
-    if text.startswith(("postgresql://", "postgres://")):
+    if is_postgres_url(text):
+        from bot.store.postgres import PostgresDatabase
+
         return PostgresDatabase(text, connections=connections)
     if text.startswith("sqlite:"):
-        from bot.settings import sqlite_path
-
         text = sqlite_path(text)
-    return Database(text)
+    return SqliteDatabase(text)
 
 
-# -- PostgreSQL ---------------------------------------------------------------------------------------------
+def serves_many_processes(url: str) -> bool:
+    """Whether several processes (--role web and worker, replicas) may share the database `url` names."""
+    return is_postgres_url(url)
 
 
-class Row:
-    """A result row readable like sqlite3.Row: by column name, by index, and `keys()`."""
-
-    __slots__ = ("_index", "_names", "_values")
-
-    def __init__(self, names: list[str], index: dict[str, int], values: Sequence[Any]):
-        self._names = names
-        self._index = index
-        self._values = values
-
-    def __getitem__(self, key: int | str) -> Any:
-        if isinstance(key, str):
-            return self._values[self._index[key]]
-        return self._values[key]
-
-    def keys(self) -> list[str]:
-        return list(self._names)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __iter__(self) -> Any:
-        return iter(self._values)
+def missing_database(url: str) -> str | None:
+    """The file `url` names when it does not exist yet (a tool that only reads must not create an empty one);
+    None when there is a database to open (a server's is there, or the connection says why not)."""
+    if is_postgres_url(url):
+        return None
+    path = sqlite_path(url)
+    return None if path == ":memory:" or Path(path).is_file() else path
 
 
-def _row_factory(cursor: Any) -> Callable[[Sequence[Any]], Row]:
-    names = [column.name for column in cursor.description or ()]
-    index = {name: i for i, name in enumerate(names)}
-    return lambda values: Row(names, index, values)
-
-
-_MARK = re.compile(r"\?")
-_RETURNING = re.compile(r"\sRETURNING\s", re.IGNORECASE)
-
-
-@functools.lru_cache(maxsize=512)
-def translate(sql: str) -> str:
-    """One statement in SQLite's dialect (as the stores write it) in PostgreSQL's."""
-    out = sql.replace("%", "%%")
-    out = _MARK.sub("%s", out)
-    stripped = out.lstrip()
-    if stripped.upper().startswith("BEGIN IMMEDIATE"):
-        return "BEGIN"
-    if "INSERT OR IGNORE INTO" in out:
-        out = out.replace("INSERT OR IGNORE INTO", "INSERT INTO")
-        match = _RETURNING.search(out)
-        if match:
-            out = out[: match.start()] + " ON CONFLICT DO NOTHING" + out[match.start() :]
-        else:
-            out = out.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
-    return out
-
-
-def translate_ddl(script: str) -> str:
-    """CREATE TABLE/INDEX statements in PostgreSQL's types (REAL is 4 bytes there: times need DOUBLE PRECISION)."""
-    out = re.sub(r"INTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
-                 script, flags=re.IGNORECASE)
-    out = re.sub(r"\bREAL\b", "DOUBLE PRECISION", out)
-    return re.sub(r"\bBLOB\b", "BYTEA", out)
-
-
-class _Cursor:
-    """What the stores use of a sqlite3 cursor: fetchone, fetchall, rowcount, iteration."""
-
-    def __init__(self, cursor: Any):
-        self._cursor = cursor
-        self.rowcount = cursor.rowcount if cursor is not None else -1
-
-    def fetchone(self) -> Row | None:
-        return self._cursor.fetchone() if self._cursor is not None and self._cursor.description else None
-
-    def fetchall(self) -> list[Row]:
-        return self._cursor.fetchall() if self._cursor is not None and self._cursor.description else []
-
-    def __iter__(self) -> Any:
-        return iter(self.fetchall())
-
-
-class PgConnection:
-    """A psycopg connection behind the sqlite3 surface the stores were written for."""
-
-    def __init__(self, conn: Any):
-        self.raw = conn
-        self._in_transaction = False
-        # Per `with conn:` block: whether a transaction was already open when it began (a batch's).
-        self._entered: list[bool] = []
-        # Inside a batch: channels to NOTIFY once at its end, not once per write.
-        self._deferred: set[str] | None = None
-
-    def notify(self, channel: str) -> None:
-        """NOTIFY `channel` (delivered on commit); inside a batch, once for the whole batch."""
-        if self._deferred is not None:
-            self._deferred.add(channel)
-        else:
-            self.execute("SELECT pg_notify(?, '')", (channel,))
-
-    def execute(self, sql: str, params: Iterable[Any] = ()) -> _Cursor:
-        statement = translate(sql)
-        if statement == "BEGIN":
-            if self._in_transaction:
-                return _Cursor(None)  # inside a batch's transaction already: one transaction for all
-            self._in_transaction = True
-        cursor = self.raw.cursor()
-        cursor.execute(statement, tuple(params))
-        return _Cursor(cursor)
-
-    def executescript(self, script: str) -> None:
-        self.raw.execute(translate_ddl(script))
-
-    def __enter__(self) -> PgConnection:
-        self._entered.append(self._in_transaction)
-        return self
-
-    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
-        # Like sqlite3's `with conn:`: commit what the block began, roll back on an exception; a block inside a
-        # batch leaves that to the batch.
-        began_outside = self._entered.pop() if self._entered else False
-        if self._in_transaction and not began_outside:
-            self._in_transaction = False
-            self.raw.execute("COMMIT" if kind is None else "ROLLBACK")
-
-
-def _run_batch(conn: PgConnection, batch: list[tuple[Callable[[Any], Any], Any]]) -> list[tuple[bool, Any]]:
-    """Every write of a batch in one transaction; if any fails, each again on its own so only it fails."""
-    if len(batch) == 1:
-        try:
-            return [(True, batch[0][0](conn))]
-        except Exception as exc:  # noqa: BLE001 - handed to the caller's future
-            return [(False, exc)]
-    results: list[tuple[bool, Any]] = []
-    try:
-        with conn:
-            conn.execute("BEGIN")
-            conn._deferred = set()
-            for fn, _ in batch:
-                results.append((True, fn(conn)))
-            deferred, conn._deferred = conn._deferred, None
-            for channel in sorted(deferred):
-                conn.notify(channel)
-        return results
-    except Exception:  # noqa: BLE001 - rolled back: retried one by one below
-        conn._deferred = None
-        results = []
-    for fn, _ in batch:
-        try:
-            results.append((True, fn(conn)))
-        except Exception as exc:  # noqa: BLE001 - handed to the caller's future
-            results.append((False, exc))
-    return results
-
-
-class PostgresDatabase(Database):
-    """PostgreSQL through psycopg: a few connections, each owned by one thread of a private pool."""
-
-    dialect = POSTGRESQL
-    shared = True
-
-    def __init__(self, url: str, schema: str = "", *, connections: int = 4):
-        import psycopg  # only needed with a postgresql:// URL
-
-        self._psycopg = psycopg
-        self.path = url
-        self.url = url
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="postgres")
-        self._conn = None
-        self._batch: list[tuple[Callable[[Any], Any], asyncio.Future[Any]]] = []
-        # Fail fast (bad URL, server down) at start rather than at the first request.
-        self.call(lambda conn: conn.execute("SELECT 1"))
-        if schema:
-            self.schema(schema)
-
-    def connect(self) -> Any:
-        """A new autocommit connection (also used for LISTEN and the leadership lock)."""
-        conn = self._psycopg.connect(self.url, autocommit=True, row_factory=_row_factory, connect_timeout=10)
-        with self._lock:
-            self._all.append(conn)
-        return conn
-
-    def _connection(self) -> PgConnection:
-        conn: PgConnection | None = getattr(self._local, "conn", None)
-        if conn is None or conn.raw.closed:
-            conn = PgConnection(self.connect())
-            self._local.conn = conn
-        return conn
-
-    def _in_thread(self, fn: Callable[[Any], T]) -> T:
-        conn = self._connection()
-        try:
-            return fn(conn)
-        except self._psycopg.OperationalError:
-            # The server went away or restarted: this connection is done; the next call opens a new one.
-            conn.raw.close()
-            raise
-        except BaseException:
-            if conn._in_transaction:  # a failure inside `with conn:` already rolled back; anything else:
-                conn._in_transaction = False
-                conn.raw.execute("ROLLBACK")
-            raise
-
-    async def run(self, fn: Callable[[Any], T]) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, self._in_thread, fn)
-
-    def call(self, fn: Callable[[Any], T]) -> T:
-        return self._executor.submit(self._in_thread, fn).result()
-
-    def schema(self, script: str) -> None:
-        # Two replicas starting at once would race on CREATE TABLE IF NOT EXISTS (a unique violation in the
-        # catalog): one transaction-scoped advisory lock per script serialises them.
-        key = zlib.crc32(script.encode())
-
-        def create(conn: PgConnection) -> None:
-            with conn:
-                conn.execute("BEGIN")
-                conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
-                conn.raw.execute(translate_ddl(script))
-
-        self.call(create)
-
-    def add_columns(self, table: str, columns: dict[str, str]) -> None:
-        def migrate(conn: PgConnection) -> None:
-            for name, kind in columns.items():
-                conn.raw.execute(f"ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {name} {translate_ddl(kind)}")
-
-        self.call(migrate)
-
-    async def run_batched(self, fn: Callable[[Any], T]) -> T:
-        """run(fn), sharing one transaction and one trip to the database thread with the other writes made in the
-        same turn of the event loop (group commit): in a burst of Slack requests each acknowledgement otherwise
-        paid for its own BEGIN/COMMIT and thread hand-off, and those, not PostgreSQL, were most of its time."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._batch.append((fn, future))
-        if len(self._batch) == 1:
-            loop.call_soon(self._flush, loop)
-        return await future
-
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._batch = self._batch, []
-        done = loop.run_in_executor(self._executor, self._in_thread, lambda conn: _run_batch(conn, batch))
-
-        def deliver(outcome: asyncio.Future[list[tuple[bool, Any]]]) -> None:
-            if outcome.cancelled() or outcome.exception() is not None:
-                error = outcome.exception() if not outcome.cancelled() else asyncio.CancelledError()
-                results: list[tuple[bool, Any]] = [(False, error)] * len(batch)
-            else:
-                results = outcome.result()
-            for (_, future), (ok, value) in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
-
-        done.add_done_callback(deliver)
-
-    def notify_in(self, conn: Any, channel: str) -> None:
-        conn.notify(channel)
-
-    async def notify(self, channel: str) -> None:
-        """NOTIFY every listening replica (bot.store.wakeup) that `channel` has something new."""
-        await self.run(lambda conn: conn.execute("SELECT pg_notify(?, '')", (channel,)))
-
-    def close(self) -> None:
-        self._executor.shutdown(wait=True)
-        with self._lock:
-            for conn in self._all:
-                # Closing a broken connection may fail; it is gone either way.
-                with contextlib.suppress(Exception):
-                    conn.close()
-            self._all.clear()
+__all__ = [
+    "Connection",
+    "Database",
+    "DatabaseUnavailable",
+    "LeaderLock",
+    "Listener",
+    "SqliteConnection",
+    "SqliteDatabase",
+    "missing_database",
+    "open_database",
+    "serves_many_processes",
+]

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bot.store.database import POSTGRESQL, Database
+from bot.store.database import Connection, Database, SqliteDatabase
+from bot.store.sql import JobRow
 
 QUEUED = "queued"
 RUNNING = "running"
@@ -24,45 +25,6 @@ UNFINISHED = (QUEUED, RUNNING)
 SAY = "say"
 FINISHED = (DONE, FAILED, CANCELLED, EXPIRED)
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id          INTEGER PRIMARY KEY AUTOINCREMENT,
-    dedupe_key  TEXT NOT NULL UNIQUE,
-    kind        TEXT NOT NULL,
-    event_id    TEXT,
-    team_id     TEXT,
-    channel     TEXT,
-    thread_ts   TEXT,
-    share_ts    TEXT,
-    user_id     TEXT,
-    file_json   TEXT NOT NULL,
-    options     TEXT NOT NULL,
-    status      TEXT NOT NULL DEFAULT 'queued',
-    stage       TEXT,
-    status_ts   TEXT,
-    attempts    INTEGER NOT NULL DEFAULT 0,
-    result      TEXT,
-    error       TEXT,
-    created_at  REAL NOT NULL,
-    updated_at  REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS jobs_status ON jobs(status);
-CREATE INDEX IF NOT EXISTS jobs_share ON jobs(channel, share_ts);
-"""
-# Columns added after the first release; older databases get them on open.
-_NEW_COLUMNS = {
-    "response_url": "TEXT",
-    "waits": "INTEGER NOT NULL DEFAULT 0",
-    "finished_at": "REAL",
-    "consent": "TEXT",  # {"how": button|form|attested, "user": ..., "at": ...} once given
-    "prompt": "TEXT",  # the prepared prompt's facts (pipeline.Prompt.meta()) while it waits for consent
-    # The queue: a queued job is due at run_at (a retry waits); a running one belongs to lease_owner until
-    # lease_until, renewed while it runs; past that any process may take it over (its owner died).
-    "run_at": "REAL NOT NULL DEFAULT 0",
-    "lease_owner": "TEXT",
-    "lease_until": "REAL",
-    "priority": "INTEGER NOT NULL DEFAULT 0",  # a clone the uploader just confirmed goes first
-}
 # Wakes the workers of every replica (PostgreSQL NOTIFY; one process needs no message).
 JOBS_CHANNEL = "voiceclone_jobs"
 
@@ -114,55 +76,54 @@ class Job:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+# The statuses a statement compares with, by the names the statements give them.
+_STATUSES = {"queued": QUEUED, "running": RUNNING, "awaiting": AWAITING}
+
+
 class JobStore:
     """The jobs table; every call runs on the database's own thread."""
 
     def __init__(self, db: Database | str | Path):
         self._owns_db = not isinstance(db, Database)
-        self.db = db if isinstance(db, Database) else Database(db)
-        self.db.schema(_SCHEMA)
-        self.db.add_columns("jobs", _NEW_COLUMNS)
-        self.db.schema("CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, run_at);")
+        self.db = db if isinstance(db, Database) else SqliteDatabase(db)
+        self.sql = self.db.sql.jobs
+        self.db.create(self.sql.table)
         self._run = self.db.run
-        # SKIP LOCKED: two replicas claiming at once take different jobs instead of queueing on one row lock.
-        # (SQLite has one writer at a time, so its UPDATE ... WHERE id = (SELECT ...) is atomic as it is.)
-        self._skip_locked = " FOR UPDATE SKIP LOCKED" if self.db.dialect == POSTGRESQL else ""
+        # An idle worker looks again after this long even when nobody wakes it: with other processes sharing the
+        # database their jobs, and a NOTIFY lost while the listener reconnected, are only seen by looking.
+        self.idle_poll = 1.0 if self.db.shared else 5.0
+
+    async def recover(self) -> int:
+        """At start: give back the jobs a previous run left running, when it is certainly gone (a database only
+        one process can use: whatever is marked running there belongs to a run that ended). With replicas a
+        running job may be another one's: its lease decides. Returns how many were given back."""
+        return 0 if self.db.shared else await self.release()
 
     async def add(self, jobs: Iterable[NewJob]) -> list[int]:
         """Store new jobs in one transaction; return the ids of those not seen before (dedupe on key)."""
-        items = list(jobs)
         now = time.time()
+        rows = [
+            {
+                "dedupe_key": job.dedupe_key, "kind": job.kind, "event_id": job.event_id, "team_id": job.team_id,
+                "channel": job.channel, "thread_ts": job.thread_ts, "share_ts": job.share_ts,
+                "user_id": job.user_id, "file_json": json.dumps(job.file), "options": json.dumps(job.options),
+                "now": now, "response_url": job.response_url,
+            }
+            for job in jobs
+        ]
+        if not rows:
+            return []
+        statement = self.sql.add
 
-        def insert(conn: Any) -> list[int]:
+        def insert(conn: Connection) -> list[int]:
             ids: list[int] = []
-            with conn:
-                conn.execute("BEGIN IMMEDIATE")
-                for job in items:
-                    cur = conn.execute(
-                        "INSERT OR IGNORE INTO jobs (dedupe_key, kind, event_id, team_id, channel, thread_ts,"
-                        " share_ts, user_id, file_json, options, created_at, updated_at, response_url)"
-                        " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?) RETURNING id",
-                        (
-                            job.dedupe_key,
-                            job.kind,
-                            job.event_id,
-                            job.team_id,
-                            job.channel,
-                            job.thread_ts,
-                            job.share_ts,
-                            job.user_id,
-                            json.dumps(job.file),
-                            json.dumps(job.options),
-                            now,
-                            now,
-                            job.response_url,
-                        ),
-                    )
-                    row = cur.fetchone()
+            with conn.transaction():
+                for params in rows:
+                    row = conn.one(statement, params)
                     if row is not None:
-                        ids.append(row[0])
+                        ids.append(row["id"])
                 if ids:
-                    self.db.notify_in(conn, JOBS_CHANNEL)
+                    conn.notify(JOBS_CHANNEL)
             return ids
 
         return await self.db.run_batched(insert)
@@ -170,8 +131,8 @@ class JobStore:
     async def get(self, job_id: int) -> Job | None:
         """One job by id."""
 
-        def select(conn: Any) -> Job | None:
-            row = conn.execute("SELECT * FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        def select(conn: Connection) -> Job | None:
+            row = conn.one(self.sql.get, {"id": job_id})
             return _job(row) if row else None
 
         return await self._run(select)
@@ -180,15 +141,9 @@ class JobStore:
         """Take the next due job for `owner`, atomically: a queued one whose time has come, or a running one whose
         owner stopped renewing its lease (killed); count the attempt. None when nothing is due."""
 
-        def update(conn: Any) -> Job | None:
+        def update(conn: Connection) -> Job | None:
             now = time.time()
-            row = conn.execute(
-                "UPDATE jobs SET status = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?, updated_at = ?"
-                " WHERE id = (SELECT id FROM jobs WHERE (status = ? AND run_at <= ?)"
-                " OR (status = ? AND COALESCE(lease_until, 0) < ?)"
-                f" ORDER BY priority DESC, id LIMIT 1{self._skip_locked}) RETURNING *",
-                (RUNNING, owner, now + lease, now, QUEUED, now, RUNNING, now),
-            ).fetchone()
+            row = conn.one(self.sql.claim_next, {**_STATUSES, "owner": owner, "until": now + lease, "now": now})
             return _job(row) if row else None
 
         return await self._run(update)
@@ -196,78 +151,58 @@ class JobStore:
     async def next_due(self) -> float | None:
         """When the next job falls due: the earliest queued run_at or running lease end (None: nothing waits)."""
 
-        def select(conn: Any) -> float | None:
-            row = conn.execute(
-                "SELECT MIN(CASE WHEN status = ? THEN run_at ELSE COALESCE(lease_until, 0) END) AS t"
-                " FROM jobs WHERE status IN (?, ?)",
-                (QUEUED, *UNFINISHED),
-            ).fetchone()
+        def select(conn: Connection) -> float | None:
+            row = conn.one(self.sql.next_due, _STATUSES)
             return row["t"] if row else None
 
         return await self._run(select)
 
     async def renew(self, owner: str, job_ids: Iterable[int], lease: float) -> int:
         """Extend `owner`'s lease on the jobs it is running; return how many it still holds."""
-        ids = sorted(job_ids)
-        if not ids:
+        held = sorted(job_ids)
+        if not held:
             return 0
-        marks = ",".join("?" * len(ids))
+        ids = self.db.sql.array(held)
 
-        def update(conn: Any) -> int:
-            return conn.execute(
-                f"UPDATE jobs SET lease_until = ? WHERE lease_owner = ? AND status = ? AND id IN ({marks})",
-                (time.time() + lease, owner, RUNNING, *ids),
-            ).rowcount
+        def update(conn: Connection) -> int:
+            return conn.run(self.sql.renew, {**_STATUSES, "owner": owner, "until": time.time() + lease, "ids": ids})
 
         return await self._run(update)
 
     async def holds(self, job_id: int, owner: str) -> bool:
         """True while `owner` still holds the job's lease (checked before the one call that must not repeat)."""
 
-        def select(conn: Any) -> bool:
-            row = conn.execute(
-                "SELECT 1 FROM jobs WHERE id = ? AND lease_owner = ? AND status = ?", (job_id, owner, RUNNING)
-            ).fetchone()
-            return row is not None
+        def select(conn: Connection) -> bool:
+            return conn.one(self.sql.holds, {**_STATUSES, "id": job_id, "owner": owner}) is not None
 
         return await self._run(select)
 
     async def release(self, owner: str | None = None) -> int:
-        """Let other workers take running jobs now: `owner`'s (stopping), or every one (SQLite: the previous
-        process is gone, since only one process uses the file)."""
+        """Let other workers take running jobs now: `owner`'s (stopping), or every one (see recover())."""
 
-        def update(conn: Any) -> int:
+        def update(conn: Connection) -> int:
             if owner is None:
-                cur = conn.execute("UPDATE jobs SET lease_until = 0 WHERE status = ?", (RUNNING,))
+                count = conn.run(self.sql.release_all, _STATUSES)
             else:
-                cur = conn.execute(
-                    "UPDATE jobs SET lease_until = 0 WHERE status = ? AND lease_owner = ?", (RUNNING, owner)
-                )
-            if cur.rowcount:
-                self.db.notify_in(conn, JOBS_CHANNEL)
-            return cur.rowcount
+                count = conn.run(self.sql.release_owner, {**_STATUSES, "owner": owner})
+            if count:
+                conn.notify(JOBS_CHANNEL)
+            return count
 
         return await self._run(update)
 
     async def pending(self) -> int:
         """Jobs queued (due or waiting for a retry) or running."""
 
-        def select(conn: Any) -> int:
-            row = conn.execute("SELECT COUNT(*) FROM jobs WHERE status IN (?, ?)", UNFINISHED).fetchone()
-            return int(row[0])
+        def select(conn: Connection) -> int:
+            row = conn.one(self.sql.pending, _STATUSES)
+            return row["n"] if row else 0
 
         return await self._run(select)
 
     async def unfinished(self) -> list[int]:
         """Ids of jobs a previous run left queued or running, oldest first."""
-
-        def select(conn: Any) -> list[int]:
-            rows = conn.execute(
-                "SELECT id FROM jobs WHERE status IN (?, ?) ORDER BY id", UNFINISHED
-            ).fetchall()
-            return [r["id"] for r in rows]
-
-        return await self._run(select)
+        return await self._run(lambda conn: [row["id"] for row in conn.all(self.sql.unfinished, _STATUSES)])
 
     async def update(self, job_id: int, **values: Any) -> None:
         """Set columns of one job (dicts are stored as JSON)."""
@@ -278,17 +213,16 @@ class JobStore:
         unknown = set(values) - allowed
         if unknown:
             raise ValueError(f"unknown job columns: {sorted(unknown)}")
-        columns = {("file_json" if k == "file" else k): v for k, v in values.items()}
-        params = [json.dumps(v) if isinstance(v, dict) else v for v in columns.values()]
-        assignments = ", ".join(f"{k} = ?" for k in columns)
+        params: dict[str, Any] = {
+            ("file_json" if k == "file" else k): json.dumps(v) if isinstance(v, dict) else v for k, v in values.items()
+        }
+        statement = self.sql.update(tuple(params))
+        params["id"] = job_id
 
-        def write(conn: Any) -> None:
-            conn.execute(
-                f"UPDATE jobs SET {assignments}, updated_at = ? WHERE id = ?",  # noqa: S608 - fixed column names
-                (*params, time.time(), job_id),
-            )
+        def write(conn: Connection) -> None:
+            conn.run(statement, {**params, "now": time.time()})
             if values.get("status") == QUEUED:
-                self.db.notify_in(conn, JOBS_CHANNEL)
+                conn.notify(JOBS_CHANNEL)
 
         await self._run(write)
 
@@ -296,100 +230,55 @@ class JobStore:
         """Take one job for `owner` and count the attempt, atomically: only when it is queued or its running
         owner's lease ran out; None otherwise (finished, or running elsewhere)."""
 
-        def update(conn: Any) -> Job | None:
+        def update(conn: Connection) -> Job | None:
             now = time.time()
-            row = conn.execute(
-                "UPDATE jobs SET status = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?, updated_at = ?"
-                " WHERE id = ? AND (status = ? OR (status = ? AND COALESCE(lease_until, 0) < ?)) RETURNING *",
-                (RUNNING, owner, now + lease, now, job_id, QUEUED, RUNNING, now),
-            ).fetchone()
+            row = conn.one(
+                self.sql.claim, {**_STATUSES, "id": job_id, "owner": owner, "until": now + lease, "now": now}
+            )
             return _job(row) if row else None
 
         return await self._run(update)
 
     async def give_consent(self, job_id: int, consent: dict[str, Any]) -> bool:
         """Record consent and queue the job again, once: False when it was not waiting (a double press)."""
+        # The preparing attempt succeeded: the clone starts with a clean count of attempts (the statement's).
+        params = {**_STATUSES, "id": job_id, "consent": json.dumps(consent)}
 
-        def update(conn: Any) -> bool:
-            cur = conn.execute(
-                # The preparing attempt succeeded: the clone starts with a clean count of attempts.
-                "UPDATE jobs SET status = ?, consent = ?, attempts = 0, run_at = 0, priority = 1, updated_at = ?"
-                " WHERE id = ? AND status = ?",
-                (QUEUED, json.dumps(consent), time.time(), job_id, AWAITING),
-            )
-            if cur.rowcount == 1:
-                self.db.notify_in(conn, JOBS_CHANNEL)
-            return cur.rowcount == 1
+        def update(conn: Connection) -> bool:
+            changed = conn.run(self.sql.give_consent, {**params, "now": time.time()}) == 1
+            if changed:
+                conn.notify(JOBS_CHANNEL)
+            return changed
 
         return await self._run(update)
 
     async def end_waiting(self, job_id: int, status: str, error: dict[str, Any] | None = None) -> bool:
         """End a job waiting for consent (cancelled, expired), once: False when it was not waiting."""
-
-        def update(conn: Any) -> bool:
-            now = time.time()
-            cur = conn.execute(
-                "UPDATE jobs SET status = ?, error = ?, finished_at = ?, updated_at = ? WHERE id = ? AND status = ?",
-                (status, json.dumps(error) if error else None, now, now, job_id, AWAITING),
-            )
-            return cur.rowcount == 1
-
-        return await self._run(update)
+        params = {**_STATUSES, "id": job_id, "status": status, "error": json.dumps(error) if error else None}
+        return await self._run(lambda conn: conn.run(self.sql.end_waiting, {**params, "now": time.time()}) == 1)
 
     async def waiting_since(self, before: float) -> list[int]:
         """Jobs waiting for consent since before `before` (Unix time)."""
-
-        def select(conn: Any) -> list[int]:
-            rows = conn.execute(
-                "SELECT id FROM jobs WHERE status = ? AND updated_at < ? ORDER BY id", (AWAITING, before)
-            ).fetchall()
-            return [r["id"] for r in rows]
-
-        return await self._run(select)
+        params = {**_STATUSES, "before": before}
+        return await self._run(lambda conn: [row["id"] for row in conn.all(self.sql.waiting_since, params)])
 
     async def with_prompt(self) -> list[int]:
         """Jobs whose prepared prompt may still be on disk (waiting, or queued/running after consent)."""
-
-        def select(conn: Any) -> list[int]:
-            rows = conn.execute(
-                "SELECT id FROM jobs WHERE prompt IS NOT NULL AND status IN (?, ?, ?)", (AWAITING, *UNFINISHED)
-            ).fetchall()
-            return [r["id"] for r in rows]
-
-        return await self._run(select)
+        return await self._run(lambda conn: [row["id"] for row in conn.all(self.sql.with_prompt, _STATUSES)])
 
     async def purge(self, finished_before: float) -> list[int]:
         """Delete jobs that ended before `finished_before` (rows, transcripts, Slack file objects); return ids."""
-        marks = ",".join("?" * len(FINISHED))
-
-        def delete(conn: Any) -> list[int]:
-            rows = conn.execute(
-                f"DELETE FROM jobs WHERE status IN ({marks}) AND COALESCE(finished_at, updated_at) < ? RETURNING id",
-                (*FINISHED, finished_before),
-            ).fetchall()
-            return [r["id"] for r in rows]
-
-        return await self._run(delete)
+        params = {"finished": self.db.sql.array(FINISHED), "before": finished_before}
+        return await self._run(lambda conn: [row["id"] for row in conn.all(self.sql.purge, params)])
 
     async def share_statuses(self, channel: str, share_ts: str) -> list[str]:
         """The status of every job from one shared message (one job per file in it)."""
-
-        def select(conn: Any) -> list[str]:
-            rows = conn.execute(
-                "SELECT status FROM jobs WHERE channel = ? AND share_ts = ? ORDER BY id", (channel, share_ts)
-            ).fetchall()
-            return [r["status"] for r in rows]
-
-        return await self._run(select)
+        params = {"channel": channel, "share_ts": share_ts}
+        return await self._run(lambda conn: [row["status"] for row in conn.all(self.sql.share_statuses, params)])
 
     async def counts(self) -> dict[str, int]:
         """Jobs per status."""
-
-        def select(conn: Any) -> dict[str, int]:
-            rows = conn.execute("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status").fetchall()
-            return {r["status"]: r["n"] for r in rows}
-
-        return await self._run(select)
+        return await self._run(lambda conn: {row["status"]: row["n"] for row in conn.all(self.sql.counts)})
 
     def close(self) -> None:
         """Close the database when this store opened it."""
@@ -397,7 +286,7 @@ class JobStore:
             self.db.close()
 
 
-def _job(row: Any) -> Job:
+def _job(row: JobRow) -> Job:
     return Job(
         id=row["id"],
         dedupe_key=row["dedupe_key"],

@@ -1,26 +1,24 @@
 """One replica at a time does the work that must not be doubled: sending the outbox and the housekeeping.
 
 The outbox sender paces posts per channel and waits out each 429 for the whole workspace; two senders would
-each allow Slack's rate and post the same record twice. So among the worker replicas one holds a PostgreSQL
-session advisory lock and leads; the lock lives and dies with its connection, so a leader killed with SIGKILL
-(its socket closed by the kernel) frees it at once and another replica takes over within `interval`.
-With SQLite there is one process, which always leads.
+each allow Slack's rate and post the same record twice. So among the processes sharing the database one holds the
+database's leader lock (PostgreSQL: a session advisory lock, freed at once when its holder dies, see
+bot.store.postgres) and leads; another takes over within `interval`. A database only one process can use
+(SQLite) has no such lock: that process always leads.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-from bot.store.database import Database, PostgresDatabase
+from bot.store.connection import Database, LeaderLock
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock key: any constant the app's other locks do not use ("vcbt").
+# The leader lock's key: any constant the app's other locks do not use ("vcbt").
 LOCK_KEY = 0x76636274
 
 
@@ -41,12 +39,13 @@ class Leadership:
         self.interval = interval
         self.leading = False
         self._task: asyncio.Task[None] | None = None
-        self._conn: Any = None
-        # The lock's connection is used from one thread only (psycopg connections are not for concurrent use).
+        self._lock: LeaderLock | None = None
+        # The lock is used from one thread only (its connection is not for concurrent use).
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="leadership")
 
     async def start(self) -> None:
-        if not isinstance(self.db, PostgresDatabase):
+        self._lock = self.db.leader_lock(LOCK_KEY)
+        if self._lock is None:
             self.leading = True
             await self.on_elected()
             return
@@ -76,23 +75,7 @@ class Leadership:
 
     def _check(self) -> bool:
         """True while this process holds the lock (taking it when free); a broken connection means no."""
-        assert isinstance(self.db, PostgresDatabase)
-        try:
-            fresh = self._conn is None or self._conn.closed
-            if fresh:
-                self._conn = self.db.connect()
-            if self.leading and not fresh:
-                # The lock lives as long as this session: a live connection means we still hold it.
-                self._conn.execute("SELECT 1")
-                return True
-            row = self._conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()
-            return bool(row[0])
-        except Exception as exc:  # noqa: BLE001 - any database failure: not (or no longer) the leader
-            log.warning("leadership connection failed (%s)", type(exc).__name__)
-            with contextlib.suppress(Exception):
-                self._conn.close()
-            self._conn = None
-            return False
+        return self._lock is not None and self._lock.held(self.leading)
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -101,12 +84,7 @@ class Leadership:
         if self.leading:
             self.leading = False
             await self.on_lost()
-
-        def close() -> None:
-            if self._conn is not None:
-                with contextlib.suppress(Exception):
-                    self._conn.close()  # frees the lock at once for the next leader
-                self._conn = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, close)
+        if self._lock is not None:
+            # Frees the lock at once for the next leader.
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._lock.close)
         self._executor.shutdown(wait=False)

@@ -3,33 +3,13 @@ delete cloned voices, so this is the only list there is). Slack-free; who may re
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from bot.store.database import Database
+from bot.store.database import Connection, Database
+from bot.store.sql import VoiceRow
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS voices (
-    team_id     TEXT NOT NULL DEFAULT '',
-    voice_id    TEXT NOT NULL,
-    voice_name  TEXT NOT NULL,
-    owner       TEXT,
-    created_at  REAL NOT NULL,
-    file_name   TEXT,
-    seconds     REAL,
-    model       TEXT,
-    language    TEXT,
-    channel     TEXT,
-    thread_ts   TEXT,
-    request_id  TEXT,
-    label       TEXT,
-    job_id      INTEGER,
-    PRIMARY KEY (team_id, voice_id)
-);
-CREATE INDEX IF NOT EXISTS voices_owner ON voices(team_id, owner);
-"""
 MAX_LABEL = 80
 
 
@@ -67,9 +47,23 @@ def may_reach(voice: VoiceRecord, user: str | None, admins: Iterable[str] = ()) 
     return user is not None and (user == voice.owner or user in set(admins))
 
 
-def _voice(row: sqlite3.Row) -> VoiceRecord:
-    known = {f.name for f in fields(VoiceRecord)}
-    return VoiceRecord(**{key: row[key] for key in row.keys() if key in known})  # noqa: SIM118 (a Row iterates values)
+def _voice(row: VoiceRow) -> VoiceRecord:
+    return VoiceRecord(
+        team_id=row["team_id"],
+        voice_id=row["voice_id"],
+        voice_name=row["voice_name"],
+        owner=row["owner"],
+        created_at=row["created_at"],
+        file_name=row["file_name"],
+        seconds=row["seconds"],
+        model=row["model"],
+        language=row["language"],
+        channel=row["channel"],
+        thread_ts=row["thread_ts"],
+        request_id=row["request_id"],
+        label=row["label"],
+        job_id=row["job_id"],
+    )
 
 
 class VoiceLibrary:
@@ -77,44 +71,29 @@ class VoiceLibrary:
 
     def __init__(self, db: Database):
         self.db = db
-        db.schema(_SCHEMA)
-        # "pending" from the clone until the preview (or the sentence saying why there is none) is in the outbox:
-        # a restart in between makes the preview then, instead of losing it.
-        db.add_columns("voices", {"preview": "TEXT"})
+        self.sql = db.sql.voices
+        db.create(self.sql.table)
 
     async def set_preview(self, team_id: str | None, voice_id: str, state: str | None) -> None:
         """Record where the voice's preview stands ("pending", "done", or None for none wanted)."""
-        await self.db.run(
-            lambda conn: conn.execute(
-                "UPDATE voices SET preview = ? WHERE team_id = ? AND voice_id = ?", (state, team_id or "", voice_id)
-            )
-        )
+        params = {"preview": state, "team": team_id or "", "voice_id": voice_id}
+        await self.db.run(lambda conn: conn.run(self.sql.set_preview, params))
 
     async def pending_previews(self, since: float) -> list[VoiceRecord]:
         """Voices cloned after `since` whose preview was never made (the bot stopped in between)."""
-
-        def select(conn: sqlite3.Connection) -> list[VoiceRecord]:
-            rows = conn.execute(
-                "SELECT * FROM voices WHERE preview = 'pending' AND created_at >= ? ORDER BY created_at", (since,)
-            ).fetchall()
-            return [_voice(r) for r in rows]
-
-        return await self.db.run(select)
+        params = {"since": since}
+        return await self.db.run(lambda conn: [_voice(row) for row in conn.all(self.sql.pending_previews, params)])
 
     async def add(self, voice: VoiceRecord) -> bool:
         """Remember a voice; False when it was already known (a restart answering from a stored result)."""
-        row = voice.to_dict()
-        marks = ",".join("?" * len(row))
-        sql = f"INSERT OR IGNORE INTO voices ({','.join(row)}) VALUES ({marks})"
-        return await self.db.run(lambda conn: conn.execute(sql, tuple(row.values())).rowcount == 1)
+        params = voice.to_dict()
+        return await self.db.run(lambda conn: conn.run(self.sql.add, params) == 1)
 
     async def get(self, team_id: str | None, voice_id: str) -> VoiceRecord | None:
         """One voice by its VoiceId."""
 
-        def select(conn: sqlite3.Connection) -> VoiceRecord | None:
-            row = conn.execute(
-                "SELECT * FROM voices WHERE team_id = ? AND voice_id = ?", (team_id or "", voice_id)
-            ).fetchone()
+        def select(conn: Connection) -> VoiceRecord | None:
+            row = conn.one(self.sql.get, {"team": team_id or "", "voice_id": voice_id})
             return _voice(row) if row else None
 
         return await self.db.run(select)
@@ -134,68 +113,48 @@ class VoiceLibrary:
 
     async def listed(self, team_id: str | None, owner: str | None) -> list[VoiceRecord]:
         """The workspace's voices, newest first; only `owner`'s when given (None: everyone's, for admins and the
-        operator)."""
-
-        def select(conn: sqlite3.Connection) -> list[VoiceRecord]:
-            sql, args = "SELECT * FROM voices WHERE 1=1", []
-            if team_id is not None:
-                sql, args = sql + " AND team_id = ?", [*args, team_id]
-            if owner is not None:
-                sql, args = sql + " AND owner = ?", [*args, owner]
-            return [_voice(r) for r in conn.execute(sql + " ORDER BY created_at DESC, voice_id", args)]
-
-        return await self.db.run(select)
+        operator); every workspace's when `team_id` is None (the operator)."""
+        params = {"team": team_id, "owner": owner}
+        return await self.db.run(lambda conn: [_voice(row) for row in conn.all(self.sql.listed, params)])
 
     async def rename(self, team_id: str | None, voice_id: str, label: str) -> bool:
         """Set the bot's label (Tencent's VoiceName cannot change)."""
         label = " ".join(label.split())[:MAX_LABEL]
-
-        def write(conn: sqlite3.Connection) -> bool:
-            cur = conn.execute(
-                "UPDATE voices SET label = ? WHERE team_id = ? AND voice_id = ?",
-                (label or None, team_id or "", voice_id),
-            )
-            return cur.rowcount > 0
-
-        return await self.db.run(write)
+        params = {"label": label or None, "team": team_id or "", "voice_id": voice_id}
+        return await self.db.run(lambda conn: conn.run(self.sql.rename, params) > 0)
 
     async def forget(self, team_id: str | None, voice_id: str) -> VoiceRecord | None:
         """Remove a voice and the job that made it (its options hold the transcript); return what was removed."""
 
-        def delete(conn: sqlite3.Connection) -> VoiceRecord | None:
-            row = conn.execute(
-                "DELETE FROM voices WHERE team_id = ? AND voice_id = ? RETURNING *", (team_id or "", voice_id)
-            ).fetchone()
-            if row is None:
-                return None
-            voice = _voice(row)
-            if voice.job_id is not None:
-                _delete_jobs(conn, [voice.job_id])
-            return voice
+        def delete(conn: Connection) -> VoiceRecord | None:
+            with conn.transaction():
+                row = conn.one(self.sql.forget, {"team": team_id or "", "voice_id": voice_id})
+                if row is None:
+                    return None
+                voice = _voice(row)
+                if voice.job_id is not None:
+                    _delete_jobs(conn, [voice.job_id])
+                return voice
 
         return await self.db.run(delete)
 
     async def forget_user(self, team_id: str | None, user: str) -> tuple[list[VoiceRecord], int]:
         """Remove every voice `user` owns and every job they started (transcripts included): (voices, jobs)."""
 
-        def delete(conn: sqlite3.Connection) -> tuple[list[VoiceRecord], int]:
-            rows = conn.execute(
-                "DELETE FROM voices WHERE team_id = ? AND owner = ? RETURNING *", (team_id or "", user)
-            ).fetchall()
-            voices = [_voice(r) for r in rows]
-            ids = [r["id"] for r in conn.execute(
-                "SELECT id FROM jobs WHERE user_id = ? AND (team_id = ? OR team_id IS NULL)", (user, team_id)
-            )]
-            ids += [v.job_id for v in voices if v.job_id is not None and v.job_id not in ids]
-            _delete_jobs(conn, ids)
-            return voices, len(ids)
+        def delete(conn: Connection) -> tuple[list[VoiceRecord], int]:
+            with conn.transaction():
+                voices = [_voice(r) for r in conn.all(self.sql.forget_owner, {"team": team_id or "", "owner": user})]
+                ids = [row["id"] for row in conn.all(conn.sql.jobs.of_user, {"user": user, "team": team_id})]
+                ids += [v.job_id for v in voices if v.job_id is not None and v.job_id not in ids]
+                _delete_jobs(conn, ids)
+                return voices, len(ids)
 
         return await self.db.run(delete)
 
 
-def _delete_jobs(conn: sqlite3.Connection, job_ids: list[int]) -> None:
+def _delete_jobs(conn: Connection, job_ids: list[int]) -> None:
     """Jobs and the Slack records that quote them (messages hold the VoiceId and file names). Pending records
     stay, so nothing half-sent is lost; they are purged by retention like every other record."""
     for job_id in job_ids:
-        conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
-        conn.execute("DELETE FROM outbox WHERE job_id = ? AND state != 'pending'", (job_id,))
+        conn.run(conn.sql.jobs.delete, {"id": job_id})
+        conn.run(conn.sql.outbox.delete_sent_of_job, {"job_id": job_id})

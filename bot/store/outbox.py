@@ -11,13 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bot.store.database import Database
+from bot.store.database import Connection, Database
+from bot.store.sql import DueRow, OutboxRow
 
 MESSAGE = "message"
 REACTIONS = "reactions"
@@ -30,35 +30,6 @@ OUTBOX_CHANNEL = "voiceclone_outbox"
 PENDING = "pending"
 SENT = "sent"
 DEAD = "dead"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id           INTEGER PRIMARY KEY AUTOINCREMENT,
-    key          TEXT NOT NULL UNIQUE,
-    kind         TEXT NOT NULL,
-    job_id       INTEGER,
-    team_id      TEXT,
-    channel      TEXT NOT NULL,
-    thread_ts    TEXT,
-    thread_key   TEXT,
-    after_key    TEXT,
-    ts           TEXT,
-    payload      TEXT NOT NULL,
-    version      INTEGER NOT NULL DEFAULT 1,
-    sent_version INTEGER NOT NULL DEFAULT 0,
-    applied      TEXT NOT NULL DEFAULT '[]',
-    fallback     TEXT,
-    state        TEXT NOT NULL DEFAULT 'pending',
-    attempts     INTEGER NOT NULL DEFAULT 0,
-    next_at      REAL NOT NULL DEFAULT 0,
-    expires_at   REAL NOT NULL,
-    created_at   REAL NOT NULL,
-    updated_at   REAL NOT NULL,
-    last_error   TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
-"""
-
 
 @dataclass
 class Record:
@@ -91,8 +62,7 @@ class Record:
     parent_state: str | None = None
 
 
-def _record(row: sqlite3.Row) -> Record:
-    keys = row.keys()
+def _record(row: OutboxRow, parent: DueRow | None = None) -> Record:
     return Record(
         id=row["id"],
         key=row["key"],
@@ -115,8 +85,8 @@ def _record(row: sqlite3.Row) -> Record:
         last_error=row["last_error"],
         thread_key=row["thread_key"],
         after_key=row["after_key"],
-        parent_ts=row["parent_ts"] if "parent_ts" in keys else None,
-        parent_state=row["parent_state"] if "parent_state" in keys else None,
+        parent_ts=parent["parent_ts"] if parent else None,
+        parent_state=parent["parent_state"] if parent else None,
     )
 
 
@@ -127,7 +97,8 @@ class Outbox:
         self.db = db
         self.ttl_seconds = ttl_seconds
         self.on_change = on_change
-        db.schema(_SCHEMA)
+        self.sql = db.sql.outbox
+        db.create(self.sql.table)
 
     def _changed(self) -> None:
         if self.on_change is not None:
@@ -209,28 +180,18 @@ class Outbox:
         once: bool,
         after_key: str | None = None,
     ) -> None:
-        now = time.time()
-        on_conflict = (
-            "DO NOTHING"
-            if once
-            # A newer desired state: bump the version; a record waiting out a backoff keeps its next_at.
-            else "DO UPDATE SET payload = excluded.payload, version = outbox.version + 1,"
-            " updated_at = excluded.updated_at, after_key = excluded.after_key,"
-            " state = CASE WHEN outbox.state = 'dead' THEN 'dead' ELSE 'pending' END"
-            " WHERE outbox.payload != excluded.payload"
-        )
+        params = {
+            "key": key, "kind": kind, "job_id": job_id, "team_id": team_id, "channel": channel,
+            "thread_ts": thread_ts, "thread_key": thread_key, "ts": ts, "payload": payload,
+            "fallback": json.dumps(fallback) if fallback else None, "after_key": after_key,
+        }
+        # `once`: a record never edited (an ephemeral, an upload); else a newer desired state replaces the old.
+        statement = self.sql.insert_once if once else self.sql.upsert
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO outbox (key, kind, job_id, team_id, channel, thread_ts, thread_key, ts, payload, fallback,"
-                " expires_at, created_at, updated_at, after_key) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-                f" ON CONFLICT(key) {on_conflict}",
-                (
-                    key, kind, job_id, team_id, channel, thread_ts, thread_key, ts, payload,
-                    json.dumps(fallback) if fallback else None, now + self.ttl_seconds, now, now, after_key,
-                ),
-            )
-            self.db.notify_in(conn, OUTBOX_CHANNEL)
+        def write(conn: Connection) -> None:
+            now = time.time()
+            conn.run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds})
+            conn.notify(OUTBOX_CHANNEL)
 
         await self.db.run_batched(write)
         self._changed()
@@ -239,90 +200,55 @@ class Outbox:
 
     async def due(self, now: float, *, limit: int = 100, skip_teams: Iterable[str] = ()) -> list[Record]:
         """Pending records whose time has come, oldest first; a reply waits until its thread's parent is posted."""
-        skip = sorted(skip_teams)
-        marks = ",".join("?" * len(skip))
-        team_filter = f" AND (o.team_id IS NULL OR o.team_id NOT IN ({marks}))" if skip else ""
-
-        def select(conn: sqlite3.Connection) -> list[Record]:
-            rows = conn.execute(
-                "SELECT o.*, p.ts AS parent_ts, p.state AS parent_state FROM outbox o"
-                " LEFT JOIN outbox p ON p.key = o.thread_key"
-                " LEFT JOIN outbox a ON a.key = o.after_key"
-                " WHERE o.state = 'pending' AND o.next_at <= ?"
-                " AND (o.thread_key IS NULL OR p.ts IS NOT NULL OR p.state = 'dead' OR p.id IS NULL)"
-                " AND (o.after_key IS NULL OR a.id IS NULL OR a.state != 'pending')"
-                f"{team_filter} ORDER BY o.id LIMIT ?",
-                (now, *skip, limit),
-            ).fetchall()
-            return [_record(r) for r in rows]
-
-        return await self.db.run(select)
+        params = {"now": now, "limit": limit, "skip_teams": self.db.sql.array(sorted(skip_teams))}
+        return await self.db.run(lambda conn: [_record(row, row) for row in conn.all(self.sql.due, params)])
 
     async def next_due_at(self) -> float | None:
         """When the earliest pending record is due (None when nothing is pending)."""
 
-        def select(conn: sqlite3.Connection) -> float | None:
-            row = conn.execute("SELECT MIN(next_at) AS t FROM outbox WHERE state = 'pending'").fetchone()
-            return row["t"]
+        def select(conn: Connection) -> float | None:
+            row = conn.one(self.sql.next_due_at)
+            return row["t"] if row else None
 
         return await self.db.run(select)
 
     async def get(self, key: str) -> Record | None:
         """One record by key."""
 
-        def select(conn: sqlite3.Connection) -> Record | None:
-            row = conn.execute("SELECT * FROM outbox WHERE key = ?", (key,)).fetchone()
+        def select(conn: Connection) -> Record | None:
+            row = conn.one(self.sql.get, {"key": key})
             return _record(row) if row else None
 
         return await self.db.run(select)
 
     async def delivered(self, record: Record, *, ts: str | None = None, channel: str | None = None) -> None:
         """Slack now shows `record` at the version that was read; a newer version stays pending."""
-        version = record.version
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE outbox SET sent_version = ?, ts = COALESCE(?, ts), channel = COALESCE(?, channel),"
-                " attempts = 0, last_error = NULL, updated_at = ?,"
-                " state = CASE WHEN state = 'pending' AND version <= ? THEN 'sent' ELSE state END WHERE id = ?",
-                (version, ts, channel, time.time(), version, record.id),
-            )
-
-        await self.db.run(write)
+        params = {"version": record.version, "ts": ts, "channel": channel, "id": record.id}
+        await self.db.run(lambda conn: conn.run(self.sql.delivered, {**params, "now": time.time()}))
 
     async def set_ts(self, record: Record, ts: str, channel: str | None = None) -> None:
         """The message was posted (its content may still need an edit to a newer version)."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE outbox SET ts = ?, channel = COALESCE(?, channel), updated_at = ? WHERE id = ?",
-                (ts, channel, time.time(), record.id),
-            )
-
-        await self.db.run(write)
+        params = {"ts": ts, "channel": channel, "id": record.id}
+        await self.db.run(lambda conn: conn.run(self.sql.set_ts, {**params, "now": time.time()}))
 
     async def set_applied(self, record: Record, names: Iterable[str]) -> None:
         """The reactions Slack has now, so a retry after a failure does only what is left."""
-        applied = json.dumps(sorted(set(names)))
-        await self.db.run(lambda conn: conn.execute("UPDATE outbox SET applied = ? WHERE id = ?", (applied, record.id)))
+        params = {"applied": json.dumps(sorted(set(names))), "id": record.id}
+        await self.db.run(lambda conn: conn.run(self.sql.set_applied, params))
 
     async def retry_at(self, record: Record, when: float, error: str) -> None:
         """Try again at `when` (Slack down, rate limited)."""
-
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE outbox SET attempts = attempts + 1, next_at = ?, last_error = ?, updated_at = ? WHERE id = ?",
-                (when, error, time.time(), record.id),
-            )
-
-        await self.db.run(write)
+        params = {"when": when, "error": error, "id": record.id}
+        await self.db.run(lambda conn: conn.run(self.sql.retry_at, {**params, "now": time.time()}))
 
     async def repost(self, record: Record) -> None:
         """The message is gone from Slack (message_not_found): post it anew."""
-        await self.db.run(
-            lambda conn: conn.execute("UPDATE outbox SET ts = NULL, next_at = 0 WHERE id = ?", (record.id,))
-        )
-        await self.db.notify(OUTBOX_CHANNEL)
+
+        def write(conn: Connection) -> None:
+            conn.run(self.sql.repost, {"id": record.id})
+            conn.notify(OUTBOX_CHANNEL)
+
+        await self.db.run(write)
         self._changed()
 
     async def redirect(self, record: Record, *, channel: str, note: str, note_block: dict[str, Any]) -> None:
@@ -331,16 +257,11 @@ class Outbox:
         The note is kept with the record (not in its payload), so every later version of the message (the final
         answer after a progress update) still says why it arrives there.
         """
-        fallback = json.dumps({"note": note, "note_block": note_block})
+        params = {"channel": channel, "fallback": json.dumps({"note": note, "note_block": note_block}), "id": record.id}
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                # An ephemeral message moved to a DM becomes an ordinary message there.
-                "UPDATE outbox SET kind = 'message', channel = ?, thread_ts = NULL, thread_key = NULL, ts = NULL,"
-                " fallback = ?, version = version + 1, next_at = 0, updated_at = ? WHERE id = ?",
-                (channel, fallback, time.time(), record.id),
-            )
-            self.db.notify_in(conn, OUTBOX_CHANNEL)
+        def write(conn: Connection) -> None:
+            conn.run(self.sql.redirect, {**params, "now": time.time()})
+            conn.notify(OUTBOX_CHANNEL)
 
         await self.db.run(write)
         self._changed()
@@ -348,45 +269,37 @@ class Outbox:
     async def give_up(self, record: Record, error: str) -> None:
         """Never send this record (an upload's file is deleted)."""
         discard_file(record)
-        await self.db.run(
-            lambda conn: conn.execute(
-                "UPDATE outbox SET state = 'dead', last_error = ?, updated_at = ? WHERE id = ?",
-                (error, time.time(), record.id),
-            )
-        )
+        params = {"error": error, "id": record.id}
+        await self.db.run(lambda conn: conn.run(self.sql.give_up, {**params, "now": time.time()}))
 
     async def expire(self, now: float) -> list[Record]:
         """Give up on pending records older than the TTL; returns them (each gets one log line)."""
-
-        def write(conn: sqlite3.Connection) -> list[Record]:
-            rows = conn.execute(
-                "UPDATE outbox SET state = 'dead', updated_at = ? WHERE state = 'pending' AND expires_at < ?"
-                " RETURNING *",
-                (now, now),
-            ).fetchall()
-            return [_record(r) for r in rows]
-
-        expired = await self.db.run(write)
+        expired = await self.db.run(lambda conn: [_record(row) for row in conn.all(self.sql.expire, {"now": now})])
         for record in expired:
             discard_file(record)
         return expired
 
     async def purge(self, before: float) -> int:
         """Delete records delivered or given up before `before` (they hold message text); return how many."""
-
-        def delete(conn: sqlite3.Connection) -> int:
-            cur = conn.execute("DELETE FROM outbox WHERE state != 'pending' AND updated_at < ?", (before,))
-            return cur.rowcount
-
-        return await self.db.run(delete)
+        return await self.db.run(lambda conn: conn.run(self.sql.purge, {"before": before}))
 
     async def depth(self) -> int:
         """How many records are waiting to be sent."""
 
-        def select(conn: sqlite3.Connection) -> int:
-            return int(conn.execute("SELECT COUNT(*) FROM outbox WHERE state = 'pending'").fetchone()[0])
+        def select(conn: Connection) -> int:
+            row = conn.one(self.sql.depth)
+            return row["n"] if row else 0
 
         return await self.db.run(select)
+
+    def pending_upload_paths(self) -> set[str]:
+        """The files pending uploads still hold (blocking: for start-up sweeps, before the loop serves anything)."""
+
+        def select(conn: Connection) -> set[str]:
+            paths = (json.loads(row["payload"]).get("path") for row in conn.all(self.sql.pending_uploads))
+            return {path for path in paths if path}
+
+        return self.db.call(select)
 
 
 def discard_file(record: Record) -> None:

@@ -9,15 +9,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
-from bot.store.database import Database
+from bot.store.database import Connection, Database
 from bot.store.prepared import PreparedAudio
 
 log = logging.getLogger(__name__)
-
-# The tables holding a workspace's data, each with its team_id column (voices store "" for "no team").
-_TABLES = ("jobs", "outbox", "voices")
 
 
 async def forget_workspace(db: Database, team_id: str, prepared: PreparedAudio | None = None) -> dict[str, int]:
@@ -26,13 +22,14 @@ async def forget_workspace(db: Database, team_id: str, prepared: PreparedAudio |
     Returns how many went of each: {"jobs": n, "outbox": n, "voices": n, "prepared": n}. The audit stays.
     """
 
-    def delete(conn: Any) -> tuple[list[int], dict[str, int]]:
-        with conn:
-            conn.execute("BEGIN")
-            job_ids = [int(row[0]) for row in conn.execute("SELECT id FROM jobs WHERE team_id = ?", (team_id,))]
+    def delete(conn: Connection) -> tuple[list[int], dict[str, int]]:
+        team = {"team": team_id}
+        with conn.transaction():
+            job_ids = [row["id"] for row in conn.all(conn.sql.jobs.of_team, team)]
             counts = {
-                table: conn.execute(f"DELETE FROM {table} WHERE team_id = ?", (team_id,)).rowcount or 0
-                for table in _TABLES
+                "jobs": conn.run(conn.sql.jobs.delete_team, team),
+                "outbox": conn.run(conn.sql.outbox.delete_team, team),
+                "voices": conn.run(conn.sql.voices.delete_team, team),
             }
         return job_ids, counts
 

@@ -11,17 +11,21 @@ import contextlib
 import logging
 import threading
 from collections.abc import Callable
+from typing import Any
 
-from bot.store.database import PostgresDatabase
+import psycopg
+
+from bot.store.sql import postgresql as pg_sql
 
 log = logging.getLogger(__name__)
 
 
 class Listener:
-    """Calls `callbacks[channel]()` on the loop for every NOTIFY on that channel."""
+    """Calls `callbacks[channel]()` on the loop for every NOTIFY on that channel, LISTENing on connections from
+    `connect` (a new one after each loss; PostgresDatabase.connect, which closes them with the database)."""
 
-    def __init__(self, db: PostgresDatabase, callbacks: dict[str, Callable[[], None]]):
-        self.db = db
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], callbacks: dict[str, Callable[[], None]]):
+        self.connect = connect
         self.callbacks = callbacks
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -38,9 +42,9 @@ class Listener:
         while not self._stop.is_set():
             conn = None
             try:
-                conn = self.db.connect()
+                conn = self.connect()
                 for channel in self.callbacks:
-                    conn.execute(f'LISTEN "{channel}"')
+                    conn.execute(pg_sql.listen(channel))
                 self.listening.set()
                 delay = 0.5
                 # Anything may have happened while we were not listening: look once.

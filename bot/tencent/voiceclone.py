@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import json
 import logging
-import random
 import re
 import time
 import unicodedata
@@ -26,10 +24,10 @@ from tencentcloud.common.exception.tencent_cloud_sdk_exception import TencentClo
 from tencentcloud.common.profile.client_profile import ClientProfile
 from tencentcloud.common.profile.http_profile import HttpProfile
 from tencentcloud.common.sign import Sign
-from tencentcloud.trtc.v20190722 import models
 from tencentcloud.trtc.v20190722.trtc_client_async import TrtcClient
 
 from bot.errors import ApiError, ConfigError, InvalidVoiceNameError, PromptTextError
+from bot.retry import jittered_delay, retrying
 from bot.settings import Settings
 from bot.tencent.limiter import SlidingWindowLimiter
 
@@ -47,6 +45,9 @@ NETWORK_ERROR = "NetworkError"
 UNEXPECTED_RESPONSE = "UnexpectedResponse"
 ACTION = "VoiceClone"
 SERVICE = "trtc"
+# The API version of the SDK module imported above (tencentcloud.trtc.v20190722), which keeps it only in a private
+# class attribute (TrtcClient._apiVersion).
+API_VERSION = "2019-07-22"
 JSON_CONTENT = "application/json"
 
 
@@ -153,28 +154,31 @@ async def with_retries(
     backoff_base: float = 0.5,
     backoff_max: float = 8.0,
 ) -> T:
-    """Run `call` under the limiter, retrying transient ApiErrors with capped, equally jittered backoff.
+    """Run `call` under the limiter, retrying transient ApiErrors with the bot's backoff (bot.retry).
 
-    Hand-written rather than tenacity (a dependency for ten lines) or the SDK's StandardRetryer, which retries
-    inside the SDK where our limiter cannot pace each attempt and does not retry InternalError.
+    Not the SDK's StandardRetryer, which retries inside the SDK where our limiter cannot pace each attempt and does
+    not retry InternalError.
     """
-    attempt = 1
-    while True:
-        try:
-            # Each attempt holds its place in the limiter while it runs (see SlidingWindowLimiter).
-            async with limiter:
-                return await call()
-        except ApiError as error:
-            if not error.transient or attempt >= max_attempts:
-                raise
-            ceiling = min(backoff_max, backoff_base * 2 ** (attempt - 1))
-            delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-            log.warning(
-                "%s attempt %d/%d failed with %s (RequestId %s); retrying in %.2f s",
-                action, attempt, max_attempts, error.code, error.request_id, delay,
-            )
-        await asyncio.sleep(delay)
-        attempt += 1
+
+    async def attempt() -> T:
+        # Each attempt holds its place in the limiter while it runs (see SlidingWindowLimiter).
+        async with limiter:
+            return await call()
+
+    def log_retry(retry: int, error: Exception, seconds: float) -> None:
+        assert isinstance(error, ApiError)
+        log.warning(
+            "%s attempt %d/%d failed with %s (RequestId %s); retrying in %.2f s",
+            action, retry, max_attempts, error.code, error.request_id, seconds,
+        )
+
+    return await retrying(
+        attempt,
+        attempts=max_attempts,
+        delay=lambda retry: jittered_delay(retry, base=backoff_base, cap=backoff_max),
+        retry_on=lambda error: isinstance(error, ApiError) and error.transient,
+        on_retry=log_retry,
+    )
 
 
 @dataclass(frozen=True)
@@ -280,7 +284,7 @@ class VoiceCloneClient:
             "X-TC-Action": ACTION,
             "X-TC-RequestClient": self._sdk.request_client,
             "X-TC-Timestamp": str(timestamp),
-            "X-TC-Version": self._sdk._apiVersion,
+            "X-TC-Version": API_VERSION,
             "X-TC-Region": self._sdk.region,
             "X-TC-TraceId": str(uuid.uuid4()),
             "Authorization": (
@@ -312,13 +316,13 @@ class VoiceCloneClient:
                 raise _from_sdk(
                     TencentCloudSDKException(error.get("Code"), error.get("Message"), envelope.get("RequestId"))
                 )
-            response = models.VoiceCloneResponse()
-            response._deserialize(envelope)
+            # VoiceCloneResponse's two fields, read as the SDK's own deserialisation reads them.
+            voice_id, request_id = envelope.get("VoiceId"), envelope.get("RequestId")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:  # not Tencent's JSON envelope
             raise ApiError(UNEXPECTED_RESPONSE, "Tencent Cloud's answer could not be read") from exc
-        if not response.VoiceId:
-            raise ApiError(UNEXPECTED_RESPONSE, "Tencent Cloud's answer has no VoiceId", response.RequestId)
-        return CloneOutcome(voice_id=response.VoiceId, request_id=response.RequestId)
+        if not voice_id or not isinstance(voice_id, str):
+            raise ApiError(UNEXPECTED_RESPONSE, "Tencent Cloud's answer has no VoiceId", request_id)
+        return CloneOutcome(voice_id=voice_id, request_id=request_id)
 
     async def aclose(self) -> None:
         """Close the HTTP connections."""

@@ -12,9 +12,9 @@ from typing import Any
 
 from bot.settings import TRTC_KEYS, load_settings
 from bot.testing.driver import InProcessBot, bot_environ
-from bot.testing.slack import SlackStandIn, post_signed
 from bot.testing.speech import make_speech
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_slack import SlackStandIn, post_signed
+from bot.testing.standin_trtc import TrtcStandIn
 from bot.ui.consent_blocks import CONFIRM_ACTION, STATEMENT
 from bot.ui.texts import plain_text
 

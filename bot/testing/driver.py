@@ -24,8 +24,8 @@ import httpx
 if TYPE_CHECKING:
     from bot.runtime import Runtime
     from bot.settings import Settings
-    from bot.testing.slack import SlackStandIn
-    from bot.testing.trtc import TrtcStandIn
+    from bot.testing.standin_slack import SlackStandIn
+    from bot.testing.standin_trtc import TrtcStandIn
 
 
 def free_port() -> int:

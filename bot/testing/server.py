@@ -15,8 +15,8 @@ from pathlib import Path
 from types import FrameType
 
 from bot.testing import bot_environ
-from bot.testing.slack import SlackStandIn
-from bot.testing.trtc import TrtcStandIn
+from bot.testing.standin_slack import SlackStandIn
+from bot.testing.standin_trtc import TrtcStandIn
 from bot.ui.texts import plain_text
 
 # The stand-ins' own credentials: they open nothing but these loopback servers.

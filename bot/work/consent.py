@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from typing import Protocol
 
 from bot import metrics
 from bot.slack.replies import Replies, file_name, refresh_share
@@ -22,14 +22,21 @@ log = logging.getLogger(__name__)
 Where = tuple[str | None, str | None]  # (channel, thread) of the pressed message
 
 
-class ConsentButtons:
-    """Confirm and Cancel for jobs waiting for their uploader; `run_now(job_id)` starts a confirmed clone."""
+class Workers(Protocol):
+    """The workers of this process (bot.work.runner.JobRunner)."""
 
-    def __init__(self, store: JobStore, replies: Replies, prepared: PreparedAudio, run_now: Callable[[int], None]):
+    def run_now(self, job_id: int) -> None:
+        """Start the job at once, past the queue; a process that runs no jobs leaves it queued for one that does."""
+
+
+class ConsentButtons:
+    """Confirm and Cancel for jobs waiting for their uploader; `workers` start a confirmed clone."""
+
+    def __init__(self, store: JobStore, replies: Replies, prepared: PreparedAudio, workers: Workers):
         self.store = store
         self.replies = replies
         self.prepared = prepared
-        self.run_now = run_now
+        self.workers = workers
 
     async def confirm(self, job_id: int, user_id: str | None, where: Where) -> bool:
         """The uploader pressed "Clone this voice": record it and clone now; anyone else is told no."""
@@ -46,7 +53,7 @@ class ConsentButtons:
         await self.replies.consent_given(job, str(user_id), at)
         await refresh_share(self.replies, self.store, job)
         # Not through the queue: the prompt is ready, so the request leaves now whatever the workers are doing.
-        self.run_now(job_id)
+        self.workers.run_now(job_id)
         return True
 
     async def cancel(self, job_id: int, user_id: str | None, where: Where) -> bool:

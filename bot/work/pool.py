@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from bot.settings import Settings
-from bot.store.jobs import QUEUED, Job, JobStore
+from bot.store.jobs import QUEUED, Job, JobStore, NewJob
+from bot.wake import Wakeup
 
 log = logging.getLogger(__name__)
 
@@ -27,19 +28,42 @@ class LeaseLost(Exception):
     """Another process took this job over (our lease ran out): stop without touching it."""
 
 
-class WorkerPool:
-    """`workers` tasks claiming jobs for `_attempt()`; `wake()` when something may be due."""
+class JobQueue:
+    """The jobs table as a queue, and the wake-up its workers sleep on: one object for whoever adds jobs (the Slack
+    intake, the voice service) and the workers that take them, so neither side needs the other."""
 
-    def __init__(self, settings: Settings, store: JobStore, *, workers: int | None = None):
-        self.settings = settings
+    def __init__(self, store: JobStore, wakeup: Wakeup):
         self.store = store
+        self.wakeup = wakeup
+
+    async def add(self, jobs: list[NewJob], *, wake: bool = True) -> list[int]:
+        """Store jobs (deduplicated on their key); return the ids of the new ones. `wake=False` leaves the ring to
+        the caller, for a caller that must write something else before any worker may see the jobs."""
+        if not jobs:
+            return []
+        ids = await self.store.add(jobs)
+        if ids and wake:
+            self.wake()
+        return ids
+
+    def wake(self) -> None:
+        """Something may be due (a new job here, or a NOTIFY from another replica): idle workers look now."""
+        self.wakeup.ring()
+
+
+class WorkerPool:
+    """`workers` tasks claiming jobs of `queue` for `_attempt()`; `wake()` when something may be due."""
+
+    def __init__(self, settings: Settings, queue: JobQueue, *, workers: int | None = None):
+        self.settings = settings
+        self.queue = queue
+        self.store = queue.store
         self.workers = workers or settings.workers
         self.accepting = False
         self.last_progress = time.monotonic()
         # Who holds a lease: unique per process and start, so a restarted process never mistakes old leases.
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.lease = settings.lease_seconds
-        self._wake = asyncio.Event()
         self._renewer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._in_flight: set[int] = set()
@@ -51,9 +75,7 @@ class WorkerPool:
 
     async def start(self) -> int:
         """Start the workers; jobs a previous run left unfinished are taken up again. Return how many wait."""
-        if not self.store.db.shared:
-            # One process per SQLite file: whatever is marked running belongs to a run that is gone.
-            await self.store.release()
+        await self.store.recover()
         pending = await self.store.unfinished()
         self.accepting = True
         for _ in range(self.workers):
@@ -114,9 +136,7 @@ class WorkerPool:
 
     def wake(self) -> None:
         """Something may be due (a new job here, or a NOTIFY from another replica): idle workers look now."""
-        self._wake.set()
-        # A fresh event for the next round: each worker waits on the one it saw before it looked.
-        self._wake = asyncio.Event()
+        self.queue.wake()
 
     async def _renew_leases(self) -> None:
         while True:
@@ -141,7 +161,8 @@ class WorkerPool:
 
     async def _work(self) -> None:
         while self.accepting:
-            wake = self._wake
+            # Taken before looking: a job added while this worker looks wakes it instead of waiting for the timer.
+            wake = self.queue.wakeup.waiter()
             try:
                 job = await self.store.claim_next(self.owner, self.lease)
             except asyncio.CancelledError:
@@ -153,9 +174,9 @@ class WorkerPool:
             if job is not None:
                 await self._guarded(job.id, job)
                 continue
-            # Nothing due: sleep until woken, or until the next retry or lease end falls due (a poll at most 1 s
-            # apart with PostgreSQL, where another replica's jobs and a lost NOTIFY are only seen by looking).
-            wait = 1.0 if self.store.db.shared else 5.0
+            # Nothing due: sleep until woken, or until the next retry or lease end falls due, or the store's poll
+            # interval (another replica's jobs and a lost NOTIFY are only seen by looking).
+            wait = self.store.idle_poll
             with contextlib.suppress(Exception):
                 due = await self.store.next_due()
                 if due is not None:
@@ -188,7 +209,8 @@ class WorkerPool:
         """One attempt at a claimed job (the subclass's work)."""
         raise NotImplementedError
 
-    def _run_now(self, job_id: int) -> None:
+    def run_now(self, job_id: int) -> None:
+        """Attempt this job at once on a task of its own, past the queue (a clone its uploader just confirmed)."""
         if not (self.accepting and self.workers):
             return  # the web role: the job is queued first in line, and a worker replica takes it
         task = asyncio.create_task(self._guarded(job_id), name=f"job-{job_id}")

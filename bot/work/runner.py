@@ -14,25 +14,24 @@ import asyncio
 import hashlib
 import logging
 import os
-import random
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 from redis.exceptions import RedisError
 
 from bot import metrics
-from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, OptionError
+from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError
 from bot.logs import log_context
+from bot.retry import jittered_delay
 from bot.settings import Settings
 from bot.slack.files import looks_like_media
 from bot.slack.replies import Replies, file_name, refresh_share
 from bot.slack.workspaces import Workspaces
 from bot.store.audit import ATTESTED, FORM, Audit, AuditEntry
-from bot.store.jobs import AWAITING, DONE, FAILED, SAY, Job, JobStore, NewJob
+from bot.store.jobs import AWAITING, DONE, FAILED, SAY, Job
 from bot.store.prepared import PreparedAudio
 from bot.tencent.voiceclone import VoiceCloneClient, default_voice_name
 from bot.ui.consent_blocks import (
@@ -43,15 +42,25 @@ from bot.ui.consent_blocks import (
 from bot.ui.job_blocks import GAVE_UP, build_failure, build_report_card, build_success
 from bot.ui.texts import describe
 from bot.voice.audio import AudioLimits
+from bot.voice.options import CloneOptions
 from bot.voice.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
-from bot.work.consent import ConsentButtons
 from bot.work.fetch import Fetcher, Waiting
-from bot.work.pool import LeaseLost, WorkerPool
+from bot.work.pool import JobQueue, LeaseLost, WorkerPool
 
 log = logging.getLogger(__name__)
 
 # A job that crashed the process or timed out this many times is answered "could not process" and ends.
 MAX_ATTEMPTS = 3
+
+
+class Voices(Protocol):
+    """What the runner hands on to the voice library (bot.work.voice_service.VoiceService)."""
+
+    async def on_cloned(self, job: Job, result: CloneResult) -> None:
+        """A clone has been answered: remember the voice, preview it."""
+
+    async def say_job(self, job: Job) -> None:
+        """Run a "say" job (stored by the library's own request_say)."""
 
 
 class JobRunner(WorkerPool):
@@ -61,7 +70,7 @@ class JobRunner(WorkerPool):
     def __init__(
         self,
         settings: Settings,
-        store: JobStore,
+        queue: JobQueue,
         replies: Replies,
         audit: Audit,
         prepared: PreparedAudio,
@@ -69,6 +78,7 @@ class JobRunner(WorkerPool):
         trtc: VoiceCloneClient,
         http: httpx.AsyncClient,
         *,
+        voices: Voices | None = None,
         workers: int | None = None,
         ffmpeg_slots: int | None = None,
         audio_limits: AudioLimits | None = None,
@@ -76,8 +86,10 @@ class JobRunner(WorkerPool):
         max_backoff: float = 300.0,
         tencent_wait: float = 1800.0,
     ):
-        super().__init__(settings, store, workers=workers)
+        super().__init__(settings, queue, workers=workers)
         self.replies = replies
+        # None: a clone is only answered, and a "say" job ends without speaking.
+        self.voices = voices
         self.audit = audit
         self.prepared = prepared
         self.workspaces = workspaces
@@ -90,31 +102,7 @@ class JobRunner(WorkerPool):
         # How long a job waits out a Tencent outage (5xx, throttling, unreachable) before answering with the
         # error; Slack outages are waited out for the whole answer TTL, as the answer cannot go out anyway.
         self.tencent_wait = tencent_wait
-        self.on_finish: Callable[[Job, str], Awaitable[None]] | None = None
-        # Called once a clone has been answered (bot.work.voice_service: the library and the preview).
-        self.on_cloned: Callable[[Job, CloneResult], Awaitable[None]] | None = None
-        # Runs a "say" job (bot.work.voice_service.VoiceService.say_job).
-        self.on_say: Callable[[Job], Awaitable[None]] | None = None
-        self.consent = ConsentButtons(store, replies, prepared, self._run_now)
         self._stages: dict[int, tuple[str | None, float]] = {}  # job -> (current stage, when it began)
-
-    # -- intake (on the acknowledgement path: database writes only) -------------------------------------
-
-    async def accept(self, jobs: list[NewJob], *, react: bool = False) -> list[int]:
-        """Store jobs (deduplicated), queue the new ones, and show the user an hourglass through the outbox."""
-        if not jobs:
-            return []
-        ids = await self.store.add(jobs)
-        first = jobs[0]
-        if ids and react and first.channel and first.share_ts:
-            await self.replies.working(first.channel, first.share_ts, first.team_id)
-        if ids:
-            self.wake()
-        return ids
-
-    async def hint(self, key: str, channel: str, text: str, thread_ts: str | None, team_id: str | None) -> None:
-        """A one-off message off the acknowledgement path, sent once per key."""
-        await self.replies.hint(key, channel, text, thread_ts, team_id)
 
     async def _attempt(self, job: Job) -> None:
         with log_context(job_id=job.id, team=job.team_id, channel=job.channel):
@@ -139,8 +127,8 @@ class JobRunner(WorkerPool):
 
     async def _run(self, job: Job) -> None:
         if job.kind == SAY:
-            if self.on_say is not None:
-                await self.on_say(job)
+            if self.voices is not None:
+                await self.voices.say_job(job)
             await self.store.update(job.id, status=DONE, finished_at=time.time())
             return
         if job.result:
@@ -163,8 +151,8 @@ class JobRunner(WorkerPool):
             blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": note}]})
         await self.replies.final(job, text, blocks)
         await self._finish(job, DONE, None, "done")
-        if self.on_cloned is not None:
-            await self.on_cloned(job, result)
+        if self.voices is not None:
+            await self.voices.on_cloned(job, result)
 
     def _consent(self, job: Job) -> dict[str, Any] | None:
         """The consent this job already has: given by button, by the form's box, or by workspace policy."""
@@ -179,9 +167,9 @@ class JobRunner(WorkerPool):
 
     async def _clone(self, job: Job) -> CloneResult | None:
         """Fetch, prepare and clone; None when the prompt is prepared and now waits for consent."""
-        problem = job.options.get("problem")
-        if problem:
-            raise OptionError(problem.get("option") or "", problem.get("value") or "", problem.get("allowed") or "")
+        problem = CloneOptions.from_dict(job.options).problem
+        if problem is not None:
+            raise problem
         consent = self._consent(job)
         prompt = None
         if job.prompt and consent:
@@ -221,17 +209,17 @@ class JobRunner(WorkerPool):
         return result
 
     def _fetcher(self, job: Job) -> Fetcher:
-        # Built on use: tests point temp_dir elsewhere after construction; each job uses its workspace's token.
+        # One per job: each job uses its own workspace's token.
         return Fetcher(self.settings, self.workspaces, self.http, self.temp_dir, job.team_id)
 
     def _request(self, job: Job) -> CloneRequest:
-        file = job.file
+        file, options = job.file, CloneOptions.from_dict(job.options)
         return CloneRequest(
-            name=job.options.get("name") or default_voice_name(str(file.get("name") or file.get("title") or "")),
-            text=job.options.get("text"),
-            model=job.options.get("model"),
-            language=job.options.get("language"),
-            denoise=job.options.get("denoise"),
+            name=options.name or default_voice_name(str(file.get("name") or file.get("title") or "")),
+            text=options.text,
+            model=options.model,
+            language=options.language,
+            denoise=options.denoise,
         )
 
     async def _resolve(self, job: Job) -> dict[str, Any]:
@@ -336,7 +324,7 @@ class JobRunner(WorkerPool):
             await self._answer_failure(job, message, error=cause)
             return
         waits = job.waits + 1
-        delay = min(self.max_backoff, 2.0**waits) * random.uniform(0.5, 1.0)
+        delay = jittered_delay(waits, base=2.0, cap=self.max_backoff)
         log.warning("job %s: %s (%s); retrying in %.0f s", job.id, waiting.stage, type(cause).__name__, delay)
         if not (job.kind == "command" and not job.file.get("url_private_download")):
             # (A /clone request whose file could not be looked up yet has no thread: it may still be refused.)
@@ -368,6 +356,4 @@ class JobRunner(WorkerPool):
         self._stages.pop(job.id, None)
         await refresh_share(self.replies, self.store, job)
         metrics.JOBS.labels(outcome=outcome).inc()
-        if self.on_finish is not None:
-            await self.on_finish(job, status)
 

@@ -4,12 +4,10 @@ list, rename and forget it. Everything the user sees goes through the outbox (up
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from bot.ui.voice_blocks import (
     speech_comment,
 )
 from bot.voice.pipeline import CloneResult
+from bot.work.pool import JobQueue
 
 log = logging.getLogger(__name__)
 
@@ -39,14 +38,14 @@ class VoiceService:
 
     def __init__(
         self, settings: Settings, library: VoiceLibrary, tts: TextToSpeechClient, outbox: Outbox,
-        workspaces: Workspaces,
+        workspaces: Workspaces, *, queue: JobQueue | None = None,
     ):
         self.settings = settings
         self.library = library
         self.tts = tts
         self.outbox = outbox
-        # Stores a job for the workers (bot.work.runner.JobRunner.accept); None: say() runs in this process.
-        self.enqueue: Callable[[list[NewJob]], Awaitable[list[int]]] | None = None
+        # Where a "say" waits for the workers (they call say_job); None: say() runs in this process.
+        self.queue = queue
         self.workspaces = workspaces
         self.admins = settings.admin_users
         self.root = Path(settings.data_path) / "speech"
@@ -57,12 +56,7 @@ class VoiceService:
 
     def sweep(self) -> int:
         """Delete clips no pending upload holds (a crash between writing one and storing its record)."""
-
-        def pending(conn: Any) -> set[str]:
-            rows = conn.execute("SELECT payload FROM outbox WHERE kind = 'upload' AND state = 'pending'")
-            return {json.loads(row["payload"]).get("path") for row in rows}
-
-        keep = self.outbox.db.call(pending)
+        keep = self.outbox.pending_upload_paths()
         removed = 0
         for path in self.root.glob("*.mp3"):
             if str(path) not in keep:
@@ -101,7 +95,7 @@ class VoiceService:
     # -- after a clone -----------------------------------------------------------------------------------
 
     async def on_cloned(self, job: Job, result: CloneResult) -> None:
-        """Runner hook: record the voice in the library, then preview it in the thread (in the background)."""
+        """The runner answered a clone: record the voice, then preview it in its thread (in the background)."""
         try:
             voice = VoiceRecord(
                 team_id=job.team_id or "", voice_id=result.voice_id, voice_name=result.name, owner=job.user_id,
@@ -191,13 +185,13 @@ class VoiceService:
         pitch: int = 0, channel: str | None = None, thread_ts: str | None = None,
     ) -> None:
         """Ask a worker to `say()` this: stored as a job before the acknowledgement (a stop loses nothing, and a web
-        replica makes no TRTC call); without a queue (`enqueue` unset) it is spoken here in the background."""
-        if self.enqueue is None:
+        replica makes no TRTC call); without a queue it is spoken here in the background."""
+        if self.queue is None:
             self.spawn(self.say(voice, user, text, speed=speed, volume=volume, pitch=pitch, channel=channel,
                                 thread_ts=thread_ts), "say")
             return
         options = {"voice_id": voice.voice_id, "text": text, "speed": speed, "volume": volume, "pitch": pitch}
-        await self.enqueue([NewJob(
+        await self.queue.add([NewJob(
             dedupe_key=f"say:{secrets.token_hex(8)}", kind=SAY, file={}, options=options, channel=channel,
             thread_ts=thread_ts, user_id=user, team_id=voice.team_id or None,
         )])

@@ -5,13 +5,10 @@ from __future__ import annotations
 import html
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from bot.errors import OptionError
-
-# The VoiceClone models the bot accepts; settings (VOICECLONE_MODEL), the CLI (--model) and Slack's `model=`
-# are all checked against this one tuple.
-MODELS = ("flow_01_turbo", "flow_01_ex", "flow_02_turbo")
-LANGUAGE_RULE = "a two-letter ISO 639-1 code such as en, zh or ja"
+from bot.vocabulary import check_denoise, check_language, check_model
 
 # Slack clients and phones turn straight quotes into curly ones; treat them all alike.
 _QUOTES = str.maketrans({"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'"})
@@ -26,8 +23,6 @@ _KEYS = {
     "transcript": "text",
     "denoise": "denoise",
 }
-DENOISE_VALUES = {"on": True, "yes": True, "true": True, "off": False, "no": False, "false": False}
-_LANGUAGE = re.compile(r"^[a-z]{2}(?:-[A-Za-z]{2,4})?$")
 
 
 @dataclass(frozen=True)
@@ -39,16 +34,37 @@ class CloneOptions:
     model: str | None = None
     text: str | None = None
     denoise: bool | None = None  # None: the bot decides from the noise it measures
+    # An option typed with an unusable value in a file share. The job is stored anyway and a worker answers it in
+    # the share's thread: a share has no acknowledgement to answer in, and a worker answers once however often
+    # Slack retries the event.
+    problem: OptionError | None = None
 
-    def as_dict(self) -> dict[str, str | bool | None]:
-        """A JSON-ready copy."""
-        return {
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (what a job stores); `from_dict` reads it back."""
+        data: dict[str, Any] = {
             "name": self.name,
             "language": self.language,
             "model": self.model,
             "text": self.text,
             "denoise": self.denoise,
         }
+        if self.problem is not None:
+            problem = self.problem
+            data["problem"] = {"option": problem.option, "value": problem.value, "allowed": problem.allowed}
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CloneOptions:
+        """The options as_dict() stored."""
+        problem = data.get("problem")
+        return cls(
+            name=data.get("name"),
+            language=data.get("language"),
+            model=data.get("model"),
+            text=data.get("text"),
+            denoise=data.get("denoise"),
+            problem=OptionError(problem["option"], problem["value"], problem["allowed"]) if problem else None,
+        )
 
 
 def parse_options(message: str | None) -> CloneOptions:
@@ -73,26 +89,3 @@ def parse_options(message: str | None) -> CloneOptions:
         text=found.get("text"),
         denoise=check_denoise(denoise) if denoise is not None else None,
     )
-
-
-def check_denoise(value: str, option: str = "denoise") -> bool:
-    """`on` or `off` (also yes/no, true/false) as a bool; raise OptionError otherwise."""
-    try:
-        return DENOISE_VALUES[value.lower()]
-    except KeyError:
-        raise OptionError(option, value, "on, off") from None
-
-
-def check_model(model: str, option: str = "model") -> str:
-    """Return `model` if the bot accepts it, else raise OptionError naming `option` as the user typed it."""
-    if model not in MODELS:
-        raise OptionError(option, model, ", ".join(MODELS))
-    return model
-
-
-def check_language(language: str, option: str = "lang") -> str:
-    """Normalise and check a Language value (`EN` -> `en`, `zh-Hant` kept); raise OptionError if unusable."""
-    normalised = language.lower() if "-" not in language else language
-    if not _LANGUAGE.match(normalised):
-        raise OptionError(option, language, LANGUAGE_RULE)
-    return normalised
