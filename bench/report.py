@@ -274,7 +274,7 @@ def preview_checks(run: PreviewResult) -> list[Check]:
         Check(8, "PREVIEW=on: answer -> preview in the thread p99", _ms(percentile(values, 99)), "", None),
         Check(8, "PREVIEW=on: answer -> preview in the thread max", _ms(max(values, default=float("nan"))), "",
               None),
-        Check(8, "PREVIEW=on: previews that are playable mp3 (ffprobe, ffmpeg decode)", f"{run.playable} of {n}",
+        Check(8, "PREVIEW=on: previews that are playable mp3 (ffmpeg reads and decodes)", f"{run.playable} of {n}",
               "", None),
     ]  # fmt: skip
     return out

@@ -25,7 +25,7 @@ from bot.testing.driver import bot_environ as standin_environ
 from bot.testing.standin_slack import SLACK_USER_AGENT, SlackStandIn, sign
 from bot.testing.standin_trtc import TrtcStandIn
 
-# Fake credentials shared by the stand-ins and the bot (the same shapes tests/harness.py uses).
+# Fake credentials shared by the stand-ins and the bot (the same shapes tests/support/harness.py uses).
 BOT_TOKEN = "xoxb-bench-stand-in-bot-token"
 SIGNING_SECRET = "bench-signing-secret-7a3c"
 SECRET_ID = "AKID-bench-stand-in-id"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 import resource
 import statistics
@@ -548,8 +547,8 @@ class PreviewResult:
     tts_requests: int = 0
     tts_refused: int = 0  # TextToSpeech requests refused (max_rps or any error)
     clone_refusals: int = 0  # requests the TRTC stand-in refused for its max_rps
-    playable: int = 0  # previews ffprobe reads as mp3 audio with a duration and ffmpeg decodes without error
-    probes: list[str] = field(default_factory=list)  # per preview: what ffprobe said (format, codec, rate, duration)
+    playable: int = 0  # previews ffmpeg reads as mp3 audio with a duration and decodes without error
+    probes: list[str] = field(default_factory=list)  # per preview: what ffmpeg said (format, codec, rate, duration)
     sizes: list[int] = field(default_factory=list)  # preview bytes
     threads: dict[str, int] = field(default_factory=dict)  # what each thread holds ("answer+preview") -> count
 
@@ -657,37 +656,27 @@ def _thread_kind(message: dict[str, Any]) -> str:
 
 
 def probe_mp3(content: bytes) -> tuple[bool, str]:
-    """Whether `content` is mp3 audio (ffprobe: format mp3, an mp3 audio stream, a duration; ffmpeg decodes it
-    to the end without an error), and what ffprobe said."""
+    """Whether `content` is mp3 audio (ffmpeg reads it as format mp3 with an mp3 audio stream and a duration, and
+    decodes it to the end without an error), and what ffmpeg said. ffmpeg alone: the bundled one has no ffprobe."""
     ffmpeg = find_ffmpeg()
-    ffprobe = str(Path(ffmpeg).with_name("ffprobe"))
-    if not Path(ffprobe).exists():
-        ffprobe = "ffprobe"
-    entries = "format=format_name,duration:stream=codec_type,codec_name,sample_rate,channels"
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "preview.mp3"  # a file, not a pipe: ffprobe needs to seek for the duration
+        path = Path(scratch) / "preview.mp3"  # a file, not a pipe: the duration needs a seekable input
         path.write_bytes(content)
-        command = [ffprobe, "-v", "error", "-show_entries", entries, "-of", "json", str(path)]
-        probed = subprocess.run(command, capture_output=True)
+        # No output: ffmpeg prints what the input is, then exits 1 for want of an output file.
+        probed = subprocess.run([ffmpeg, "-nostdin", "-hide_banner", "-i", str(path)], capture_output=True, text=True)
         decode = [ffmpeg, "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-f", "null", "-"]
         decoded = subprocess.run(decode, capture_output=True)
-    try:
-        info = json.loads(probed.stdout or b"{}")
-    except json.JSONDecodeError:
-        info = {}
-    fmt = info.get("format") or {}
-    audio = next((s for s in info.get("streams") or [] if s.get("codec_type") == "audio"), {})
-    duration = float(fmt.get("duration") or 0)
+    header = probed.stderr
+    fmt = re.search(r"Input #0, ([\w,]+), from", header)
+    audio = re.search(r"Stream #0:\d+.*?: Audio: (\w+).*?, (\d+) Hz, (\w+)", header)
+    length = re.search(r"Duration: (\d+):(\d+):(\d+\.\d+)", header)
+    duration = int(length[1]) * 3600 + int(length[2]) * 60 + float(length[3]) if length else 0.0
+    format_name, codec = (fmt[1] if fmt else None), (audio[1] if audio else None)
     said = (
-        f"{fmt.get('format_name')}/{audio.get('codec_name')}, {audio.get('sample_rate')} Hz,"
-        f" {audio.get('channels')} ch, {duration:.2f} s"
+        f"{format_name}/{codec}, {audio[2] if audio else None} Hz, {audio[3] if audio else None}, {duration:.2f} s"
     )
     ok = (
-        probed.returncode == 0
-        and fmt.get("format_name") == "mp3"
-        and audio.get("codec_name") == "mp3"
-        and duration > 0
-        and decoded.returncode == 0
-        and not decoded.stderr.strip()
+        format_name == "mp3" and codec == "mp3" and duration > 0
+        and decoded.returncode == 0 and not decoded.stderr.strip()
     )
     return ok, said

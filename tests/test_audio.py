@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from media import (
+from support.media import (
     MediaCache,
     bundled_ffmpeg,
     corrupt,

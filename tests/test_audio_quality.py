@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 
 import pytest
-from harness import BotHarness
-from media import MediaCache, add_noise, make_speech_with, read_wav, run_ffmpeg, set_peak
+from support.harness import BotHarness
+from support.media import MediaCache, add_noise, make_speech_with, read_wav, run_ffmpeg, set_peak
 
 import bot.testing.standin_trtc as trtc_standin
 from bot.ui.job_blocks import build_report_card, build_success

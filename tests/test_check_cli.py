@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from media import MediaCache, make_signal, make_speech_with
+from support.media import MediaCache, make_signal, make_speech_with
 
 
 def check(path: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:

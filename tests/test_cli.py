@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-from expected_text import OPERATOR_API_SENTENCES
-from harness import APP_ID, SECRET_ID, SECRET_KEY
+from support.expected_text import OPERATOR_API_SENTENCES
+from support.harness import APP_ID, SECRET_ID, SECRET_KEY
 
 from bot.__main__ import main
 from bot.testing.standin_trtc import TrtcStandIn
@@ -94,7 +94,7 @@ REFUSALS = {
 
 
 def _signal(path, source):
-    from media import make_signal
+    from support.media import make_signal
 
     return make_signal(path, source, 15)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from harness import free_port
+from support.harness import free_port
 
 from bot.settings import KNOWN_KEYS, Settings
 

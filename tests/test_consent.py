@@ -14,8 +14,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from harness import BotHarness
-from reliability_helpers import BotProcess, standins, where
+from support.driving import BotProcess, standins, where
+from support.harness import BotHarness
 
 from bot.store.audit import Audit
 from bot.testing.standin_slack import block_actions
@@ -26,18 +26,12 @@ OWNER = "U0USER"  # the stand-in's default uploader
 OTHER = "U0OTHER"
 
 
-@pytest.fixture(scope="module")
-def bot(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("consent")
-    env = {"CONSENT": "ask", "DATA_DIR": str(tmp / "data"), "RETENTION_DAYS": "30", "CONSENT_TTL_HOURS": "24"}
-    with BotHarness(tmp, extra_env=env) as harness:
-        yield harness
+# The module's bot (tests/conftest.py): the uploader is asked before anything is cloned.
+BOT_ENV = {"CONSENT": "ask", "RETENTION_DAYS": "30", "CONSENT_TTL_HOURS": "24"}
 
 
 @pytest.fixture(autouse=True)
-def _clean(bot):
-    bot.slack.reset()
-    bot.trtc.reset()
+def _drained(bot):
     yield
     bot.drain()
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from media import MediaCache, bundled_ffmpeg, encode, make_image
+from support.media import MediaCache, bundled_ffmpeg, encode, make_image
 
 from bot.errors import DamagedAudioError, NoAudioStreamError, NotAudioError
 from bot.voice import audio

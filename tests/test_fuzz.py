@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from expected_text import SLACK_API_SENTENCES
-from harness import BotHarness, free_port
-from media import MediaCache
-from reliability_helpers import assert_one_final_answer, read_jobs, reply_text, wait_finals, where
+from support.driving import assert_one_final_answer, read_jobs, reply_text, wait_finals, where
+from support.expected_text import SLACK_API_SENTENCES
+from support.harness import BotHarness, free_port
+from support.media import MediaCache
 
 from bot.errors import AudioError, BotError
 from bot.testing.standin_trtc import TrtcStandIn
@@ -53,11 +53,13 @@ def _fast_retries(harness: BotHarness) -> BotHarness:
     return harness
 
 
-@pytest.fixture(scope="module")
-def faulty(tmp_path_factory):
-    env = {"TRTC_TIMEOUT": str(TRTC_TIMEOUT)}
-    with BotHarness(tmp_path_factory.mktemp("faults"), extra_env=env) as harness:
-        yield _fast_retries(harness)
+# The module's bot (tests/conftest.py): a short TRTC timeout, so that "slower than the timeout" is quick to script.
+BOT_ENV = {"TRTC_TIMEOUT": str(TRTC_TIMEOUT)}
+
+
+@pytest.fixture
+def faulty(bot: BotHarness):
+    return _fast_retries(bot)
 
 
 @dataclass(frozen=True)
@@ -336,21 +338,15 @@ async def test_every_malformed_file_gets_a_friendly_error_from_the_pipeline(
     assert sum(v != "usable" for v in outcomes.values()) > len(samples) * 0.8
 
 
-@pytest.fixture(scope="module")
-def fuzz_bot(tmp_path_factory):
-    with BotHarness(tmp_path_factory.mktemp("fuzzbot")) as harness:
-        yield harness
-
-
 def test_malformed_files_through_the_app_each_get_one_friendly_answer(
-    fuzz_bot: BotHarness, samples: list[Sample], speech_wav: bytes
+    bot: BotHarness, samples: list[Sample], speech_wav: bytes
 ):
     picked = _through_the_app(samples)
 
     def send(item: tuple[int, Sample]) -> dict:
         index, sample = item
         channel = f"C0FZ{index:03d}"
-        response, body = fuzz_bot.share(
+        response, body = bot.share(
             sample.content, sample.name, sample.mimetype, sample.filetype, channel=channel
         )
         assert response.status_code == 200
@@ -358,22 +354,22 @@ def test_malformed_files_through_the_app_each_get_one_friendly_answer(
 
     with ThreadPoolExecutor(8) as pool:
         bodies = list(pool.map(send, enumerate(picked)))
-    wait_finals(fuzz_bot.slack, bodies, timeout=90)
-    fuzz_bot.drain()
+    wait_finals(bot.slack, bodies, timeout=90)
+    bot.drain()
 
     for sample, body in zip(picked, bodies, strict=True):
-        text = reply_text(assert_one_final_answer(fuzz_bot.slack, body))
+        text = reply_text(assert_one_final_answer(bot.slack, body))
         if not text.startswith("Voice cloned"):
             try:
                 _friendly(text)
             except AssertionError as exc:
                 raise AssertionError(f"{sample.label}: {exc}") from None
-    jobs = read_jobs(fuzz_bot.tmp / "jobs.db")
+    jobs = read_jobs(bot.tmp / "jobs.db")
     assert len(jobs) == len(picked) and {j["status"] for j in jobs} <= {"done", "failed"}
     assert not [j for j in jobs if '"crash"' in (j["error"] or "")]
-    assert list(fuzz_bot.runtime.runner.temp_dir.iterdir()) == []
+    assert list(bot.runtime.runner.temp_dir.iterdir()) == []
 
     # Still healthy: answers /healthz and clones a good recording.
-    assert fuzz_bot.http.get(f"http://127.0.0.1:{fuzz_bot.port}/healthz").status_code == 200
-    _, body = fuzz_bot.share(speech_wav, "good.wav", "audio/wav", "wav", channel=CHANNEL)
-    assert fuzz_bot.wait_final(*where(body)) == "white_check_mark"
+    assert bot.http.get(f"http://127.0.0.1:{bot.port}/healthz").status_code == 200
+    _, body = bot.share(speech_wav, "good.wav", "audio/wav", "wav", channel=CHANNEL)
+    assert bot.wait_final(*where(body)) == "white_check_mark"

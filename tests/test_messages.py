@@ -7,7 +7,7 @@ import re
 from typing import Any
 
 import pytest
-from expected_text import SLACK_API_SENTENCES, is_slack_sentence
+from support.expected_text import SLACK_API_SENTENCES, is_slack_sentence
 
 import bot.errors as errors
 from bot.errors import (
@@ -120,7 +120,7 @@ def test_every_documented_code_has_its_own_sentence() -> None:
 
 
 def test_every_code_in_the_table_has_its_expected_sentence_written_out() -> None:
-    # tests/expected_text.py spells out every sentence: a code added to bot.ui.texts needs its words there too.
+    # tests/support/expected_text.py spells out every sentence: a code added to bot.ui.texts needs its words there too.
     assert set(API_MESSAGES) == set(SLACK_API_SENTENCES)
 
 

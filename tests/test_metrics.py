@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import prometheus_client
 import pytest
-from harness import BotHarness
 from prometheus_client.parser import text_string_to_metric_families
+from support.harness import BotHarness
 
 from bot import metrics
 
@@ -36,19 +36,14 @@ STAGE_BUCKETS = [
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-@pytest.fixture(scope="module")
-def bot(tmp_path_factory):
-    # One worker, so that a stuck job makes the others queue; a preview after each clone, so that TextToSpeech is
-    # called too; short Slack backoffs, so that a retried call goes out again at once.
-    env = {"WORKERS": "1", "PREVIEW": "on"}
-    with BotHarness(tmp_path_factory.mktemp("metrics"), extra_env=env, max_backoff=0.2) as harness:
-        yield harness
+# The module's bot (tests/conftest.py): one worker, so that a stuck job makes the others queue; a preview after
+# each clone, so that TextToSpeech is called too; short Slack backoffs, so that a retried call goes out again at once.
+BOT_ENV = {"WORKERS": "1", "PREVIEW": "on"}
+BOT_OPTIONS = {"max_backoff": 0.2}
 
 
 @pytest.fixture(autouse=True)
-def _clean(bot):
-    bot.slack.reset()
-    bot.trtc.reset()
+def _drained(bot):
     yield
     bot.drain()
 

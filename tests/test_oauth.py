@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import yaml
-from harness import BotHarness
+from support.harness import BotHarness
 
 from bot.settings import load_settings
 from bot.slack.oauth import BOT_SCOPES, authorization_url, oauth_flow
@@ -80,7 +80,7 @@ def on_bot_loop(bot: BotHarness, coro):
 
 def pg_database() -> Iterator[str]:
     """A database of its own on the local PostgreSQL, dropped afterwards (fails, naming it, when none answers)."""
-    from pg import fresh_database
+    from support.postgres import fresh_database
 
     with fresh_database("oauth_test") as url:
         yield url

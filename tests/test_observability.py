@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from reliability_helpers import BotProcess, standins, where
+from support.driving import BotProcess, standins, where
 
 from bot.testing.standin_slack import SlackStandIn
 

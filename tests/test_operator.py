@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import APP_ID, APP_TOKEN, BOT_TOKEN, SECRET_ID, SECRET_KEY, SIGNING_SECRET, free_port
+from support.harness import APP_ID, APP_TOKEN, BOT_TOKEN, SECRET_ID, SECRET_KEY, SIGNING_SECRET, free_port
 
 from bot.testing import bot_environ
 from bot.testing.standin_slack import SlackStandIn

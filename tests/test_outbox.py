@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 import pytest
-from harness import BOT_TOKEN, SIGNING_SECRET
+from support.harness import BOT_TOKEN, SIGNING_SECRET
 
 from bot.settings import load_settings
 from bot.slack.pacing import Pacer, Rate

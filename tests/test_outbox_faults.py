@@ -21,8 +21,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import BotHarness
-from reliability_helpers import (
+from support.driving import (
     BotProcess,
     assert_one_final_answer,
     read_jobs,
@@ -31,6 +30,7 @@ from reliability_helpers import (
     wait_finals,
     where,
 )
+from support.harness import BotHarness
 
 from bot.testing.standin_slack import SlackStandIn
 
@@ -247,18 +247,15 @@ def test_one_channel_clones_at_the_api_pace_while_answers_go_at_slacks(tmp_path:
 # -- 4. permanent Slack errors ----------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def _shared_bot(tmp_path_factory):
-    with BotHarness(tmp_path_factory.mktemp("permanent"), max_backoff=1.0) as harness:
-        yield harness
+# The module's bot (tests/conftest.py), for these tests: retries at most 1 s apart.
+BOT_OPTIONS = {"max_backoff": 1.0}
 
 
-@pytest.fixture
-def bot(_shared_bot: BotHarness):
-    _shared_bot.slack.reset()
-    _shared_bot.trtc.reset()
-    yield _shared_bot
-    _shared_bot.drain()
+@pytest.fixture(autouse=True)
+def _drained(request: pytest.FixtureRequest):
+    yield
+    if "bot" in request.fixturenames:
+        request.getfixturevalue("bot").drain()
 
 
 def _status_message(bot: BotHarness, body: dict[str, Any], starts: str) -> dict[str, Any]:

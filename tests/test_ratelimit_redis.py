@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 import redis
-from harness import BotHarness
-from reliability_helpers import max_in_window, wait_finals, where
+from support.driving import max_in_window, wait_finals, where
+from support.harness import BotHarness
 
 from bot.tencent.redis_limiter import DEFAULT_KEY, RedisSlidingWindowLimiter
 

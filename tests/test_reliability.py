@@ -2,7 +2,7 @@
 bounded work off the acknowledgement path, the TRTC request cap, and Slack's own rate limits.
 
 The bot runs either as a real subprocess (`python -m bot run`, for kills, signals and timing) or in-process
-through tests/harness.py, always against the loopback Slack and TRTC stand-ins.
+through tests/support/harness.py, always against the loopback Slack and TRTC stand-ins.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from harness import BotHarness
-from reliability_helpers import (
+from support.driving import (
     WORKING,
     BotProcess,
     assert_one_final_answer,
@@ -31,6 +30,7 @@ from reliability_helpers import (
     wait_jobs,
     where,
 )
+from support.harness import BotHarness
 
 from bot.ui.texts import API_MESSAGES
 from bot.voice.audio import find_ffmpeg
@@ -47,18 +47,11 @@ def small_wav(media) -> bytes:
     return media.speech(14, ".wav", "-ar", "16000", "-ac", "1").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def _harness(tmp_path_factory):
-    with BotHarness(tmp_path_factory.mktemp("reliability")) as harness:
-        yield harness
-
-
-@pytest.fixture
-def bot(_harness: BotHarness):
-    _harness.slack.reset()
-    _harness.trtc.reset()
-    yield _harness
-    _harness.drain()
+@pytest.fixture(autouse=True)
+def _drained(request: pytest.FixtureRequest):
+    yield
+    if "bot" in request.fixturenames:  # the module's bot (tests/conftest.py), for the tests that use it
+        request.getfixturevalue("bot").drain()
 
 
 def _open_modal(slack, deliver, channel: str) -> str:

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
-from reliability_helpers import (
+from support.driving import (
     BotProcess,
     assert_one_final_answer,
     is_final,

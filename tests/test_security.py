@@ -9,10 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from expected_text import SLACK_API_SENTENCES
-from harness import APP_TOKEN, BOT_TOKEN, SECRET_KEY, SIGNING_SECRET, BotHarness
-from media import make_signal, truncate
-from reliability_helpers import (
+from support.driving import (
     BotProcess,
     ForeignHost,
     assert_one_final_answer,
@@ -22,6 +19,9 @@ from reliability_helpers import (
     wait_finals,
     where,
 )
+from support.expected_text import SLACK_API_SENTENCES
+from support.harness import APP_TOKEN, BOT_TOKEN, SECRET_KEY, SIGNING_SECRET, BotHarness
+from support.media import make_signal, truncate
 
 from bot.logs import MASK
 
@@ -42,20 +42,16 @@ def speech_wav(media) -> bytes:
     return media.speech(15, ".wav").read_bytes()
 
 
-@pytest.fixture(scope="module")
-def _harness(tmp_path_factory):
-    # A 1 MB download cap, so a file that lies about its size can overflow it cheaply.
-    with BotHarness(tmp_path_factory.mktemp("security"), extra_env={"MAX_DOWNLOAD_MB": "1"}) as harness:
-        yield harness
+# The module's bot (tests/conftest.py), with a 1 MB download cap, so a file that lies about its size can
+# overflow it cheaply.
+BOT_ENV = {"MAX_DOWNLOAD_MB": "1"}
 
 
-@pytest.fixture
-def bot(_harness: BotHarness):
-    _harness.slack.reset()
-    _harness.trtc.reset()
-    yield _harness
-    _harness.drain()
-    for leftover in _harness.runtime.runner.temp_dir.iterdir():  # one failing case must not fail the next
+@pytest.fixture(autouse=True)
+def _drained(bot: BotHarness):
+    yield
+    bot.drain()
+    for leftover in bot.runtime.runner.temp_dir.iterdir():  # one failing case must not fail the next
         leftover.unlink()
 
 

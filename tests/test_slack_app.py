@@ -6,9 +6,9 @@ import json
 import time
 
 import pytest
-from expected_text import is_slack_sentence
-from harness import SIGNING_SECRET, BotHarness
-from media import make_video
+from support.expected_text import is_slack_sentence
+from support.harness import SIGNING_SECRET, BotHarness
+from support.media import make_video
 
 from bot.testing.standin_slack import post_signed
 from bot.ui.texts import API_MESSAGES
@@ -16,16 +16,8 @@ from bot.ui.texts import API_MESSAGES
 CHANNEL = "C0GENERAL"
 
 
-@pytest.fixture(scope="module")
-def bot(tmp_path_factory):
-    with BotHarness(tmp_path_factory.mktemp("bot")) as harness:
-        yield harness
-
-
 @pytest.fixture(autouse=True)
-def _clean(bot):
-    bot.slack.reset()
-    bot.trtc.reset()
+def _drained(bot):  # the module's bot, with the harness's defaults (tests/conftest.py)
     yield
     bot.drain()
 

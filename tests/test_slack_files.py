@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from media import make_image, make_signal, make_video
 from slack_sdk.web.async_client import AsyncWebClient
+from support.media import make_image, make_signal, make_video
 
 from bot.errors import DownloadError, FileAccessError, NotAudioError, TooLargeError, UnsafeURLError
 from bot.settings import DEFAULT_SLACK_API_URL

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from harness import APP_ID, APP_TOKEN, BOT_TOKEN, SECRET_ID, SECRET_KEY, SIGNING_SECRET, bot_environ
+from support.harness import APP_ID, APP_TOKEN, BOT_TOKEN, SECRET_ID, SECRET_KEY, SIGNING_SECRET, bot_environ
 
 from bot.testing.standin_slack import SlackStandIn
 from bot.testing.standin_trtc import TrtcStandIn

@@ -9,10 +9,10 @@ import subprocess
 import time
 
 import pytest
-from harness import APP_ID, SECRET_ID, SECRET_KEY
-from media import ffmpeg_exe
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
+from support.harness import APP_ID, SECRET_ID, SECRET_KEY
+from support.media import ffmpeg_exe
 from tencentcloud.trtc.v20190722 import models
 
 from bot.__main__ import main

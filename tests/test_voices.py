@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import BotHarness
-from media import ffmpeg_exe
-from reliability_helpers import where
+from support.driving import where
+from support.harness import BotHarness
+from support.media import ffmpeg_exe
 
 from bot.testing.standin_slack import block_actions
 from bot.ui.voice_blocks import (
@@ -30,18 +30,12 @@ OTHER = "U0OTHER"
 ADMIN = "U0ADMIN"
 
 
-@pytest.fixture(scope="module")
-def bot(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("voices")
-    env = {"DATA_DIR": str(tmp / "data"), "ADMIN_USERS": ADMIN, "PREVIEW": "on"}
-    with BotHarness(tmp, extra_env=env) as harness:
-        yield harness
+# The module's bot (tests/conftest.py): every clone is previewed.
+BOT_ENV = {"ADMIN_USERS": ADMIN, "PREVIEW": "on"}
 
 
 @pytest.fixture(autouse=True)
 def _clean(bot):
-    bot.slack.reset()
-    bot.trtc.reset()
     bot.trtc.tts_refused_models.clear()
     yield
     bot.drain()
@@ -399,7 +393,7 @@ def test_a_clip_that_cannot_be_posted_is_deleted_and_orphans_are_swept(bot, spee
 
 
 def test_a_preview_cut_off_by_a_kill_is_made_after_the_restart(tmp_path, speech_wav):
-    from reliability_helpers import BotProcess, standins
+    from support.driving import BotProcess, standins
 
     with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path, PREVIEW="on") as process:
         process.start()

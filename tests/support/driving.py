@@ -7,18 +7,19 @@ import contextlib
 import http.server
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-from harness import (
+
+from bot.testing import driver
+from bot.testing.standin_slack import SlackStandIn, post_signed
+from bot.testing.standin_trtc import TrtcStandIn
+from support.harness import (
     APP_ID,
     APP_TOKEN,
     BOT_TOKEN,
@@ -27,12 +28,8 @@ from harness import (
     SIGNING_SECRET,
     bot_environ,
     check_started_on_wanted_database,
-    free_port,
     wanted_database,
 )
-
-from bot.testing.standin_slack import SlackStandIn, post_signed
-from bot.testing.standin_trtc import TrtcStandIn
 
 FINAL_REACTIONS = ("white_check_mark", "x")
 WORKING = "hourglass_flowing_sand"
@@ -52,8 +49,10 @@ def standins(max_rps: int | None = None) -> Iterator[tuple[SlackStandIn, TrtcSta
         trtc.stop()
 
 
-class BotProcess:
-    """`python -m bot run` as a real subprocess aimed at the stand-ins; each start() logs to its own file."""
+class BotProcess(driver.BotProcess):
+    """The driver's `python -m bot run` child process, aimed at `slack` and `trtc`, with what tests look at: its
+    downloads folder, its database (a PostgreSQL one of its own in scripts/test's PostgreSQL pass), and Slack's
+    requests delivered to it."""
 
     def __init__(
         self,
@@ -66,14 +65,13 @@ class BotProcess:
         **env: str,
     ):
         self.slack = slack
-        self.role = role
         self.tmp = tmp
         self.db_path = tmp / "jobs.db"
         # The bot downloads into tempfile.gettempdir(), which TMPDIR points here: tests can see leftovers.
         self.temp_dir = tmp / "downloads"
         self.temp_dir.mkdir(parents=True, exist_ok=True)
         self.socket_mode = socket_mode
-        self.env = {
+        environ = {
             **bot_environ(slack, trtc, self.db_path),
             "PATH": os.environ.get("PATH", ""),
             "TMPDIR": str(self.temp_dir),
@@ -82,13 +80,11 @@ class BotProcess:
             **({"SLACK_APP_TOKEN": APP_TOKEN} if socket_mode else {}),
             **env,
         }
-        self.port = 0
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.logs: list[Path] = []
+        super().__init__(environ, tmp, role=role, http=not socket_mode)
         self._postgres: Any = None
         if wanted_database() == "postgresql" and "DATABASE_URL" not in env:
             # scripts/test's PostgreSQL pass: a database of its own, kept across restarts, dropped by close().
-            from pg import fresh_database
+            from support.postgres import fresh_database
 
             self._postgres = fresh_database()
             self.env["DATABASE_URL"] = self._postgres.__enter__()
@@ -99,68 +95,20 @@ class BotProcess:
         url = self.env.get("DATABASE_URL", "")
         return url if url.startswith("postgresql") else self.db_path
 
-    @property
-    def url(self) -> str:
-        """The bot's Slack request URL (HTTP mode)."""
-        return f"http://127.0.0.1:{self.port}/slack/events"
-
-    def start(self, timeout: float = 20.0) -> BotProcess:
-        """Spawn the bot and return once it serves (/healthz 200, or a Socket Mode connection)."""
-        assert self.proc is None or self.proc.poll() is not None, "already running"
-        self.port = free_port()
-        log = self.tmp / f"bot-{len(self.logs) + 1}.log"
-        self.logs.append(log)
-        # Settings come from the environment alone: the settings file named here is empty.
-        (self.tmp / "no.env").touch()
-        command = [sys.executable, "-m", "bot", "--env-file", str(self.tmp / "no.env"), "run"]
-        if not self.socket_mode:
-            command += ["--http", "--host", "127.0.0.1", "--port", str(self.port)]
-        if self.role != "all":
-            command += ["--role", self.role]
-        # Socket Mode serves /healthz and /metrics on PORT too.
-        env = {**self.env, "PORT": str(self.port)}
-        sockets_before = self.slack.connection_count
-        with open(log, "wb") as stderr:
-            self.proc = subprocess.Popen(
-                command, env=env, cwd=self.tmp, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr
-            )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"bot exited with {self.proc.returncode}:\n{self.log_text()[-3000:]}")
-            if self.socket_mode:
-                if self.slack.wait_for(lambda: self.slack.connection_count > sockets_before, 0.05):
-                    return self._started()
-                continue
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return self._started()
-            except httpx.TransportError:
-                pass
-            time.sleep(0.03)
-        raise RuntimeError(f"bot did not start:\n{self.log_text()[-3000:]}")
-
-    def _started(self) -> BotProcess:
+    def start(self, timeout: float = 20.0, ready: Callable[[], bool] | None = None) -> BotProcess:
+        """Spawn the bot and return once it serves (/healthz 200, or in Socket Mode a new connection), having
+        checked that its start-up line names the database this test pass is for."""
+        if self.socket_mode and ready is None:
+            sockets_before = self.slack.connection_count
+            ready = lambda: self.slack.wait_for(lambda: self.slack.connection_count > sockets_before, 0.05)  # noqa: E731
+        super().start(timeout, ready)
         if self.env.get("DATABASE_URL", "").startswith("sqlite") or wanted_database() == "postgresql":
             check_started_on_wanted_database(self.logs[-1].read_text(errors="replace"))
         return self
 
-    def kill(self) -> None:
-        """SIGKILL: no shutdown code runs at all."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        """SIGTERM, then wait for the exit status."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
-
     def close(self) -> None:
         """Kill the process if it is still running (test clean-up); drop its PostgreSQL database if it made one."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.kill()
+        super().close()
         if self._postgres is not None:
             self._postgres.__exit__(None, None, None)
             self._postgres = None
@@ -180,10 +128,6 @@ class BotProcess:
     ) -> tuple[Any, Any]:
         """Upload a file and deliver its file_share event; returns (response, body)."""
         return share(self.slack, self.url, content, name, mimetype, filetype, **kwargs)
-
-    def log_text(self) -> str:
-        """Everything every run of the process wrote (stdout and stderr)."""
-        return "".join(p.read_text(errors="replace") for p in self.logs if p.exists())
 
 
 def deliver(url: str, body: Any, *, kind: str = "event", retry_num: int | None = None) -> httpx.Response:

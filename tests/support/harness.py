@@ -5,10 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import socket
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,10 +15,10 @@ from typing import Any
 import httpx
 
 from bot.runtime import Runtime, build_runtime
-from bot.serve import serve_http
 from bot.settings import Settings, load_settings
 from bot.store.database import SqliteConnection
-from bot.testing import bot_environ as standin_environ
+from bot.testing.driver import InProcessBot, free_port
+from bot.testing.driver import bot_environ as standin_environ
 from bot.testing.standin_slack import SlackStandIn, post_signed
 from bot.testing.standin_trtc import TrtcStandIn
 
@@ -57,13 +55,6 @@ class _LogLines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
-def free_port() -> int:
-    """An unused loopback port."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
     """The environment a bot aimed at the stand-ins runs with in tests."""
     # CONSENT=attested: most tests are about what happens after consent; tests/test_consent.py sets "ask".
@@ -93,8 +84,7 @@ class BotHarness:
         self.trtc = TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._stop: asyncio.Event | None = None
-        self._server: asyncio.Future[None] | None = None
+        self._bot: InProcessBot | None = None
         self.http = httpx.Client(timeout=30)
         self._postgres: Any = None
 
@@ -108,7 +98,7 @@ class BotHarness:
         extra = dict(self.extra_env)
         if os.environ.get("TEST_DATABASE") == "postgresql" and "DATABASE_URL" not in extra:
             # The same tests on PostgreSQL (scripts/test runs a selection this way): a database per bot.
-            from pg import fresh_database
+            from support.postgres import fresh_database
 
             self._postgres = fresh_database()
             extra.setdefault("DATA_DIR", str(self.tmp / "data"))
@@ -122,8 +112,7 @@ class BotHarness:
         app_log.setLevel(logging.INFO)
         try:
             self._thread.start()
-            self._server = asyncio.run_coroutine_threadsafe(self._serve(), self._loop)
-            self._wait_healthy()
+            asyncio.run_coroutine_threadsafe(self._serve(), self._loop).result(timeout=20)
         finally:
             app_log.removeHandler(startup)
             app_log.setLevel(level)
@@ -131,34 +120,23 @@ class BotHarness:
             check_started_on_wanted_database("\n".join(startup.lines))
         return self
 
-    def _wait_healthy(self) -> None:
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if self._server is not None and self._server.done():
-                self._server.result()
-            try:
-                if self.http.get(f"http://127.0.0.1:{self.port}/healthz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.02)
-        raise RuntimeError("bot did not become healthy")
-
     async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+        # Built here, on the loop that serves it, with the harness's knobs (pacing, backoff, downloads folder);
+        # the driver then serves and stops it as it does for the demo.
         downloads = self.tmp / "downloads"
         downloads.mkdir(exist_ok=True)
         self.runtime = build_runtime(
             self.settings, pace_interval=self.pace_interval, tencent_wait=self.tencent_wait,
             max_backoff=self.max_backoff, temp_dir=downloads,
         )
-        await serve_http(self.settings, host="127.0.0.1", port=self.port, stop=self._stop, runtime=self.runtime)
+        self._bot = InProcessBot(self.settings, self.port, self.runtime)
+        await self._bot.start()
 
     def stop(self) -> None:
         """Graceful stop of the bot, then the stand-ins."""
-        if self._server is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            self._server.result(timeout=30)
+        if self._bot is not None:
+            asyncio.run_coroutine_threadsafe(self._bot.stop(), self._loop).result(timeout=30)
+            self._bot = None
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
         self.http.close()

@@ -1,6 +1,6 @@
 """Real test media made with ffmpeg from the shipped speech recordings (bot/testing/data), for any test module.
 
-Import as `from media import ...` (tests/ has no __init__.py, so pytest puts tests/ on sys.path).
+Import as `from support.media import ...` (pytest puts tests/ on sys.path: it has no __init__.py).
 Stateless helpers write one file each; `MediaCache` (the session-scoped `media` fixture in conftest.py)
 builds each named file once per test run. Typical use:
 
