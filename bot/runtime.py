@@ -23,6 +23,7 @@ from bot.slack.replies import Replies
 from bot.slack.sender import Sender
 from bot.slack.workspaces import OUTBOX, Workspaces, create_web_client
 from bot.store.audit import Audit
+from bot.store.connection import Listener
 from bot.store.database import Database, open_database, serves_many_processes
 from bot.store.jobs import JOBS_CHANNEL, JobStore
 from bot.store.leader import Leadership
@@ -30,7 +31,6 @@ from bot.store.library import VoiceLibrary
 from bot.store.outbox import OUTBOX_CHANNEL, Outbox
 from bot.store.prepared import PreparedAudio
 from bot.store.uninstall import Uninstaller
-from bot.store.wakeup import Listener
 from bot.tencent.limiter import SlidingWindowLimiter
 from bot.tencent.redis_limiter import RedisSlidingWindowLimiter
 from bot.tencent.tts import TextToSpeechClient
