@@ -50,10 +50,12 @@ def running_bot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 
 @pytest.fixture
 def bot(running_bot: BotHarness):
-    """The module's running bot, with what its stand-ins recorded and were scripted to do cleared for this test."""
+    """The module's running bot, with what its stand-ins recorded and were scripted to do cleared for this test;
+    afterwards every job the test left is finished and answered before the next test starts."""
     running_bot.slack.reset()
     running_bot.trtc.reset()
     yield running_bot
+    running_bot.drain()
 
 
 @pytest.fixture

@@ -30,10 +30,7 @@ OTHER = "U0OTHER"
 BOT_ENV = {"CONSENT": "ask", "RETENTION_DAYS": "30", "CONSENT_TTL_HOURS": "24"}
 
 
-@pytest.fixture(autouse=True)
-def _drained(bot):
-    yield
-    bot.drain()
+
 
 
 @pytest.fixture(scope="module")

@@ -364,7 +364,8 @@ def test_malformed_files_through_the_app_each_get_one_friendly_answer(
                 _friendly(text)
             except AssertionError as exc:
                 raise AssertionError(f"{sample.label}: {exc}") from None
-    jobs = read_jobs(bot.tmp / "jobs.db")
+    # The module's bot ran the fault tests before this one: only this test's channels count.
+    jobs = [j for j in read_jobs(bot.tmp / "jobs.db") if j["channel"].startswith("C0FZ")]
     assert len(jobs) == len(picked) and {j["status"] for j in jobs} <= {"done", "failed"}
     assert not [j for j in jobs if '"crash"' in (j["error"] or "")]
     assert list(bot.runtime.runner.temp_dir.iterdir()) == []

@@ -42,10 +42,7 @@ BOT_ENV = {"WORKERS": "1", "PREVIEW": "on"}
 BOT_OPTIONS = {"max_backoff": 0.2}
 
 
-@pytest.fixture(autouse=True)
-def _drained(bot):
-    yield
-    bot.drain()
+
 
 
 @pytest.fixture(scope="module")

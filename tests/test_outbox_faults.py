@@ -251,11 +251,7 @@ def test_one_channel_clones_at_the_api_pace_while_answers_go_at_slacks(tmp_path:
 BOT_OPTIONS = {"max_backoff": 1.0}
 
 
-@pytest.fixture(autouse=True)
-def _drained(request: pytest.FixtureRequest):
-    yield
-    if "bot" in request.fixturenames:
-        request.getfixturevalue("bot").drain()
+# The module's bot (tests/conftest.py) for the tests below that take `bot`.
 
 
 def _status_message(bot: BotHarness, body: dict[str, Any], starts: str) -> dict[str, Any]:

@@ -47,11 +47,7 @@ def small_wav(media) -> bytes:
     return media.speech(14, ".wav", "-ar", "16000", "-ac", "1").read_bytes()
 
 
-@pytest.fixture(autouse=True)
-def _drained(request: pytest.FixtureRequest):
-    yield
-    if "bot" in request.fixturenames:  # the module's bot (tests/conftest.py), for the tests that use it
-        request.getfixturevalue("bot").drain()
+# The tests below that take `bot` share the module's bot (tests/conftest.py).
 
 
 def _open_modal(slack, deliver, channel: str) -> str:

@@ -48,7 +48,7 @@ BOT_ENV = {"MAX_DOWNLOAD_MB": "1"}
 
 
 @pytest.fixture(autouse=True)
-def _drained(bot: BotHarness):
+def _no_leftovers(bot: BotHarness):
     yield
     bot.drain()
     for leftover in bot.runtime.runner.temp_dir.iterdir():  # one failing case must not fail the next

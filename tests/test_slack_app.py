@@ -16,10 +16,7 @@ from bot.ui.texts import API_MESSAGES
 CHANNEL = "C0GENERAL"
 
 
-@pytest.fixture(autouse=True)
-def _drained(bot):  # the module's bot, with the harness's defaults (tests/conftest.py)
-    yield
-    bot.drain()
+
 
 
 @pytest.fixture(scope="module")

@@ -37,8 +37,6 @@ BOT_ENV = {"ADMIN_USERS": ADMIN, "PREVIEW": "on"}
 @pytest.fixture(autouse=True)
 def _clean(bot):
     bot.trtc.tts_refused_models.clear()
-    yield
-    bot.drain()
 
 
 @pytest.fixture(scope="module")
