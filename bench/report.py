@@ -162,7 +162,14 @@ def checks(results: Results) -> list[Check]:
                 f">= {CLONE_RATE:g}/s",
                 rate[0] >= CLONE_RATE and cloned,
             ),
-            Check(5, "Refusals by the TRTC stand-in (all runs)", str(refusals), "0", refusals == 0),
+            Check(5, "Refusals by the TRTC stand-in (all runs, both actions)", str(refusals), "0", refusals == 0),
+            Check(
+                5,
+                "Previews in their threads (PREVIEW=on, the default; all runs)",
+                f"{sum(b.preview_files for b in bursts)} of {sent}" if all(b.previews for b in bursts) else "off",
+                "",
+                None,
+            ),
             Check(
                 5,
                 "Answered exactly once in its own thread (all runs)",
@@ -308,7 +315,16 @@ def channel_checks(run: ChannelResult) -> list[Check]:
         Check(
             6,
             "One channel: last answer after the first send",
-            f"{run.last_answer:.1f} s (Slack's limit allows no less than {run.slack_floor:.0f} s)",
+            f"{run.last_answer:.1f} s",
+            "",
+            None,
+        ),
+        Check(
+            6,
+            f"One channel: last bot message ({'answers and previews' if run.previews else 'answers'}) after the"
+            " first send",
+            f"{run.last_message:.1f} s (Slack's limit allows no less than {run.slack_floor:.0f} s for"
+            f" {run.new_messages} new messages)",
             "",
             None,
         ),
@@ -396,15 +412,19 @@ one bot process with the default `--role all` on a SQLite file of its own. Items
 as several processes on one PostgreSQL database that the bench creates for each run on the machine's server
 (`postgresql://postgres@127.0.0.1:5432`, database `bench_<pid>_<random>`, dropped after the run) and one
 `DATA_DIR`, with `REDIS_URL` (`redis://127.0.0.1:6379/11`, a Redis database of the bench's own; the bot's
-call-count key is deleted before and after each run) so that `TRTC_MAX_RPS` is one limit for all of them: one
+call-count keys, one per TRTC action, are deleted before and after each run) so that `TRTC_MAX_RPS` is one limit
+per action for all of them: one
 `python -m bot run --http --role web` process receives the shares (it verifies, stores and acknowledges them,
 nothing else), and one (item 9; item 10: one, then two) `--role worker` process(es), started after it, claim
 the jobs from the database, download, convert, call TRTC, and the leading worker sends the Slack outbox. Each run
-starts all of them afresh. `BENCH_POSTGRES_URL` and `BENCH_REDIS_URL` point the bench elsewhere. Every scenario but
-item 7 runs the bot with `CONSENT=attested`, so each share is cloned without the uploader's consent button press
-that the default `ask` waits for; item 7 runs it with `CONSENT=ask` and presses the button. Every scenario but
-item 8 runs with `PREVIEW=off`: no TextToSpeech preview after each clone (it would add a TRTC request under the
-same cap and a message in each thread); item 8 runs with `PREVIEW=on` and times that preview. Everything
+starts all of them afresh. `BENCH_POSTGRES_URL` and `BENCH_REDIS_URL` point the bench elsewhere. Every scenario
+runs the bot with the settings users get by default, with one exception, said here: every scenario but item 7
+sets `CONSENT=attested`, so each share is cloned without the uploader's consent button press that the default
+`ask` waits for (no scenario but item 7 presses buttons); item 7 runs with the default, `CONSENT=ask`, presses the
+button and times the default's press -> request path. Every scenario runs with the default `PREVIEW=on`: each
+clone is followed by its TextToSpeech preview and the upload of that mp3 into the share's thread, so every item
+pays for the previews (one more TRTC request, under TextToSpeech's own 20/s, and one more message per share),
+and each thread is complete once the preview is in; item 8 times that preview. Everything
 talks over loopback (127.0.0.1) on one machine: no real Slack or Tencent Cloud, no network between them, so
 the times leave out real network latency. It rewrites this file, `docs/ack-latency.png`,
 `docs/clones-over-time.png` and `docs/one-channel.png`; raw numbers go to `bench/out/results.json`, the bot's
@@ -429,11 +449,14 @@ def _limits(results: Results) -> list[str]:
         f"- Slack stand-in, every scenario: chat.postMessage limited per channel to {per_second:g} a second with"
         f" bursts of {burst} (a token bucket), as Slack does; over it, HTTP 429 with `Retry-After`. Edits and"
         " reactions are not limited.",
-        f"- TRTC stand-in, items 1, 2, 5, 6, 8, 9 and 10: at most {rps} requests a second (a sliding one-second"
-        " window), the excess refused with `RequestLimitExceeded` (VoiceClone and TextToSpeech count alike). Items 3, 4"
-        " and 7 (one request at a time): no limit.",
+        f"- TRTC stand-in, items 1, 2, 5, 6, 8, 9 and 10: at most {rps} requests a second per action (a sliding"
+        " one-second window for VoiceClone and another for TextToSpeech, as Tencent counts its API frequency"
+        " limits), the excess refused with `RequestLimitExceeded`. Items 3, 4 and 7 (one share at a time): no"
+        " limit.",
         "- No outages, delays or errors were injected; the TRTC stand-in answers VoiceClone and TextToSpeech at"
-        " once.",
+        " once. It makes each distinct TextToSpeech audio once (ffmpeg, in the bench process) and answers the same"
+        " request again with the same audio, as every preview says the same sentence: Tencent speaks on its own"
+        " servers, and the stand-in's ffmpeg runs would otherwise take the cores the bot's conversions use.",
     ]
 
 
@@ -514,11 +537,15 @@ def _method(results: Results) -> list[str]:
             " in the Slack stand-in: the :hourglass_flowing_sand: reaction on it (its reactions.add call) or the"
             " first bot message stored in its thread (a post refused with 429 does not count), whichever came"
             " first.",
-            f"- *Throughput*: the TRTC stand-in enforces {burst.max_rps} requests a second (a sliding"
-            " one-second window) and refuses the excess with `RequestLimitExceeded`. Clones per second ="
-            " (accepted - 1) / (last accepted arrival - first accepted arrival).",
-            "- *Answered exactly once*: after the run, the share's thread in the Slack stand-in holds exactly"
-            " one bot message and it is the final answer.",
+            f"- *Throughput*: the TRTC stand-in enforces {burst.max_rps} requests a second per action (a"
+            " sliding one-second window each for VoiceClone and TextToSpeech) and refuses the excess with"
+            " `RequestLimitExceeded`. Clones per second = (accepted VoiceClone requests - 1) / (last accepted"
+            " arrival - first accepted arrival); the previews' TextToSpeech requests run alongside in their own"
+            " window. Refusals count both actions.",
+            "- *Answered exactly once*: after the run (once every preview is in), the share's thread in the Slack"
+            " stand-in holds exactly one final answer and, after it, exactly one preview of the new voice (its mp3"
+            " file message, or the message saying why there is none), nothing else; the preview (\":loud_sound:"
+            " Preview of ...\") is never taken for an answer.",
             "",
         ]
     channel = results.channel
@@ -530,16 +557,25 @@ def _method(results: Results) -> list[str]:
             f" The TRTC stand-in allows {channel.max_rps} requests a second; the Slack stand-in refuses"
             f" chat.postMessage in a channel beyond {per_second:g} a second (bursts of {burst}) with HTTP 429 and"
             " `Retry-After`, as Slack does. Cloning must run at the API's pace while the answers go out at"
-            " Slack's: one new message per share in one channel cannot take less than"
-            f" ({channel.shares} - {burst}) / {per_second:g} = {channel.slack_floor:.0f} s.",
+            " Slack's: "
+            + (
+                "two new messages per share (the answer, then the preview mp3: the bot paces its uploads like"
+                " posts, as shared files are messages)"
+                if channel.previews
+                else "one new message per share"
+            )
+            + f" in one channel cannot take less than ({channel.new_messages} - {burst}) / {per_second:g} ="
+            f" {channel.slack_floor:.0f} s.",
             "",
             "- *Clones per second*: as in item 5, from the first to the last accepted VoiceClone request.",
             "- *Ack latency* and *first feedback* (the :hourglass_flowing_sand: reaction or a bot message in the"
             " thread) as in items 1 and 2.",
             "- *Last answer*: from the first send to the moment the last share's thread showed its final answer"
             " (the post or the edit that made the message the answer, timed by the stand-in's message ts).",
-            "- *Answered exactly once*: each share's thread holds exactly one bot message, the final answer; no"
-            " bot message appears in the channel outside the shares' threads.",
+            "- *Answered exactly once*: each share's thread holds exactly one final answer and after it its"
+            " preview, as in item 5; no bot message appears in the channel outside the shares' threads. The"
+            " preview mp3s go up with `files.completeUploadExternal`, which the stand-in does not limit per"
+            " channel.",
             "- *Slack 429s*: chat.postMessage calls the Slack stand-in refused for the per-channel limit.",
             "",
         ]
@@ -561,9 +597,10 @@ def _method(results: Results) -> list[str]:
         lines += [
             f"**8: clone answer -> preview in the thread (issue 12).** A fresh bot with `PREVIEW=on` and"
             f" `CONSENT=attested`. {preview.shares} signed `file_share` events, each for its own copy of"
-            f" {preview.clip} in its own channel, are POSTed at once from the load generator, so their"
-            f" {preview.shares} VoiceClone and {preview.shares} TextToSpeech requests share the TRTC stand-in's"
-            f" {preview.max_rps}/s. After each clone the bot posts the answer in the share's thread, asks"
+            f" {preview.clip} in its own channel, are POSTed at once from the load generator: their"
+            f" {preview.shares} VoiceClone requests and {preview.shares} TextToSpeech requests each have the TRTC"
+            f" stand-in's {preview.max_rps}/s (a window per action). After each clone the bot posts the answer in"
+            " the share's thread, asks"
             " TextToSpeech for the preview sentence as mp3 and uploads it into the same thread through its outbox"
             " (`files.getUploadURLExternal`, the upload, `files.completeUploadExternal` with `channel_id` and"
             " `thread_ts`). Per share, timed by the Slack stand-in's clock: from the answer landing in the thread"
@@ -596,9 +633,9 @@ def _method(results: Results) -> list[str]:
             + " and with ".join(f"{n} worker process{'es' if n > 1 else ''}" for n in counts)
             + f" (issue 13).** The burst of item 5 ({first.shares} shares of {first.clip}, one channel each, at"
             " once) goes to a `--role web` process; N `--role worker` processes share the work through"
-            " PostgreSQL and one TRTC limit through Redis (`TRTC_MAX_RPS="
-            f"{first.max_rps}` in every process, counted in one Redis key); the TRTC stand-in refuses anything"
-            f" over {first.max_rps} a second, whoever sends it. "
+            " PostgreSQL and one TRTC limit per action through Redis (`TRTC_MAX_RPS="
+            f"{first.max_rps}` in every process, counted in one Redis key per action); the TRTC stand-in refuses"
+            f" anything over {first.max_rps} a second of one action, whoever sends it. "
             + ", ".join(f"{per[n]} run(s) with {n}" for n in counts)
             + ", each with every process started afresh. Clones per second, refusals, the busiest one-second"
             " window and *answered exactly once* as in item 5. On a 2-core machine a second worker adds"
@@ -621,7 +658,8 @@ def _method(results: Results) -> list[str]:
         ]
     if results.memory:
         lines += [
-            "**4: memory.** For each recording a fresh bot process handles that one share. The bot's peak"
+            "**4: memory.** For each recording a fresh bot process handles that one share, its preview"
+            " included (sampled until the preview mp3 is in the thread). The bot's peak"
             " RSS is the kernel's high-water mark (`VmHWM` in `/proc/PID/status`, read before it stops);"
             " its children (ffmpeg) are polled every 20 ms with psutil, keeping the largest `VmHWM` seen.",
             "",
@@ -646,7 +684,7 @@ def _details(results: Results) -> list[str]:
             f" its ffmpeg runs {burst.ffmpeg_cpu:.1f} s ({burst.ffmpeg_cpu * per_share:.0f} ms per share),"
             f" the bench process with both stand-ins {burst.standin_cpu:.1f} s. Answered exactly once in its"
             f" own thread: {burst.answered_once} of {burst.shares}; bot messages outside the threads:"
-            f" {burst.stray_messages}; Slack 429s: {burst.slack_429s}."
+            f" {burst.stray_messages}; Slack 429s: {burst.slack_429s}. {_previews(burst)}"
         )
     channel = results.channel
     if channel is not None:
@@ -665,6 +703,12 @@ def _details(results: Results) -> list[str]:
             f" first send; final reactions {channel.outcomes}, all there {channel.reactions_done:.1f} s after it."
             f" chat.postMessage calls received: {channel.post_calls}, of which {channel.slack_429s} refused with"
             f" 429 (the bot's own count of 429s: {channel.bot_ratelimited:.0f})."
+            + (
+                f" Previews (PREVIEW=on): {channel.preview_files} mp3s in their threads, {channel.tts_accepted}"
+                f" TextToSpeech requests accepted; refusals by action: {channel.refusals_by_action or 'none'}."
+                if channel.previews
+                else " PREVIEW=off."
+            )
         )
         cores = os.cpu_count() or 1
         wall = channel.cloning_wall or float("nan")
@@ -702,6 +746,7 @@ def _details(results: Results) -> list[str]:
         for run in results.memory:
             peaks = run.peaks
             answer = f":{run.outcome}:" if run.outcome else f"none within {MEMORY_TIMEOUT:g} s"
+            answer += {True: " + preview", False: " (no preview in time)", None: ""}[run.previewed]
             took = f"{run.answered_in:.2f} s" if run.answered_in is not None else "-"
             lines.append(
                 f"| {run.recording} | {_mb(run.baseline)} | {_mb(peaks.bot_hwm)} | {_mb(peaks.bot_sampled)} |"
@@ -730,7 +775,19 @@ def _split_details(name: str, burst: BurstResult) -> str:
         f" {burst.ffmpeg_cpu:.1f} s, the bench process {burst.standin_cpu:.1f} s. Answered exactly once in its own"
         f" thread: {burst.answered_once} of {burst.shares}"
         + (f" (the others: {odd})" if odd else "")
-        + f"; bot messages outside the threads: {burst.stray_messages}; Slack 429s: {burst.slack_429s}.{errors}"
+        + f"; bot messages outside the threads: {burst.stray_messages}; Slack 429s: {burst.slack_429s}."
+        + f" {_previews(burst)}{errors}"
+    )
+
+
+def _previews(burst: BurstResult) -> str:
+    """What a burst's previews did, in one sentence."""
+    if not burst.previews:
+        return "PREVIEW=off."
+    return (
+        f"Previews (PREVIEW=on): {burst.preview_files} mp3s in their threads, {burst.preview_failed} \"couldn't make"
+        f" a preview\" messages; {burst.tts_accepted} TextToSpeech requests accepted, at most {burst.tts_busiest} in"
+        f" any one second; refusals by action: {burst.refusals_by_action or 'none'}."
     )
 
 
@@ -822,7 +879,8 @@ def plot_channel(run: ChannelResult, path: Path) -> None:
         [burst, run.shares],
         linestyle="--",
         color="grey",
-        label=f"Slack's post limit ({per_second:g}/s, burst {burst})",
+        label=f"Slack's post limit ({per_second:g}/s, burst {burst})"
+        + (": answers, each followed by its preview" if run.previews else ""),
     )
     axes.set(
         xlabel="seconds since the first share was sent",

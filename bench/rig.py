@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bench.recordings import Recording
 from bot.settings import KNOWN_KEYS, OUR_PREFIXES
+from bot.tencent.redis_limiter import DEFAULT_KEY, action_key
 from bot.testing.driver import BotProcess
 from bot.testing.driver import bot_environ as standin_environ
 from bot.testing.standin_slack import SLACK_USER_AGENT, SlackStandIn, sign
@@ -39,10 +40,11 @@ _BOT_KEYS = frozenset(KNOWN_KEYS)
 # The machine's PostgreSQL server (trust auth) and Redis, for the scenarios that run the bot as web and worker
 # processes (issue 13). The bench creates a database of its own per run on that server and drops it afterwards.
 POSTGRES_SERVER = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-# A Redis database of the bench's own (11, not 0): the bot counts TRTC calls under one fixed key, so a bot of
-# someone else's on database 0 would otherwise share the bench's 20/s (and the bench theirs).
+# A Redis database of the bench's own (11, not 0): the bot counts TRTC calls under fixed keys (one per action), so a
+# bot of someone else's on database 0 would otherwise share the bench's 20/s (and the bench theirs).
 REDIS_SERVER = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/11")
-REDIS_KEY = "voiceclone-bot:trtc-calls"  # bot.tencent.redis_limiter.DEFAULT_KEY
+# The bot's call counts: one sorted set per TRTC action (and the single key of bots before issue 19, if left over).
+REDIS_KEYS = (action_key("VoiceClone"), action_key("TextToSpeech"), DEFAULT_KEY)
 
 # time.time() minus time.monotonic(): the Slack stand-in stamps calls with the first, TRTC's with the second.
 WALL_OFFSET = time.time() - time.monotonic()
@@ -55,16 +57,15 @@ def to_monotonic(wall: float) -> float:
 
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
     """The settings of a bot aimed at the stand-ins, as the bench runs it."""
-    # CONSENT=attested: the workspace attests the speakers' consent, so a share is cloned without a button press
-    # (with "ask", the default, nothing is cloned until the uploader confirms in Slack).
+    # The defaults users get, but one: CONSENT=attested, the workspace attests the speakers' consent, so a share is
+    # cloned without a button press (with "ask", the default, nothing is cloned until the uploader confirms in
+    # Slack; the press scenario sets "ask" and presses). PREVIEW is left at its default, on: every clone is followed
+    # by its TextToSpeech preview and that mp3's upload into the thread, as users get it.
     defaults = {
         "TRTC_TIMEOUT": "30",
         "SHUTDOWN_GRACE_SECONDS": "10",
         "LOG_LEVEL": "WARNING",
         "CONSENT": "attested",
-        # No TextToSpeech preview after each clone (issue 12): the bench measures cloning; a preview would add a
-        # TRTC request under the same 20/s cap and a second bot message in each thread.
-        "PREVIEW": "off",
     }
     return standin_environ(slack, trtc, db_path, **{**defaults, **extra})
 
@@ -87,7 +88,8 @@ class Rig:
 
     `workers=0` (the default): one bot process, `--role all`, on SQLite. `workers=N`: a `--role web` process
     (the one Slack's requests go to: `process`, `port`) plus N `--role worker` processes, all on one fresh
-    PostgreSQL database and one DATA_DIR; `redis=True` adds REDIS_URL, so TRTC_MAX_RPS is one limit for all."""
+    PostgreSQL database and one DATA_DIR; `redis=True` adds REDIS_URL, so TRTC_MAX_RPS (per action) is one limit
+    for all."""
 
     workdir: Path
     max_rps: int | None = None
@@ -124,6 +126,11 @@ class Rig:
     def worker_log(self, index: int) -> Path:
         """Where worker process `index` (1, 2...) writes."""
         return self.workdir / f"worker-{index}.log"
+
+    @property
+    def previews(self) -> bool:
+        """Whether the bot previews each new voice (PREVIEW, on unless this rig's env turns it off)."""
+        return self.env.get("PREVIEW", "on").lower() != "off"
 
     @property
     def role(self) -> str:
@@ -319,14 +326,15 @@ class Rig:
     def bot_metric(self, name: str, **labels: str) -> float:
         """The sum of a counter's samples on every bot process's /metrics whose labels include `labels` (0 when
         absent)."""
-        return sum(_metric(port, name, labels) for port in (self.port, *self.worker_ports))
+        return sum(_metric(driver.metrics_port, name, labels) for driver in self._drivers)
 
     def worker_metric(self, name: str, **labels: str) -> list[float]:
         """bot_metric of each worker process, in order."""
-        return [_metric(port, name, labels) for port in self.worker_ports]
+        return [_metric(driver.metrics_port, name, labels) for driver in self._drivers[1:]]
 
 
 def _metric(port: int, name: str, labels: dict[str, str]) -> float:
+    """`name`'s samples with `labels` on the /metrics of the process whose METRICS_PORT is `port`, summed."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     total = 0.0
     for family in text_string_to_metric_families(text):
@@ -343,11 +351,11 @@ def _tail(path: Path, lines: int = 30) -> str:
 
 
 def _clear_redis_key() -> None:
-    """Delete the bot's TRTC call count in the bench's Redis database (that key only, never a flush)."""
+    """Delete the bot's TRTC call counts in the bench's Redis database (those keys only, never a flush)."""
     from redis import Redis
 
     with Redis.from_url(REDIS_SERVER, socket_timeout=5) as client:
-        client.delete(REDIS_KEY)
+        client.delete(*REDIS_KEYS)
 
 
 @dataclass

@@ -62,11 +62,13 @@ class BurstResult:
     feedback_seconds: list[float]  # per share: send to the first reaction or status message recorded
     feedback_missing: int
     clone_offsets: list[float]  # accepted VoiceClone requests: seconds after the first one arrived
-    accepted: int
-    refusals: int  # requests the TRTC stand-in refused for its max_rps
+    accepted: int  # accepted VoiceClone requests
+    refusals: int  # requests the TRTC stand-in refused for its max_rps (per action), every action together
     outcomes: dict[str, int]  # final reaction -> count ("none": no final answer in time)
     answered_in: float  # first send to the last final answer
-    answered_once: int  # shares whose thread holds exactly one bot message, and that message is the answer
+    # Shares whose thread holds exactly one answer and, with previews on, after it the one preview of the new voice
+    # (its mp3, or the message saying why there is none), nothing else.
+    answered_once: int
     stray_messages: int  # bot messages in the shares' channels outside their threads
     slack_429s: int  # chat.postMessage calls the Slack stand-in refused for its per-channel limit
     bot_cpu: float  # CPU seconds the bot process used from the burst to the last answer
@@ -80,6 +82,12 @@ class BurstResult:
     # Threads not answered exactly once: what they hold, e.g. "Voice cloned... | Voice cloned..." -> count.
     odd_threads: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)  # ERROR/Traceback lines the bot processes logged in this run
+    previews: bool = True  # PREVIEW=on (the default): each clone is followed by a TextToSpeech preview and its upload
+    preview_files: int = 0  # threads holding the <VoiceName>-preview.mp3 file message
+    preview_failed: int = 0  # threads saying the preview failed instead
+    tts_accepted: int = 0  # accepted TextToSpeech requests
+    tts_busiest: int = 0  # the most accepted TextToSpeech requests in any one-second window
+    refusals_by_action: dict[str, int] = field(default_factory=dict)  # X-TC-Action -> requests refused for max_rps
 
     @property
     def topology(self) -> str:
@@ -97,13 +105,9 @@ class BurstResult:
 
     @property
     def busiest_second(self) -> int:
-        """The most accepted requests in any one-second window (the server's limit is max_rps)."""
-        times, best, low = self.clone_offsets, 0, 0
-        for high, t in enumerate(times):
-            while times[low] <= t - 1.0:
-                low += 1
-            best = max(best, high - low + 1)
-        return best
+        """The most accepted VoiceClone requests in any one-second window (the server's limit is max_rps per
+        action)."""
+        return _busiest(self.clone_offsets)
 
 
 def run_burst(
@@ -133,18 +137,22 @@ def run_burst(
             share.sent_wall, share.sent_mono = result.wall, result.mono
         rig.wait_final(batch, ANSWER_TIMEOUT + shares * 0.5)
         done = time.monotonic()
+        # The previews follow the answers: the thread is complete once each is in (or said to have failed).
+        _wait_previews(rig, batch, ANSWER_TIMEOUT + shares * 0.5)
         bot_cpu_after, ffmpeg_cpu_after = rig.cpu_seconds()
         web_cpu_after = rig.cpu_seconds(web_only=True)[0]
         standin_cpu = _own_cpu() - own_cpu
         feedback = rig.first_feedback(batch)
-        requests = rig.trtc.requests
         refusals = rig.trtc.refusals
+        refused = rig.trtc.refusals_by_action
+        clones, speeches = _accepted(rig, "VoiceClone"), _accepted(rig, "TextToSpeech")
         outcomes = Counter(rig.final_reaction(share) or "none" for share in batch)
         threads, stray = rig.thread_messages(batch)
         slack_429s = rig.slack.post_refusals
         jobs_per_worker = rig.worker_metric("voiceclone_jobs_total")
     first_sent = min(s.mono for s in sent)
-    accepted = sorted(r.time for r in requests if r.outcome == "ok")
+    accepted = clones
+    previews = rig.previews
     return BurstResult(
         shares=shares,
         channels=len({share.channel for share in batch}),
@@ -161,7 +169,7 @@ def run_burst(
         refusals=refusals,
         outcomes=dict(outcomes),
         answered_in=done - first_sent,
-        answered_once=sum(_answered_once(threads.get(share.ts, [])) for share in batch),
+        answered_once=sum(_answered_once(threads.get(share.ts, []), previews) for share in batch),
         stray_messages=stray,
         slack_429s=slack_429s,
         bot_cpu=bot_cpu_after - bot_cpu,
@@ -176,10 +184,16 @@ def run_burst(
                 " | ".join(_gist(m) for m in sorted(threads.get(share.ts, []), key=lambda m: float(m["ts"])))
                 or "(no bot message)"
                 for share in batch
-                if not _answered_once(threads.get(share.ts, []))
+                if not _answered_once(threads.get(share.ts, []), previews)
             )
         ),
         errors=_new_errors(workdir, logs),
+        previews=previews,
+        preview_files=sum(any(_preview_file(m) for m in threads.get(s.ts, [])) for s in batch),
+        preview_failed=sum(any(_preview_failed(m) for m in threads.get(s.ts, [])) for s in batch),
+        tts_accepted=len(speeches),
+        tts_busiest=_busiest(speeches),
+        refusals_by_action={str(action): count for action, count in refused.items()},
     )
 
 
@@ -212,9 +226,52 @@ def _is_answer(message: dict[str, Any]) -> bool:
     return str(message.get("text") or "").startswith(ANSWER_PREFIXES)
 
 
-def _answered_once(messages: list[dict[str, Any]]) -> bool:
-    """Exactly one bot message in the thread, and it is the final answer."""
-    return len(messages) == 1 and _is_answer(messages[0])
+def _answered_once(messages: list[dict[str, Any]], previews: bool = True) -> bool:
+    """Exactly one final answer in the thread; besides it nothing, but with previews on (the default) and a voice
+    cloned, exactly one preview of it after the answer: its mp3 file message, or the message saying why there is
+    none. The preview (":loud_sound: Preview of ...") is never taken for the answer, nor counted as a second one."""
+    answers = [m for m in messages if _is_answer(m)]
+    if len(answers) != 1:
+        return False
+    (answer,) = answers
+    rest = [m for m in messages if m is not answer]
+    if not previews or not str(answer.get("text") or "").startswith("Voice cloned"):
+        return not rest
+    return (
+        len(rest) == 1
+        and (_preview_file(rest[0]) is not None or _preview_failed(rest[0]))
+        and float(rest[0]["ts"]) > float(answer["ts"])
+    )
+
+
+def _preview_settled(rig: Rig, share: Share) -> bool:
+    """The share needs no preview (the clone failed) or its thread holds the preview, or says it failed."""
+    messages = rig.thread_messages([share])[0].get(share.ts, [])
+    if rig.final_reaction(share) == "x":
+        return True
+    return any(_preview_file(m) is not None or _preview_failed(m) for m in messages)
+
+
+def _wait_previews(rig: Rig, shares: list[Share], timeout: float) -> bool:
+    """With previews on, wait until every share's preview is settled (a no-op with PREVIEW=off)."""
+    if not rig.previews:
+        return True
+    return rig.slack.wait_for(lambda: all(_preview_settled(rig, s) for s in shares), timeout)
+
+
+def _accepted(rig: Rig, action: str) -> list[float]:
+    """Arrival times (time.monotonic()) of the TRTC stand-in's accepted requests of `action`, sorted."""
+    return sorted(r.time for r in rig.trtc.requests_of(action) if r.outcome == "ok")
+
+
+def _busiest(times: Sequence[float]) -> int:
+    """The most of these sorted times in any one-second window."""
+    best, low = 0, 0
+    for high, t in enumerate(times):
+        while times[low] <= t - 1.0:
+            low += 1
+        best = max(best, high - low + 1)
+    return best
 
 
 def _answer_time(messages: list[dict[str, Any]]) -> float | None:
@@ -238,12 +295,12 @@ class ChannelResult:
     feedback_missing: int
     clone_offsets: list[float]  # accepted VoiceClone requests: seconds after the first one arrived
     first_clone: float  # first send to the first accepted VoiceClone request
-    accepted: int
-    refusals: int
+    accepted: int  # accepted VoiceClone requests
+    refusals: int  # every action together
     outcomes: dict[str, int]  # final reaction -> count
     answer_offsets: list[float]  # per answered share: seconds from the first send to its answer, sorted
     answers_per_thread: dict[int, int]  # bot messages in a share's thread -> how many threads had that many
-    answered_once: int
+    answered_once: int  # as BurstResult.answered_once: one answer, then (previews on) its one preview
     stray_messages: int
     slack_429s: int  # chat.postMessage calls the stand-in refused (HTTP 429 with Retry-After)
     bot_ratelimited: float  # 429s the bot counted (voiceclone_slack_retries_total, reason "ratelimited")
@@ -256,6 +313,11 @@ class ChannelResult:
     cloning_ffmpeg_cpu: float = 0.0
     cloning_bench_cpu: float = 0.0
     cloning_machine_cpu: float = 0.0
+    previews: bool = True  # PREVIEW=on (the default)
+    preview_files: int = 0  # threads holding the preview mp3
+    tts_accepted: int = 0  # accepted TextToSpeech requests
+    refusals_by_action: dict[str, int] = field(default_factory=dict)
+    last_message: float = float("nan")  # first send to the last bot message stored in the shares' threads
 
     @property
     def cloning_other_cpu(self) -> float:
@@ -275,10 +337,16 @@ class ChannelResult:
         return self.answer_offsets[-1] if self.answer_offsets else float("nan")
 
     @property
+    def new_messages(self) -> int:
+        """New messages the shares need in the channel: an answer each, and with previews on a preview each (a
+        shared file is a message: the bot paces its uploads at the channel's posting pace)."""
+        return self.shares * (2 if self.previews else 1)
+
+    @property
     def slack_floor(self) -> float:
-        """The least time Slack's limit allows for one new message per share in one channel."""
+        """The least time Slack's limit allows for the shares' new messages in one channel."""
         per_second, burst = self.post_limit
-        return max(0.0, (self.shares - burst) / per_second)
+        return max(0.0, (self.new_messages - burst) / per_second)
 
 
 def run_channel(
@@ -296,22 +364,25 @@ def run_channel(
         for share, result in zip(batch, sent, strict=True):
             share.sent_wall, share.sent_mono = result.wall, result.mono
         # CPU while the clones went out: to tell the bot's own limits from other work on the machine.
-        rig.trtc.wait_for_requests(shares, ANSWER_TIMEOUT)
+        rig.trtc.wait_for_requests(shares, ANSWER_TIMEOUT, action="VoiceClone")
         cpu_after = (*rig.cpu_seconds(), _own_cpu(), machine_cpu())
         cloning_wall = time.monotonic() - min(s.mono for s in sent)
         # Answers go out at about one a second: allow for that on top of the usual margin.
         rig.wait_final(batch, ANSWER_TIMEOUT + shares / post_limit[0] * 1.5)
         done = time.monotonic()
+        _wait_previews(rig, batch, ANSWER_TIMEOUT + shares / post_limit[0] * 1.5)
         feedback = rig.first_feedback(batch)
-        requests = rig.trtc.requests
         refusals = rig.trtc.refusals
+        refused = rig.trtc.refusals_by_action
+        accepted = _accepted(rig, "VoiceClone")
+        tts_accepted = len(_accepted(rig, "TextToSpeech"))
         outcomes = Counter(rig.final_reaction(share) or "none" for share in batch)
         threads, stray = rig.thread_messages(batch)
         slack_429s = rig.slack.post_refusals
         post_calls = len(rig.slack.calls_to("chat.postMessage"))
         bot_ratelimited = rig.bot_metric("voiceclone_slack_retries_total", reason="ratelimited")
     first_sent = min(s.mono for s in sent)
-    accepted = sorted(r.time for r in requests if r.outcome == "ok")
+    previews = rig.previews
     answers = [_answer_time(threads.get(share.ts, [])) for share in batch]
     return ChannelResult(
         shares=shares,
@@ -329,7 +400,7 @@ def run_channel(
         outcomes=dict(outcomes),
         answer_offsets=sorted(to_monotonic(t) - first_sent for t in answers if t is not None),
         answers_per_thread=dict(Counter(len(threads.get(share.ts, [])) for share in batch)),
-        answered_once=sum(_answered_once(threads.get(share.ts, [])) for share in batch),
+        answered_once=sum(_answered_once(threads.get(share.ts, []), previews) for share in batch),
         stray_messages=stray,
         slack_429s=slack_429s,
         bot_ratelimited=bot_ratelimited,
@@ -340,6 +411,14 @@ def run_channel(
         cloning_ffmpeg_cpu=cpu_after[1] - cpu_before[1],
         cloning_bench_cpu=cpu_after[2] - cpu_before[2],
         cloning_machine_cpu=cpu_after[3] - cpu_before[3],
+        previews=previews,
+        preview_files=sum(any(_preview_file(m) for m in threads.get(s.ts, [])) for s in batch),
+        tts_accepted=tts_accepted,
+        refusals_by_action={str(action): count for action, count in refused.items()},
+        last_message=max(
+            (to_monotonic(float(m["ts"])) - first_sent for s in batch for m in threads.get(s.ts, [])),
+            default=float("nan"),
+        ),
     )
 
 
@@ -402,16 +481,19 @@ def run_conversion(workdir: Path, recording: Recording, reps: int = 5) -> Conver
 def _bot_conversion(
     rig: Rig, client: httpx.Client, recording: Recording, channel: str
 ) -> tuple[float, dict[str, float]]:
-    seen = len(rig.trtc.requests)
+    seen = len(rig.trtc.requests_of("VoiceClone"))
     downloads = len(rig.slack.file_requests)
     share = rig.file_share(channel, recording)
     response = rig.deliver(share, client)
     response.raise_for_status()
-    if not rig.trtc.wait_for_requests(seen + 1, ANSWER_TIMEOUT):
+    if not rig.trtc.wait_for_requests(seen + 1, ANSWER_TIMEOUT, action="VoiceClone"):
         raise RuntimeError(f"no VoiceClone request for {recording.name}:\n{rig.log_tail()}")
-    request = rig.trtc.requests[seen]
+    request = rig.trtc.requests_of("VoiceClone")[seen]
     if not rig.wait_final([share], ANSWER_TIMEOUT) or rig.final_reaction(share) != "white_check_mark":
         raise RuntimeError(f"{recording.name} was not cloned:\n{rig.log_tail()}")
+    # Its preview (TextToSpeech, upload) is done before the next timing starts: no run overlaps the one before.
+    if not _wait_previews(rig, [share], ANSWER_TIMEOUT):
+        raise RuntimeError(f"no preview for {recording.name}:\n{rig.log_tail()}")
     fetched = [r for r in rig.slack.file_requests[downloads:] if r.status == 200]
     download = to_monotonic(fetched[0].time)
     stages = {"to download": download - share.sent_mono, "download to request": request.time - download}
@@ -453,6 +535,7 @@ class MemoryResult:
     outcome: str | None  # the final reaction; None: no answer within MEMORY_TIMEOUT
     answered_in: float | None  # share sent -> final answer
     audio_seconds: float | None  # what VoiceClone received
+    previewed: bool | None = None  # the preview was in the thread (or said why not) while memory was sampled
 
 
 def run_memory(workdir: Path, recording: Recording) -> MemoryResult:
@@ -464,9 +547,12 @@ def run_memory(workdir: Path, recording: Recording) -> MemoryResult:
         with MemorySampler(rig.process.pid) as sampler:
             rig.deliver(share, client).raise_for_status()
             answered: float | None = None
+            previewed: bool | None = None
             if rig.wait_final([share], MEMORY_TIMEOUT):
                 answered = time.monotonic() - share.sent_mono
-        requests = rig.trtc.requests
+                # The peaks include the preview (TextToSpeech, its mp3 kept and uploaded), as users run the bot.
+                previewed = _wait_previews(rig, [share], MEMORY_TIMEOUT) if rig.previews else None
+        requests = rig.trtc.requests_of("VoiceClone")
         outcome = rig.final_reaction(share)
     return MemoryResult(
         recording=f"{recording.name} ({_kib(recording)} KiB)",
@@ -477,6 +563,7 @@ def run_memory(workdir: Path, recording: Recording) -> MemoryResult:
         outcome=outcome,
         answered_in=answered,
         audio_seconds=requests[0].audio_seconds if requests else None,
+        previewed=previewed,
     )
 
 
@@ -514,14 +601,17 @@ def run_press(workdir: Path, recording: Recording, presses: int = 20) -> PressRe
             asked = time.monotonic() - share.sent_mono
             message = question()
             assert message is not None
-            seen = len(rig.trtc.requests)
+            seen = len(rig.trtc.requests_of("VoiceClone"))
             sent, response = rig.press(share.channel, message["ts"], CONFIRM_ACTION, client)
             response.raise_for_status()
-            if not rig.trtc.wait_for_requests(seen + 1, ANSWER_TIMEOUT):
+            if not rig.trtc.wait_for_requests(seen + 1, ANSWER_TIMEOUT, action="VoiceClone"):
                 raise RuntimeError(f"no VoiceClone request after the press:\n{rig.log_tail()}")
-            arrived = rig.trtc.requests[seen].time
+            arrived = rig.trtc.requests_of("VoiceClone")[seen].time
             if not rig.wait_final([share], ANSWER_TIMEOUT):
                 raise RuntimeError(f"no answer after the press:\n{rig.log_tail()}")
+            # The preview (the default) is in before the next share: each press is timed on a bot at rest.
+            if not _wait_previews(rig, [share], ANSWER_TIMEOUT):
+                raise RuntimeError(f"no preview after the press:\n{rig.log_tail()}")
             if rep:  # the first is a warm-up
                 result.seconds.append(arrived - sent)
                 result.asked_seconds.append(asked)
@@ -557,24 +647,16 @@ PREVIEW_SUFFIX = "-preview.mp3"
 
 
 def run_preview(workdir: Path, clip: Recording, shares: int = 20, max_rps: int | None = 20) -> PreviewResult:
-    """`shares` file shares of `clip`, one channel each, POSTed at once to a bot with PREVIEW=on (issue 12); per
-    share, the answer ("Voice cloned") landing in the thread to the preview mp3 being shared in that thread."""
-    env = {"PREVIEW": "on", "CONSENT": "attested"}
-    with Rig(workdir, max_rps=max_rps, post_limit=SLACK_POST_LIMIT, env=env) as rig:
+    """`shares` file shares of `clip`, one channel each, POSTed at once to a bot with PREVIEW=on (issue 12; the
+    default, as in every scenario); per share, the answer ("Voice cloned") landing in the thread to the preview mp3
+    being shared in that thread."""
+    with Rig(workdir, max_rps=max_rps, post_limit=SLACK_POST_LIMIT) as rig:
         batch = [rig.file_share(f"CPREVIEW{i:03d}", clip, name=f"Preview Memo {i}.m4a") for i in range(shares)]
         sent = send_burst_from_child(rig.url, [(share.body, share.headers) for share in batch])
         for share, result in zip(batch, sent, strict=True):
             share.sent_wall, share.sent_mono = result.wall, result.mono
         rig.wait_final(batch, ANSWER_TIMEOUT + shares * 0.5)
-
-        def settled(share: Share) -> bool:
-            """The thread holds the preview file, or says the preview failed, or the clone failed."""
-            messages = rig.thread_messages([share])[0].get(share.ts, [])
-            return rig.final_reaction(share) == "x" or any(
-                _preview_file(m) or _preview_failed(m) for m in messages
-            )
-
-        rig.slack.wait_for(lambda: all(settled(s) for s in batch), ANSWER_TIMEOUT)
+        _wait_previews(rig, batch, ANSWER_TIMEOUT)
         threads, _ = rig.thread_messages(batch)
         completes = [c for c in list(rig.slack.calls) if c.method == "files.completeUploadExternal"]
         requests = rig.trtc.requests

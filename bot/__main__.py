@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.add_argument("--since", metavar="DATE", help="only lines from this date on (YYYY-MM-DD, UTC, or ISO 8601)")
     audit.add_argument("--format", choices=("csv", "json"), default="csv", help="csv (default) or json lines")
+    audit.add_argument(
+        "--team", metavar="T...", help="only this workspace's lines (its VoiceIds and RequestIds stay after it "
+        "uninstalls the app, for Tencent support)",
+    )
     cli_voices.add_parsers(commands)
     standins = commands.add_parser(
         "standins",
@@ -225,12 +229,14 @@ def _audit(args: argparse.Namespace, env_file: str) -> int:
         except ValueError:
             raise ConfigError({"--since": f"must be a date such as 2026-11-01, got {args.since!r}"}) from None
         since = (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+    if args.team is not None and not (args.team[:1] == "T" and args.team[1:].isalnum() and args.team.isupper()):
+        raise ConfigError({"--team": f"must be a Slack workspace ID such as T0123ABCD, got {args.team!r}"})
     if (missing := missing_database(settings.database_url)) is not None:
         print(f"No database at {missing} (DATABASE_URL): nothing was cloned there.", file=sys.stderr)
         return EXIT_INPUT
     db = open_database(settings.database_url)
     try:
-        sys.stdout.write(render(Audit(db).entries(since), args.format))
+        sys.stdout.write(render(Audit(db).entries(since, args.team), args.format))
     finally:
         db.close()
     return EXIT_OK
@@ -331,6 +337,8 @@ def _event_loop_runner() -> Callable[[Coroutine[Any, Any, None]], None]:
 def _run(args: argparse.Namespace, env_file: str) -> int:
     from bot.serve import serve_http, serve_socket
 
+    # Whatever the bot writes (database, journals, recordings, speech) is readable by its own user only.
+    os.umask(0o077)
     env = read_environment(env_file)
     role = getattr(args, "role", "all")
     socket_mode, required = run_requirements(env, http=getattr(args, "http", False))

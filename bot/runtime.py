@@ -30,13 +30,16 @@ from bot.store.leader import Leadership
 from bot.store.library import VoiceLibrary
 from bot.store.outbox import OUTBOX_CHANNEL, Outbox
 from bot.store.prepared import PreparedAudio
+from bot.store.private import keep_private
+from bot.store.replays import Replays
 from bot.store.uninstall import Uninstaller
-from bot.tencent.limiter import SlidingWindowLimiter
+from bot.tencent.limiter import PerActionLimiter
 from bot.tencent.redis_limiter import RedisSlidingWindowLimiter
 from bot.tencent.tts import TextToSpeechClient
 from bot.tencent.voiceclone import VoiceCloneClient
 from bot.wake import Wakeup
 from bot.work.consent import ConsentButtons
+from bot.work.gauges import DepthGauges
 from bot.work.housekeeping import Housekeeping
 from bot.work.pool import JobQueue
 from bot.work.runner import JobRunner
@@ -79,6 +82,8 @@ class Runtime:
     authorize: SingleWorkspaceAuthorize | None = None
     leadership: Leadership | None = None
     listener: Listener | None = None
+    # The queue and outbox depths for /metrics, refreshed on a timer by the processes that run jobs.
+    gauges: DepthGauges | None = None
     _grace_until: float = 0.0
 
     @property
@@ -100,6 +105,8 @@ class Runtime:
         if self.listener is not None:
             self.listener.start()
         await self.runner.start()
+        if self.gauges is not None:
+            self.gauges.start()
         self.leadership = Leadership(self.db, self._lead, self._step_down)
         await self.leadership.start()
 
@@ -120,6 +127,8 @@ class Runtime:
         self._grace_until = started + max(self.settings.shutdown_grace, 1.0)
         if self.listener is not None:
             self.listener.stop()
+        if self.gauges is not None:
+            await self.gauges.stop()
         if self.works:
             await self.runner.stop()
         if self.voices is not None:
@@ -128,7 +137,7 @@ class Runtime:
             # The answers of the jobs that just finished go out in what is left of the grace period.
             await self.leadership.stop()
         await self.trtc.aclose()
-        if isinstance(self.trtc.limiter, RedisSlidingWindowLimiter):
+        if isinstance(self.trtc.limiter, PerActionLimiter):
             await self.trtc.limiter.aclose()
         if self.voices is not None:
             await self.voices.tts.aclose()
@@ -173,19 +182,20 @@ class Runtime:
             self.authorize.remember(await self.client.auth_test(token=self.authorize.token))
 
 
-def trtc_limiter(settings: Settings) -> SlidingWindowLimiter | RedisSlidingWindowLimiter:
-    """TRTC_MAX_RPS for VoiceClone and TextToSpeech together: in Redis for every replica when REDIS_URL is set."""
+def trtc_limiter(settings: Settings) -> PerActionLimiter:
+    """TRTC_MAX_RPS per action (VoiceClone, TextToSpeech), each in its own window as Tencent counts them: in Redis
+    for every replica when REDIS_URL is set (a key per action), else in this process."""
     if settings.redis_url:
         # A held slot of a process killed mid-call frees itself once no call could still be running.
-        limiter = RedisSlidingWindowLimiter.from_url(
+        limiter = RedisSlidingWindowLimiter.per_action_from_url(
             settings.redis_url, settings.trtc_max_rps, 1.0, hold_ttl=settings.trtc_timeout + 1.0 + 5.0
         )
-        log.info("TRTC rate limit: %d calls/s shared by every process through Redis at %s",
+        log.info("TRTC rate limit: %d calls/s per action shared by every process through Redis at %s",
                  settings.trtc_max_rps, settings.redis_url_shown)
         return limiter
-    log.info("TRTC rate limit: %d calls/s in this process (set REDIS_URL to share it between replicas)",
+    log.info("TRTC rate limit: %d calls/s per action in this process (set REDIS_URL to share it between replicas)",
              settings.trtc_max_rps)
-    return SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
+    return PerActionLimiter.in_process(settings.trtc_max_rps, 1.0)
 
 
 def build_runtime(
@@ -198,6 +208,7 @@ def build_runtime(
     tencent_wait: float = 1800.0,
     role: str = ALL,
     temp_dir: str | Path | None = None,
+    gauge_interval: float = 5.0,
 ) -> Runtime:
     """Build every component through its constructor, in dependency order (call inside a running event loop).
 
@@ -206,6 +217,7 @@ def build_runtime(
     waits out a Tencent outage before answering with the error (0: answer after the client's own retries).
     `role`: all (default), web (acknowledge and store only) or worker (jobs and the outbox; no Slack requests).
     `temp_dir`: where downloads are kept while a job runs (default: the system's temporary folder).
+    `gauge_interval`: how often the queue and outbox depths shown on /metrics are read (tests read them sooner).
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
@@ -213,6 +225,8 @@ def build_runtime(
         raise ValueError("--role web and --role worker need DATABASE_URL=postgresql://... (SQLite is one process)")
     db = open_database(settings.database_url)
     try:
+        # The database file, its journals and the data folder: readable by this user only, or start-up ends here.
+        keep_private(settings.database_url, settings.data_path)
         # What lives on disk before anything that holds a connection: a folder that cannot be made ends start-up
         # with nothing to close.
         prepared = PreparedAudio(settings.data_path)
@@ -254,7 +268,7 @@ def build_runtime(
     # Downloads never follow redirects: a redirect means Slack's sign-in page (see bot.slack.files).
     http = httpx.AsyncClient(follow_redirects=False, timeout=httpx.Timeout(60, connect=10))
     replies, library = Replies(outbox), VoiceLibrary(db)
-    # One TRTC_MAX_RPS cap for VoiceClone and TextToSpeech together: the same limiter.
+    # The same PerActionLimiter: TRTC_MAX_RPS for VoiceClone and another TRTC_MAX_RPS for TextToSpeech.
     tts = TextToSpeechClient(settings, limiter=trtc.limiter)
     # Before the runner: it hands each answered clone and each "say" job to the voices, which queue their
     # "say" jobs through the queue rather than through the runner.
@@ -263,7 +277,9 @@ def build_runtime(
         settings, queue, replies, Audit(db), prepared, workspaces, trtc, http, voices=voices,
         workers=workers, max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait, temp_dir=temp_dir,
     )
-    housekeeping = Housekeeping(settings, store, replies, prepared)
+    # Commands and interactions already taken, for every replica (Bolt's middleware checks; housekeeping sweeps).
+    replays = Replays(db)
+    housekeeping = Housekeeping(settings, store, replies, prepared, replays=replays)
     uninstaller = oauth_client = None
     if installations is not None:
         uninstaller = Uninstaller(
@@ -277,8 +293,8 @@ def build_runtime(
     )
     app = create_app(
         settings, client=ack_client, services=services, installations=installations, oauth_client=oauth_client,
-        authorize=authorize,
+        authorize=authorize, replays=replays,
     )
     return Runtime(settings, db, store, outbox, ack_client, trtc, http, runner, sender, housekeeping, app, session,
                    ack_session=ack_session, voices=voices, installations=installations, role=role,
-                   authorize=authorize)
+                   authorize=authorize, gauges=DepthGauges(store, outbox, gauge_interval))

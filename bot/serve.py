@@ -25,8 +25,9 @@ from bot.errors import StartupError
 from bot.retry import backoff_delay, retrying
 from bot.runtime import Runtime, build_runtime
 from bot.settings import Settings
-from bot.slack.app import create_asgi
+from bot.slack.app import create_asgi, create_metrics_asgi
 from bot.store.database import DatabaseUnavailable
+from bot.store.private import NotPrivate
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -102,11 +103,13 @@ async def serve_http(
     runtime: Runtime | None = None,
     role: str = "all",
     settle: bool = False,
+    metrics_port: int | None = None,
 ) -> None:
     """Run the bot behind uvicorn until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
 
     Raises StartupError when it cannot start; returns quietly when stopped during start-up. The worker role serves
-    only /healthz and /metrics: Slack's requests go to the web replicas.
+    only /healthz on `port`: Slack's requests go to the web replicas. Every role serves /metrics on
+    METRICS_HOST:METRICS_PORT (`metrics_port` overrides the port).
     """
     stop = stop or _stop_event()
     port = port or settings.port
@@ -115,19 +118,22 @@ async def serve_http(
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
     listener: socket.socket | None = None
+    metrics = _MetricsServer(settings.metrics_host, metrics_port or settings.metrics_port)
     try:
         listener = _bind(host, port)
+        metrics.bind()
         server = _server(runtime, host, port, slack=slack)
         await _until(stop, check_bot_token(runtime))
         await runtime.start()
         serving = await _start(server, listener)
+        await metrics.start()
         if settle:
             _settle_memory()
         runtime.ready.set()
         if slack:
             log.info("listening on http://%s:%s/slack/events", host, port)
         else:
-            log.info("worker: health and metrics on http://%s:%s/healthz", host, port)
+            log.info("worker: health on http://%s:%s/healthz", host, port)
         await _wait_either(stop, serving)
     except _Stopped:
         log.info("stopped during start-up")
@@ -136,6 +142,7 @@ async def serve_http(
         await _stop_server(server, serving)
         if listener is not None:
             listener.close()
+        await metrics.stop()
         await runtime.close()
 
 
@@ -148,10 +155,12 @@ async def serve_socket(
     runtime: Runtime | None = None,
     role: str = "all",
     settle: bool = False,
+    metrics_port: int | None = None,
 ) -> None:
     """Run the bot over Socket Mode until SIGTERM/SIGINT (or `stop`), then shut down gracefully.
 
-    Raises StartupError when it cannot start; returns quietly when stopped during start-up.
+    Raises StartupError when it cannot start; returns quietly when stopped during start-up. /healthz (and OAuth's
+    install pages) on `port`, /metrics on METRICS_HOST:METRICS_PORT.
     """
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
@@ -163,9 +172,11 @@ async def serve_socket(
     server: _Server | None = None
     serving: asyncio.Task[None] | None = None
     listener: socket.socket | None = None
+    metrics = _MetricsServer(settings.metrics_host, metrics_port or settings.metrics_port)
     try:
         # Socket Mode needs no inbound port for Slack, but orchestrators still probe /healthz and scrape /metrics.
         listener = _bind(host, port)
+        metrics.bind()
         server = _server(runtime, host, port, slack=False)
         await _until(stop, check_bot_token(runtime))
         url = await _until(stop, open_socket_url(runtime, settings))
@@ -173,6 +184,7 @@ async def serve_socket(
         handler.client.wss_uri = url  # the URL just issued: no second apps.connections.open
         await runtime.start()
         serving = await _start(server, listener)
+        await metrics.start()
         await _until(stop, _connect(handler))
         if settle:
             _settle_memory()
@@ -190,7 +202,36 @@ async def serve_socket(
         await _stop_server(server, serving)
         if listener is not None:
             listener.close()
+        await metrics.stop()
         await runtime.close()
+
+
+class _MetricsServer:
+    """GET /metrics on a listener of its own (bot.slack.app.create_metrics_asgi), beside the Slack port's server."""
+
+    def __init__(self, host: str, port: int):
+        self.host, self.port = host, port
+        self._listener: socket.socket | None = None
+        self._server: _Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+
+    def bind(self) -> None:
+        self._listener = _bind(self.host, self.port, setting="METRICS_PORT")
+
+    async def start(self) -> None:
+        assert self._listener is not None, "bind() first"
+        config = uvicorn.Config(
+            create_metrics_asgi(), host=self.host, port=self.port, lifespan="off", log_config=None, access_log=False
+        )
+        self._server = _Server(config)
+        self._serving = await _start(self._server, self._listener)
+        log.info("metrics on http://%s:%s/metrics", self.host, self.port)
+
+    async def stop(self) -> None:
+        await _stop_server(self._server, self._serving)
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
 
 
 def _settle_memory() -> None:
@@ -216,6 +257,8 @@ def _build(settings: Settings, role: str = "all") -> Runtime:
         for secret in settings.secrets():
             reason = reason.replace(secret, "**********")
         raise StartupError(reason) from None
+    except NotPrivate as exc:  # a file or folder of the bot's that others may read, and this user cannot tighten
+        raise StartupError(str(exc)) from None
     except OSError as exc:  # the data folder (prepared recordings, speech waiting for upload) cannot be made
         where = exc.filename if exc.filename is not None else settings.data_path
         raise StartupError(
@@ -317,7 +360,7 @@ async def _until(stop: asyncio.Event, step: Awaitable[T]) -> T:
     return task.result()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def _bind(host: str, port: int, setting: str = "PORT") -> socket.socket:
     """Bind the listening socket here, so a port in use is one line naming it (uvicorn would sys.exit)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -328,12 +371,14 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
-                f"Port {port} is already in use on {host}: stop whatever listens there, or set PORT "
-                "(or pass --port) to a free port."
+                f"Port {port} is already in use on {host}: stop whatever listens there, or set {setting} "
+                + ("(or pass --port) " if setting == "PORT" else "")
+                + "to a free port."
             ) from None
         if exc.errno == errno.EACCES:
-            raise StartupError(f"Not allowed to listen on port {port}: use a port above 1023 (PORT).") from None
-        raise StartupError(f"Cannot listen on {host}:{port} ({exc.strerror}): check PORT and --host.") from None
+            raise StartupError(f"Not allowed to listen on port {port}: use a port above 1023 ({setting}).") from None
+        where = "PORT and --host" if setting == "PORT" else f"{setting} and METRICS_HOST"
+        raise StartupError(f"Cannot listen on {host}:{port} ({exc.strerror}): check {where}.") from None
     sock.set_inheritable(True)
     return sock
 

@@ -35,6 +35,7 @@ SECRET_KEYS = frozenset(
         "SLACK_SIGNING_SECRET",
         "SLACK_APP_TOKEN",
         "SLACK_CLIENT_SECRET",
+        "TOKEN_ENCRYPTION_KEY",
     }
 )
 # Every setting the bot reads; .env.example lists each one (a test checks).
@@ -56,7 +57,10 @@ KNOWN_KEYS = (
     "SLACK_POSTS_PER_SECOND",
     "SLACK_CLIENT_ID",
     "SLACK_CLIENT_SECRET",
+    "TOKEN_ENCRYPTION_KEY",
     "PORT",
+    "METRICS_PORT",
+    "METRICS_HOST",
     "DATABASE_URL",
     "LEASE_SECONDS",
     "REDIS_URL",
@@ -91,6 +95,8 @@ WHERE = {
     "SLACK_APP_TOKEN": "an app-level token, xapp-..., with connections:write (Slack app -> Basic Information)",
     "SLACK_CLIENT_ID": "the Client ID (Slack app -> Basic Information -> App Credentials), for OAuth installs",
     "SLACK_CLIENT_SECRET": "the Client Secret (Slack app -> Basic Information -> App Credentials)",
+    "TOKEN_ENCRYPTION_KEY": "a Fernet key, which encrypts each workspace's bot token in the database; make one with "
+    'python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"',
 }
 
 
@@ -131,6 +137,8 @@ class Settings:
     trtc_endpoint: str = DEFAULT_TRTC_ENDPOINT
     trtc_region: str = "ap-singapore"
     trtc_timeout: float = 30.0
+    # Per action: at most this many VoiceClone calls, and as many TextToSpeech calls, in any second (Tencent counts
+    # each action in its own window, 20/s each).
     trtc_max_rps: int = 20
     # Slack's limit on chat.postMessage in one channel (about 1 a second); the sender paces each channel to it.
     slack_posts_per_second: float = 0.95
@@ -140,7 +148,7 @@ class Settings:
     database_url: str = field(default="sqlite:///voiceclone.db", repr=False)
     # A replica holds a running job this long without renewing it; then another replica takes it over.
     lease_seconds: float = 30.0
-    # redis:// or rediss://: one TRTC_MAX_RPS for every replica sharing it; None: an in-process limiter.
+    # redis:// or rediss://: one TRTC_MAX_RPS per action for every replica sharing it; None: in-process limiters.
     redis_url: str | None = field(default=None, repr=False)
     slack_bot_token: Secret | None = None
     slack_signing_secret: Secret | None = None
@@ -149,7 +157,14 @@ class Settings:
     # Set both for many workspaces (OAuth installs); then slack_bot_token is not used.
     slack_client_id: str | None = None
     slack_client_secret: Secret | None = None
+    # OAuth: the Fernet key(s) the installations' tokens are stored encrypted with (the first encrypts; any after
+    # it still decrypt, for rotating the key).
+    token_encryption_key: Secret | None = None
     port: int = 3000
+    # GET /metrics is served here, on a server of its own: never on PORT, where Slack's requests arrive. Loopback
+    # unless METRICS_HOST says otherwise (0.0.0.0 in a container, for a scraper on the same network).
+    metrics_port: int = 9464
+    metrics_host: str = "127.0.0.1"
     max_download_bytes: int = 100 * 1024 * 1024
     workers: int = 8
     shutdown_grace: float = 30.0
@@ -174,8 +189,19 @@ class Settings:
     preview: bool = True
     # What a new voice says in its preview (default: a sentence in the voice's language); 1-255 characters.
     preview_text: str | None = None
-    # Slack user IDs who may see, speak with, rename and forget anyone's voices.
+    # Who may see, speak with, rename and forget anyone's voices in a workspace, as given: T...:U... (that user, in
+    # that workspace only) or a bare U... (one workspace: SLACK_BOT_TOKEN). admins_in() answers for one workspace.
     admin_users: frozenset[str] = frozenset()
+
+    def admins_in(self, team_id: str | None) -> frozenset[str]:
+        """The user IDs ADMIN_USERS makes admins of workspace `team_id`: its own T...:U... entries, and the bare
+        U... ones (allowed only with one workspace). An admin of one workspace is no admin of another."""
+        found = set()
+        for entry in self.admin_users:
+            team, _, user = entry.rpartition(":")
+            if not team or team == team_id:
+                found.add(user)
+        return frozenset(found)
 
     @property
     def trtc_url(self) -> str:
@@ -223,8 +249,11 @@ class Settings:
             self.slack_signing_secret,
             self.slack_app_token,
             self.slack_client_secret,
+            self.token_encryption_key,
         ]
         found = [s.get() for s in values if s]
+        if self.token_encryption_key and "," in self.token_encryption_key.get():
+            found += [k.strip() for k in self.token_encryption_key.get().split(",") if k.strip()]  # each key alone
         # A password in REDIS_URL or DATABASE_URL (scheme://user:pw@host) is a secret; the rest of the URL is not.
         for url in (self.redis_url, self.database_url):
             try:
@@ -327,6 +356,26 @@ def run_requirements(env: Mapping[str, str], *, http: bool = False) -> tuple[boo
     if any(env.get(key, "").strip() for key in SLACK_OAUTH_KEYS):
         keys = (*(k for k in keys if k != "SLACK_BOT_TOKEN"), *SLACK_OAUTH_KEYS)
     return socket_mode, (*TRTC_KEYS, *keys)
+
+
+def _admin_entry(entry: str) -> bool:
+    """T...:U... (a user in one workspace) or a bare U.../W... (one workspace only): Slack IDs, upper case."""
+    team, colon, user = entry.rpartition(":")
+    user_ok = user[:1] in ("U", "W") and user[1:].isalnum() and user.isupper()
+    return user_ok and (not colon or (team[:1] == "T" and team[1:].isalnum() and team.isupper()))
+
+
+def _fernet_keys(value: str) -> list[str]:
+    """The comma-separated Fernet keys in `value`; [] when any is not one (cryptography imported only then)."""
+    from cryptography.fernet import Fernet
+
+    keys = [k.strip() for k in value.split(",") if k.strip()]
+    try:
+        for key in keys:
+            Fernet(key)
+    except (ValueError, TypeError):
+        return []
+    return keys
 
 
 def _shown(key: str, value: str) -> str:
@@ -484,9 +533,36 @@ def load_settings(
         problems["PREVIEW_TEXT"] = f"must be 1 to 255 characters (TextToSpeech's limit), got {len(preview_text)}"
         preview_text = None
     admins = frozenset(u.strip() for u in (text("ADMIN_USERS") or "").split(",") if u.strip())
-    bad_admins = sorted(u for u in admins if not (u[:1] in "UW" and u[1:].isalnum() and u.upper() == u))
+    bad_admins = sorted(u for u in admins if not _admin_entry(u))
+    bare_admins = sorted(u for u in admins if ":" not in u and _admin_entry(u))
     if bad_admins:
-        problems["ADMIN_USERS"] = f"must be Slack user IDs (U... or W...), comma-separated; got {', '.join(bad_admins)}"
+        problems["ADMIN_USERS"] = (
+            "must be Slack user IDs scoped to their workspace, T...:U... (or a bare U... or W... with one workspace), "
+            f"comma-separated; got {', '.join(bad_admins)}"
+        )
+    elif bare_admins and (client_id or client_secret):
+        problems["ADMIN_USERS"] = (
+            "must name each admin's workspace as T...:U... when the app installs into many workspaces "
+            f"(SLACK_CLIENT_ID is set): an admin of one workspace is no admin of another; got {', '.join(bare_admins)}"
+        )
+
+    token_key = text("TOKEN_ENCRYPTION_KEY")
+    if token_key and not _fernet_keys(token_key):
+        problems["TOKEN_ENCRYPTION_KEY"] = (
+            "must be a Fernet key (44 characters of URL-safe base64; several comma-separated to rotate), the value is "
+            'hidden; make one with python -c "from cryptography.fernet import Fernet; '
+            'print(Fernet.generate_key().decode())"'
+        )
+    elif not token_key and client_id and client_secret:
+        problems["TOKEN_ENCRYPTION_KEY"] = (
+            f"is missing: set it to {WHERE['TOKEN_ENCRYPTION_KEY']}: OAuth installs keep every workspace's bot token "
+            "in the database, encrypted with it"
+        )
+
+    port = integer("PORT", 3000, low=1, high=65535) or 3000
+    metrics_port = integer("METRICS_PORT", 9464, low=1, high=65535) or 9464
+    if metrics_port == port and "METRICS_PORT" not in problems:
+        problems["METRICS_PORT"] = f"must differ from PORT ({port}): /metrics has a port of its own"
 
     settings = Settings(
         tencent_secret_id=secret("TENCENTCLOUD_SECRET_ID"),
@@ -508,7 +584,10 @@ def load_settings(
         slack_api_url=slack_api_url,
         slack_client_id=text("SLACK_CLIENT_ID"),
         slack_client_secret=secret("SLACK_CLIENT_SECRET"),
-        port=integer("PORT", 3000, low=1, high=65535) or 3000,
+        token_encryption_key=secret("TOKEN_ENCRYPTION_KEY"),
+        port=port,
+        metrics_port=metrics_port,
+        metrics_host=text("METRICS_HOST") or "127.0.0.1",
         max_download_bytes=(integer("MAX_DOWNLOAD_MB", 100, low=1) or 100) * 1024 * 1024,
         workers=integer("WORKERS", 8, low=1, high=256) or 8,
         shutdown_grace=number("SHUTDOWN_GRACE_SECONDS", 30.0),

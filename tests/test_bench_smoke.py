@@ -18,6 +18,9 @@ def test_a_small_burst_is_measured_and_reported(tmp_path):
     assert burst.feedback_missing == 0 and all(s > 0 for s in burst.feedback_seconds)
     assert burst.accepted == 5 and burst.refusals == 0 and burst.outcomes == {"white_check_mark": 5}
     assert burst.clone_rate > 0
+    # The defaults users get: each clone previewed in its thread, and the preview never taken for a second answer.
+    assert burst.previews and burst.preview_files == 5 and burst.preview_failed == 0 and burst.tts_accepted == 5
+    assert burst.answered_once == 5 and burst.odd_threads == {} and burst.stray_messages == 0
 
     results = Results(command="test", started=datetime.now(UTC), seconds=1.0, bursts=[burst])
     measures = {check.measure for check in checks(results)}
@@ -41,6 +44,7 @@ def test_a_small_burst_through_the_web_role_and_a_worker_is_measured_and_reporte
     assert burst.statuses == {200: 5} and burst.workers == 1 and burst.redis
     assert burst.accepted == 5 and burst.refusals == 0 and burst.outcomes == {"white_check_mark": 5}
     assert burst.jobs_per_worker == [5.0] and burst.feedback_missing == 0
+    assert burst.preview_files == 5 and burst.tts_accepted == 5 and burst.answered_once == 5
 
     results = Results(
         command="test", started=datetime.now(UTC), seconds=1.0, web_bursts=[burst], worker_bursts=[burst]
@@ -51,3 +55,23 @@ def test_a_small_burst_through_the_web_role_and_a_worker_is_measured_and_reporte
     write_markdown(results, report, {})
     text = report.read_text()
     assert "| 9 | Web role: ack latency p99 |" in text and "--role web" in text
+
+
+def test_a_preview_is_never_taken_for_the_answer_nor_for_a_second_one():
+    from bench.scenarios import _answered_once
+
+    answer = {"ts": "1.000100", "text": "Voice cloned: *memo* (VoiceId memo_1a2b)"}
+    preview = {"ts": "1.000200", "subtype": "file_share", "text": ":loud_sound: Preview of *memo*: “Hello”",
+               "files": [{"name": "memo-preview.mp3"}]}
+    no_preview = {"ts": "1.000300", "text": "I couldn't make a preview: InternalError"}
+    failed = {"ts": "1.000100", "text": "Could not clone this recording"}
+    assert _answered_once([answer, preview]) is True
+    assert _answered_once([answer, no_preview]) is True
+    assert _answered_once([failed]) is True
+    assert _answered_once([answer]) is False  # the preview missing
+    assert _answered_once([preview]) is False  # a preview alone is no answer
+    assert _answered_once([answer, preview, preview]) is False
+    assert _answered_once([answer, answer, preview]) is False
+    assert _answered_once([{**preview, "ts": "1.000000"}, answer]) is False  # a preview before its answer
+    assert _answered_once([answer], previews=False) is True
+    assert _answered_once([answer, preview], previews=False) is False

@@ -183,3 +183,8 @@ def test_the_operators_clone_is_audited_and_the_audit_command_prints_it(env, trt
     assert run_cli("audit", "--since", "2999-01-01", env=env).stdout.splitlines() == [csv_out[0]]
     bad = run_cli("audit", "--since", "yesterday", env=env)
     assert bad.returncode == 2 and "--since" in bad.stderr and "Traceback" not in bad.stderr
+    # The operator's clones belong to no workspace: a workspace's audit does not list them.
+    assert run_cli("audit", "--team", "T0SOMEONE", env=env).stdout.splitlines() == [csv_out[0]]
+    bad = run_cli("audit", "--team", "someone", env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    assert "  --team must be a Slack workspace ID such as T0123ABCD, got 'someone'" in bad.stderr.splitlines()

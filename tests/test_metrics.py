@@ -8,6 +8,10 @@ The registry lives for the whole test process, so each test compares the page be
 
 from __future__ import annotations
 
+import threading
+import time
+
+import httpx
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -51,7 +55,7 @@ def speech_wav(media) -> bytes:
 
 
 def _page(bot: BotHarness) -> str:
-    response = bot.http.get(f"http://127.0.0.1:{bot.port}/metrics")
+    response = bot.http.get(bot.metrics_url)
     assert response.status_code == 200
     return response.text
 
@@ -67,6 +71,17 @@ def _scrape(bot: BotHarness) -> Samples:
 
 def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
+
+
+def _gauge_shows(bot: BotHarness, name: str, wanted: float, timeout: float = 10) -> bool:
+    """Scrape until gauge `name` shows `wanted`: the depths are read on a timer (the harness's: every 0.2 s), never
+    by the scrape itself. Polled: the page is the only way to see them."""
+    deadline = time.monotonic() + timeout
+    while _value(_scrape(bot), name) != wanted:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def _total(samples: Samples, name: str) -> float:
@@ -146,8 +161,8 @@ def test_a_clone_counts_as_done_with_its_stages_and_both_trtc_calls(bot, speech_
     assert delta.total("voiceclone_trtc_errors_total") == 0
     assert delta.total("voiceclone_slack_retries_total") == 0
     # At rest: nothing queued, nothing left to send.
-    assert _value(after, "voiceclone_queue_depth") == 0
-    assert _value(after, "voiceclone_outbox_depth") == 0
+    assert _gauge_shows(bot, "voiceclone_queue_depth", 0)
+    assert _gauge_shows(bot, "voiceclone_outbox_depth", 0)
 
 
 def test_a_tencent_refusal_is_counted_by_its_code_and_the_job_as_failed(bot, speech_wav):
@@ -225,7 +240,7 @@ def test_slack_retries_are_counted_by_method_and_reason_and_the_outbox_shows_the
     _, body = bot.share(b"%PDF-1.7\n", "report.pdf", "application/pdf", "pdf", channel=dm, channel_type="im")
     assert bot.wait(lambda: bot.slack.calls_to("chat.postMessage"), 10)
     # Slack said "wait 1 s": the hint is stored and waiting, and the page says so.
-    assert _value(_scrape(bot), "voiceclone_outbox_depth") == 1
+    assert _gauge_shows(bot, "voiceclone_outbox_depth", 1)
     assert bot.wait(lambda: _bot_messages(bot, dm), 10)
     bot.drain()
     after = _scrape(bot)
@@ -236,7 +251,7 @@ def test_slack_retries_are_counted_by_method_and_reason_and_the_outbox_shows_the
     assert delta("voiceclone_slack_retries_total", method="chat.postMessage", reason="ratelimited") == 1
     assert delta("voiceclone_slack_retries_total", method="chat.postMessage", reason="server_error") == 1
     assert delta.total("voiceclone_slack_retries_total") == 2
-    assert _value(after, "voiceclone_outbox_depth") == 0
+    assert _gauge_shows(bot, "voiceclone_outbox_depth", 0)
 
 
 def test_queue_depth_counts_the_jobs_waiting_for_a_worker(bot, speech_wav):
@@ -248,14 +263,13 @@ def test_queue_depth_counts_the_jobs_waiting_for_a_worker(bot, speech_wav):
     assert bot.deliver(stuck).status_code == 200
     assert bot.wait(lambda: bot.slack.stalled == [file["id"]], 10)
     waiting = [_share(bot, speech_wav, text="model=gpt-5", name=f"w{i}.wav") for i in range(2)]
-    assert _value(_scrape(bot), "voiceclone_queue_depth") == 2
+    assert _gauge_shows(bot, "voiceclone_queue_depth", 2)
     bot.slack.release_stalls()
     assert bot.wait_final(CHANNEL, stuck["event"]["ts"]) == "white_check_mark"
     assert [bot.wait_final(CHANNEL, ts) for ts in waiting] == ["x", "x"]
     bot.drain()
-    after = _scrape(bot)
-    assert _value(after, "voiceclone_queue_depth") == 0
-    delta = Delta(before, after)
+    assert _gauge_shows(bot, "voiceclone_queue_depth", 0)
+    delta = Delta(before, _scrape(bot))
     assert delta("voiceclone_jobs_total", outcome="done") == 1
     assert delta("voiceclone_jobs_total", outcome="failed") == 2
 
@@ -293,10 +307,46 @@ def test_metrics_live_in_their_own_registry_not_the_global_default():
 
 
 def test_the_metrics_page_serves_the_prometheus_text_format(bot):
-    response = bot.http.get(f"http://127.0.0.1:{bot.port}/metrics")
+    response = bot.http.get(bot.metrics_url)
     assert response.status_code == 200
     # A text format version Prometheus 3 accepts without a fallback_scrape_protocol.
     media_type, *params = [part.strip() for part in response.headers["content-type"].split(";")]
     assert media_type == "text/plain"
     assert set(params) & {"version=0.0.4", "version=1.0.0"} and "charset=utf-8" in params
     assert "# TYPE voiceclone_queue_depth gauge\n" in response.text
+
+
+def test_metrics_are_on_their_own_loopback_port_and_not_on_the_slack_port(bot):
+    assert bot.metrics_port != bot.port
+    assert bot.http.get(f"http://127.0.0.1:{bot.port}/metrics").status_code == 404
+    assert bot.http.get(f"http://127.0.0.1:{bot.port}/healthz").status_code == 200
+    # METRICS_HOST's default: loopback only.
+    assert bot.settings.metrics_host == "127.0.0.1"
+    # The metrics server serves nothing else: no Slack endpoint, no health.
+    assert bot.http.get(f"http://127.0.0.1:{bot.metrics_port}/healthz").status_code == 404
+    assert bot.http.post(f"http://127.0.0.1:{bot.metrics_port}/slack/events").status_code == 404
+    # And takes no request body at all.
+    assert bot.http.post(f"http://127.0.0.1:{bot.metrics_port}/metrics", content=b"{}").status_code == 413
+
+
+def test_a_scrape_is_answered_while_the_database_is_busy(bot):
+    # The database's thread is held (SQLite: the one the acknowledgements use) until the scrape has been answered:
+    # the page is served from memory, so it does not wait for it.
+    held, release = threading.Event(), threading.Event()
+
+    def hold(conn: object) -> None:
+        held.set()
+        release.wait(10)
+
+    busy = bot.submit(bot.runtime.db.run(hold))
+    try:
+        assert held.wait(5)
+        started = time.monotonic()
+        response = httpx.get(bot.metrics_url, timeout=5)
+        elapsed = time.monotonic() - started
+    finally:
+        release.set()
+        busy.result(10)
+    assert response.status_code == 200 and "voiceclone_queue_depth" in response.text
+    assert elapsed < 1.0
+

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import html
+import json
+import os
 import re
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,10 +19,12 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 import yaml
+from cryptography.fernet import Fernet
 from support.harness import BotHarness
 
 from bot.settings import load_settings
 from bot.slack.oauth import BOT_SCOPES, authorization_url, oauth_flow
+from bot.store.audit import Audit, AuditEntry
 from bot.store.installations import Installations, async_database_url
 from bot.testing.standin_slack import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, SlackStandIn
 
@@ -26,9 +32,13 @@ ROOT = Path(__file__).resolve().parent.parent
 NEW_TEAM = "T0NEWTEAM"
 CHANNEL = "C0NEWCHAN"
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+# A Fernet key: 32 bytes, URL-safe base64 ("voiceclone-bot oauth test key 32").
+TOKEN_KEY = "dm9pY2VjbG9uZS1ib3Qgb2F1dGggdGVzdCBrZXkgMzI="
+OLD_KEY = "dm9pY2VjbG9uZS1ib3QgdGhlIG9sZGVyIGtleSEgMzI="
 OAUTH_ENV = {
     "SLACK_CLIENT_ID": DEFAULT_CLIENT_ID,
     "SLACK_CLIENT_SECRET": DEFAULT_CLIENT_SECRET,
+    "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
     "SLACK_BOT_TOKEN": "",  # no single token: every call must use an installation's
 }
 
@@ -70,8 +80,27 @@ def rows(db: Path | str, sql: str, *params: object) -> list[tuple]:
         return conn.execute(sql, params).fetchall()
 
 
+def no_plain_token(db: Path | str) -> list[tuple]:
+    """Every value of the installation tables holding a Slack token in the clear (xoxb-, xoxp-, xoxe-): none."""
+    found = []
+    for table in ("slack_bots", "slack_installations"):
+        for row in rows(db, f"SELECT * FROM {table}"):
+            found += [(table, value) for value in row if isinstance(value, str) and "xox" in value]
+    return found
+
+
 def count(db: Path | str, table: str, team: str) -> int:
     return rows(db, f"SELECT COUNT(*) FROM {table} WHERE team_id = ?", team)[0][0]
+
+
+def audit_cli(folder: Path, db: Path | str, *args: str) -> list[dict]:
+    """`python -m bot audit ARGS --format json` as the operator runs it (its own process, no .env), parsed."""
+    url = db if isinstance(db, str) else f"sqlite:///{db}"
+    env = {k: v for k, v in os.environ.items() if k != "VOICECLONE_ENV_FILE"}
+    done = subprocess.run([sys.executable, "-m", "bot", "audit", *args], capture_output=True, text=True,
+                          env={**env, "DATABASE_URL": url}, cwd=folder, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 def on_bot_loop(bot: BotHarness, coro):
@@ -132,8 +161,11 @@ def test_install_then_share_in_the_new_workspace_then_uninstall(any_bot, media):
     assert install["team_id"] == NEW_TEAM and install["scopes"] == list(BOT_SCOPES)
     new_token = next(ws for ws in slack.workspaces() if ws.team_id == NEW_TEAM).bot_token
     assert new_token != default_token
-    stored = rows(db, "SELECT team_id, bot_token, bot_user_id FROM slack_bots")
-    assert stored == [(NEW_TEAM, new_token, next(w.bot_user_id for w in slack.workspaces() if w.team_id == NEW_TEAM))]
+    # Stored encrypted with TOKEN_ENCRYPTION_KEY: the row holds no xoxb- token, only its Fernet text.
+    [(team, sealed, bot_user)] = rows(db, "SELECT team_id, bot_token, bot_user_id FROM slack_bots")
+    assert (team, bot_user) == (NEW_TEAM, next(w.bot_user_id for w in slack.workspaces() if w.team_id == NEW_TEAM))
+    assert sealed.startswith("gAAAAA") and Fernet(TOKEN_KEY).decrypt(sealed.encode()).decode() == new_token
+    assert no_plain_token(db) == []
     # oauth.v2.access went to the stand-in with the client credentials, and no secret was recorded.
     [exchange] = slack.calls_to("oauth.v2.access")
     assert "client_secret" not in exchange and exchange["code"]
@@ -166,6 +198,19 @@ def test_install_then_share_in_the_new_workspace_then_uninstall(any_bot, media):
     assert count(db, "jobs", NEW_TEAM) == 0 and count(db, "voices", NEW_TEAM) == 0
     assert count(db, "outbox", NEW_TEAM) == 0
     assert count(db, "audit", NEW_TEAM) == audited  # the consent audit is the legal record: kept
+    # What the operator needs for Tencent support stays: the workspace's VoiceIds with dates and RequestIds,
+    # from the command line, that workspace's alone.
+    [voice_id] = list(bot.trtc.voices)
+    [clone] = [r for r in bot.trtc.requests if r.action == "VoiceClone"]
+    assert voice_id.startswith("take_") and clone.outcome == "ok" and clone.request_id
+    other = AuditEntry(consent="attested", outcome="cloned", team_id="T0OTHER", voice_id="other_0001",
+                       request_id="rid-of-another-workspace")
+    on_bot_loop(bot, Audit(bot.runtime.db).record(other))
+    listed = audit_cli(bot.tmp, db, "--team", NEW_TEAM, "--format", "json")
+    assert [(e["team_id"], e["voice_id"], e["request_id"], e["outcome"]) for e in listed] == [
+        (NEW_TEAM, voice_id, clone.request_id, "cloned")
+    ]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", listed[0]["at"]), listed[0]["at"]
     assert on_bot_loop(bot, bot.runtime.runner.workspaces.token(NEW_TEAM)) is None
 
     # Anything still arriving for that workspace is not served: no call is made with any token.
@@ -355,3 +400,81 @@ async def test_postgresql_two_replicas_install_and_uninstall(pg_url):
         finally:
             await one.aclose()
             await two.aclose()
+
+
+async def test_tokens_stored_in_the_clear_or_with_an_older_key_are_sealed_with_the_new_key_at_start_up(tmp_path):
+    from slack_sdk.oauth.installation_store.models.installation import Installation
+
+    url = f"sqlite:///{tmp_path / 'bot.db'}"
+    old = Installations(load_settings(environ={**OAUTH_ENV, "DATABASE_URL": url, "TOKEN_ENCRYPTION_KEY": OLD_KEY}))
+    await old.create_tables()
+    await old.store.async_save(Installation(
+        app_id="A0APP", enterprise_id=None, team_id="T0OLDKEY", user_id="U0ONE", bot_token="xoxb-old-key-token",
+        bot_id="B0ONE", bot_user_id="U0BOT1", bot_scopes=["chat:write"], user_token="xoxp-old-key-user-token",
+    ))
+    await old.aclose()
+    db = tmp_path / "bot.db"
+    with sqlite3.connect(db) as conn:  # a row an older version wrote, token in the clear
+        conn.execute("INSERT INTO slack_bots (client_id, app_id, team_id, bot_token, bot_id, bot_user_id, bot_scopes,"
+                     " is_enterprise_install, installed_at) VALUES (?, 'A0APP', 'T0PLAIN', 'xoxb-plain-token', 'B0TWO',"
+                     " 'U0BOT2', 'chat:write', 0, CURRENT_TIMESTAMP)", (DEFAULT_CLIENT_ID,))
+    assert len(no_plain_token(db)) == 1
+
+    both = f"{TOKEN_KEY},{OLD_KEY}"  # the new key first: it encrypts; the old one still decrypts
+    new = Installations(load_settings(environ={**OAUTH_ENV, "DATABASE_URL": url, "TOKEN_ENCRYPTION_KEY": both}))
+    try:
+        await new.create_tables()
+        assert no_plain_token(db) == []
+        sealed = [r[0] for r in rows(db, "SELECT bot_token FROM slack_bots ORDER BY team_id")]
+        assert [Fernet(TOKEN_KEY).decrypt(t.encode()).decode() for t in sealed] == [
+            "xoxb-old-key-token", "xoxb-plain-token"]
+        [user_token] = [r[0] for r in rows(db, "SELECT user_token FROM slack_installations")]
+        assert Fernet(TOKEN_KEY).decrypt(user_token.encode()).decode() == "xoxp-old-key-user-token"
+        assert await new.bot_token("T0OLDKEY") == "xoxb-old-key-token"
+        assert await new.bot_token("T0PLAIN") == "xoxb-plain-token"
+        found = await new.store.async_find_installation(enterprise_id=None, team_id="T0OLDKEY")
+        assert (found.bot_token, found.user_token) == ("xoxb-old-key-token", "xoxp-old-key-user-token")
+        bot = await new.store.async_find_bot(enterprise_id=None, team_id="T0OLDKEY")
+        assert bot.bot_token == "xoxb-old-key-token"
+    finally:
+        await new.aclose()
+    # With the old key alone the tokens cannot be read: the workspace is as good as not installed (never an error).
+    lost = Installations(load_settings(environ={**OAUTH_ENV, "DATABASE_URL": url, "TOKEN_ENCRYPTION_KEY": OLD_KEY}))
+    try:
+        assert await lost.bot_token("T0OLDKEY") is None
+        assert await lost.store.async_find_bot(enterprise_id=None, team_id="T0OLDKEY") is None
+    finally:
+        await lost.aclose()
+
+
+async def test_postgresql_token_columns_of_an_older_version_are_widened_for_encrypted_tokens(pg_url):
+    from slack_sdk.oauth.installation_store.models.installation import Installation
+    from slack_sdk.oauth.installation_store.sqlalchemy import AsyncSQLAlchemyInstallationStore
+
+    settings = load_settings(environ={**OAUTH_ENV, "DATABASE_URL": pg_url})
+    older = AsyncSQLAlchemyInstallationStore(client_id=DEFAULT_CLIENT_ID, engine=Installations(settings).engine)
+    await older.create_tables()  # as an older version made them: VARCHAR(200) tokens
+    await older.engine.dispose()
+    assert rows(pg_url, "SELECT data_type FROM information_schema.columns WHERE table_name = 'slack_bots'"
+                " AND column_name = 'bot_token'") == [("character varying",)]
+    installations = Installations(settings)
+    try:
+        await installations.create_tables()
+        types = rows(pg_url, "SELECT table_name, column_name, data_type FROM information_schema.columns"
+                     " WHERE table_name IN ('slack_bots', 'slack_installations') AND right(column_name, 5) = 'token'"
+                     " ORDER BY 1, 2")
+        assert types == [
+            ("slack_bots", "bot_refresh_token", "text"), ("slack_bots", "bot_token", "text"),
+            ("slack_installations", "bot_refresh_token", "text"), ("slack_installations", "bot_token", "text"),
+            ("slack_installations", "user_refresh_token", "text"), ("slack_installations", "user_token", "text"),
+        ]
+        # A rotating token (xoxe.xoxb-..., ~180 characters) is over 200 once encrypted: it fits now.
+        rotating = "xoxe.xoxb-1-" + "A1b2C3d4" * 21
+        await installations.store.async_save(Installation(
+            app_id="A0APP", enterprise_id=None, team_id="T0LONG", user_id="U0ONE", bot_token=rotating,
+            bot_id="B0ONE", bot_user_id="U0BOT1", bot_scopes=["chat:write"], bot_refresh_token="xoxe-1-" + "r" * 140,
+        ))
+        assert await installations.bot_token("T0LONG") == rotating
+        assert no_plain_token(pg_url) == []
+    finally:
+        await installations.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import httpx
@@ -25,11 +26,13 @@ def test_json_logs_carry_job_team_channel_stage_and_duration(tmp_path: Path, med
     wav = media.speech(15, ".wav").read_bytes()
     with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path, LOG_FORMAT="json") as bot:
         bot.start()
-        metrics_url = f"http://127.0.0.1:{bot.port}/metrics"
+        metrics_url = bot.metrics_url
         before = _samples(metrics_url)
         _, body = bot.share(wav, "memo.wav", "audio/wav", "wav", channel="C0LOGS")
         assert slack.wait_for(lambda: "white_check_mark" in slack.reactions(*where(body)), 30)
         assert _wait_metric(slack, metrics_url, before)
+        # The depths are read every 5 s (bot.work.gauges), never by a scrape: the outbox at rest shows within that.
+        assert _at_rest(metrics_url)
         after = _samples(metrics_url)
         assert bot.terminate() == 0
     lines = [json.loads(line) for line in bot.log_text().splitlines() if line.startswith("{")]
@@ -51,3 +54,13 @@ def test_json_logs_carry_job_team_channel_stage_and_duration(tmp_path: Path, med
 def _wait_metric(slack: SlackStandIn, url: str, before: dict) -> bool:
     done = ("voiceclone_jobs_total", (("outcome", "done"),))
     return slack.wait_for(lambda: _samples(url).get(done, 0) > before.get(done, 0), 10)
+
+
+def _at_rest(url: str, timeout: float = 15) -> bool:
+    """Scrape until the outbox depth shows 0. Polled: the page is the only way to see it."""
+    deadline = time.monotonic() + timeout
+    while _samples(url).get(("voiceclone_outbox_depth", ()), -1) != 0:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -428,7 +428,7 @@ def _health(bot: BotHarness) -> tuple[int, dict[str, Any]]:
 
 
 def _jobs_done(bot: BotHarness) -> float:
-    text = bot.http.get(f"http://127.0.0.1:{bot.port}/metrics").text
+    text = bot.http.get(bot.metrics_url).text
     [line] = [x for x in text.splitlines() if x.startswith('voiceclone_jobs_total{outcome="done"}')]
     return float(line.split()[-1])
 
@@ -456,7 +456,7 @@ def test_healthz_tells_the_truth_and_metrics_count_jobs(bot: BotHarness, small_w
     assert bot.wait_final(*where(body)) == "white_check_mark"
     bot.drain()
     assert _jobs_done(bot) == before + 1
-    metrics_page = bot.http.get(f"http://127.0.0.1:{bot.port}/metrics")
+    metrics_page = bot.http.get(bot.metrics_url)
     assert metrics_page.headers["content-type"].startswith("text/plain")
 
 
@@ -464,7 +464,9 @@ def test_healthz_in_socket_mode_answers_on_port(tmp_path: Path):
     with standins() as (slack, trtc), BotProcess(slack, trtc, tmp_path, socket_mode=True) as bot:
         bot.start()
         assert _until(lambda: _get_status(f"http://127.0.0.1:{bot.port}/healthz") == 200, 10)
-        assert "voiceclone_jobs_total" in httpx.get(f"http://127.0.0.1:{bot.port}/metrics", timeout=5).text
+        # /metrics on its own port (METRICS_PORT) in Socket Mode too, not on PORT.
+        assert "voiceclone_jobs_total" in httpx.get(bot.metrics_url, timeout=5).text
+        assert _get_status(f"http://127.0.0.1:{bot.port}/metrics") == 404
         assert bot.terminate() == 0
 
 

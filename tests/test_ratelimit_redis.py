@@ -1,4 +1,5 @@
-"""The Redis-backed TRTC limiter (REDIS_URL) against the real Redis: one cap across processes, kills, the bot."""
+"""The Redis-backed TRTC limiter (REDIS_URL) against the real Redis: one cap across processes (one per action),
+kills, the bot."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import redis
 from support.driving import max_in_window, wait_finals, where
 from support.harness import BotHarness
 
-from bot.tencent.redis_limiter import DEFAULT_KEY, RedisSlidingWindowLimiter
+from bot.tencent.limiter import PerActionLimiter
+from bot.tencent.redis_limiter import DEFAULT_KEY, RedisSlidingWindowLimiter, action_key
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,6 +51,40 @@ async def main():
 
     await asyncio.gather(*(hammer() for _ in range(concurrency)))
     await limiter.aclose()
+    print(json.dumps(calls), flush=True)
+
+asyncio.run(main())
+"""
+
+# The same for both TRTC actions through one per-action limiter (what the bot builds from REDIS_URL): `concurrency`
+# tasks per action; prints {action: [[start, end], ...]} as JSON.
+PER_ACTION_WORKER = """
+import asyncio, json, sys, time
+from bot.tencent.redis_limiter import RedisSlidingWindowLimiter
+
+url, prefix = sys.argv[1:3]
+max_calls, concurrency = int(sys.argv[3]), int(sys.argv[7])
+period, duration, hold = (float(value) for value in sys.argv[4:7])
+ACTIONS = ("VoiceClone", "TextToSpeech")
+
+async def main():
+    limits = RedisSlidingWindowLimiter.per_action_from_url(url, max_calls, period, prefix=prefix, hold_ttl=10.0)
+    await limits.for_action("VoiceClone").redis.ping()
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    calls = {action: [] for action in ACTIONS}
+    stop = time.time() + duration
+
+    async def hammer(action):
+        limiter = limits.for_action(action)
+        while time.time() < stop:
+            async with limiter:
+                start = time.time()
+                await asyncio.sleep(hold)
+                calls[action].append([start, time.time()])
+
+    await asyncio.gather(*(hammer(action) for action in ACTIONS for _ in range(concurrency)))
+    await limits.aclose()
     print(json.dumps(calls), flush=True)
 
 asyncio.run(main())
@@ -159,6 +195,52 @@ async def test_three_processes_share_one_cap_and_use_it(redis_url: str, key: str
     assert served >= 0.8 * best
 
 
+async def test_two_processes_share_each_actions_window_independently(redis_url: str, key: str) -> None:
+    """Issue 19: VoiceClone and TextToSpeech each have their own cap shared by every process; busy previews in one
+    process take nothing from the clones of either."""
+    max_calls, period, duration, hold = 5, 1.0, 4.0, 0.05
+    args = (redis_url, key, str(max_calls), str(period), str(duration), str(hold), "4")
+    workers = [await start_python(PER_ACTION_WORKER, *args) for _ in range(2)]
+    try:
+        for worker in workers:
+            assert worker.stdout is not None
+            assert (await asyncio.wait_for(worker.stdout.readline(), 15)).strip() == b"ready"
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write(b"go\n")
+            await worker.stdin.drain()
+        outputs = await asyncio.wait_for(asyncio.gather(*(worker.communicate() for worker in workers)), 30)
+    finally:
+        for worker in workers:
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+    per_process = [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+    best = max_calls * duration / period
+    starts_of: dict[str, list[float]] = {}
+    for action in ("VoiceClone", "TextToSpeech"):
+        assert all(calls[action] for calls in per_process), f"both processes got {action} calls through"
+        calls = [tuple(call) for process in per_process for call in process[action]]
+        starts = sorted(start for start, _ in calls)
+        starts_of[action] = starts
+        served = sum(1 for start in starts if start < starts[0] + duration)
+        print(f"\n{action}: {len(calls)} calls by 2 processes; most starts in 1 s: {max_in_window(starts, period)};"
+              f" {served / duration:.2f} calls/s over {duration:.0f} s against a cap of {max_calls / period:.0f}/s")
+        # Never over the action's cap, whichever process called...
+        assert max_in_window(starts, period) <= max_calls
+        assert most_counted_at_once(calls, period) <= max_calls  # type: ignore[arg-type]
+        # ...and the whole cap for each action: had the two actions shared one window, each would get half.
+        assert served >= 0.8 * best
+    both = sorted(starts_of["VoiceClone"] + starts_of["TextToSpeech"])
+    assert max_in_window(both, period) == 2 * max_calls
+    client = redis.Redis.from_url(redis_url)
+    try:
+        assert sorted(k.decode() for k in client.scan_iter(f"{key}:*")) == [f"{key}:TextToSpeech", f"{key}:VoiceClone"]
+        assert not client.exists(key)
+    finally:
+        client.close()
+
+
 async def test_a_process_killed_holding_a_slot_blocks_others_only_until_the_expiry(
     redis_url: str, key: str
 ) -> None:
@@ -255,13 +337,16 @@ def test_the_bot_with_redis_url_clones_through_the_shared_limit_without_refusals
     tmp_path: Path, redis_url: str, small_wav: bytes
 ) -> None:
     client = redis.Redis.from_url(redis_url)
-    client.delete(DEFAULT_KEY)
+    keys = [action_key("VoiceClone"), action_key("TextToSpeech")]
+    client.delete(DEFAULT_KEY, *keys)
     try:
-        harness = BotHarness(tmp_path, extra_env={"REDIS_URL": redis_url, "TRTC_MAX_RPS": "3"})
+        harness = BotHarness(tmp_path, extra_env={"REDIS_URL": redis_url, "TRTC_MAX_RPS": "3", "PREVIEW": "on"})
         harness.trtc.max_rps = 3
         with harness as bot:
-            assert isinstance(bot.runtime.trtc.limiter, RedisSlidingWindowLimiter)
-            assert bot.runtime.voices is not None and bot.runtime.voices.tts.limiter is bot.runtime.trtc.limiter
+            limits = bot.runtime.trtc.limiter
+            assert isinstance(limits, PerActionLimiter)
+            # One PerActionLimiter for both clients, a window (a Redis key) per action.
+            assert bot.runtime.voices is not None and bot.runtime.voices.tts.limiter is limits
             with ThreadPoolExecutor(8) as pool:
                 results = list(pool.map(
                     lambda i: bot.share(small_wav, f"v{i}.wav", "audio/wav", "wav", channel=f"C0REDIS{i}"), range(8)
@@ -269,12 +354,20 @@ def test_the_bot_with_redis_url_clones_through_the_shared_limit_without_refusals
             bodies = [body for _, body in results]
             assert all(response.status_code == 200 for response, _ in results)
             wait_finals(bot.slack, bodies, timeout=60)
+            assert bot.trtc.wait_for_requests(8, timeout=60, action="TextToSpeech")
+            bot.drain()
             assert all(bot.slack.reactions(*where(body)) == ["white_check_mark"] for body in bodies)
+            assert {action: type(limiter) for action, limiter in limits.limiters.items()} == {
+                "VoiceClone": RedisSlidingWindowLimiter, "TextToSpeech": RedisSlidingWindowLimiter,
+            }
+            assert [limiter.key for limiter in limits.limiters.values()] == keys  # type: ignore[attr-defined]
+            assert [bool(client.exists(k)) for k in [*keys, DEFAULT_KEY]] == [True, True, False]
             assert bot.trtc.refusals == 0
-            assert [r.outcome for r in bot.trtc.requests] == ["ok"] * 8
-            assert max_in_window([r.time for r in bot.trtc.requests], 1.0) <= 3
+            for action in ("VoiceClone", "TextToSpeech"):
+                assert [r.outcome for r in bot.trtc.requests_of(action)] == ["ok"] * 8
+                assert bot.trtc.max_requests_per_second(action) <= 3
     finally:
-        client.delete(DEFAULT_KEY)
+        client.delete(DEFAULT_KEY, *keys)
         client.close()
 
 

@@ -144,3 +144,48 @@ def test_env_example_documents_every_setting():
     text = (ROOT / ".env.example").read_text()
     documented = {line.lstrip("# ").split("=", 1)[0] for line in text.splitlines() if "=" in line}
     assert set(KNOWN_KEYS) - {"VOICECLONE_ENV_FILE"} <= documented
+
+
+# A Fernet key: 32 bytes, URL-safe base64 ("voiceclone-bot oauth test key 32").
+TOKEN_KEY = "dm9pY2VjbG9uZS1ib3Qgb2F1dGggdGVzdCBrZXkgMzI="
+OAUTH = {"SLACK_CLIENT_ID": "123.456", "SLACK_CLIENT_SECRET": "client-secret-1"}
+
+
+def test_oauth_needs_a_token_encryption_key_and_keeps_it_secret():
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ=OAUTH)
+    assert list(info.value.problems) == ["TOKEN_ENCRYPTION_KEY"]
+    assert info.value.problems["TOKEN_ENCRYPTION_KEY"].startswith("is missing: set it to a Fernet key")
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={**OAUTH, "TOKEN_ENCRYPTION_KEY": "not-a-fernet-key-secret-7"})
+    assert info.value.problems["TOKEN_ENCRYPTION_KEY"].startswith("must be a Fernet key (44 characters")
+    assert "not-a-fernet-key-secret-7" not in str(info.value)
+    settings = load_settings(environ={**OAUTH, "TOKEN_ENCRYPTION_KEY": TOKEN_KEY})
+    assert settings.token_encryption_key.get() == TOKEN_KEY
+    assert TOKEN_KEY not in repr(settings) and TOKEN_KEY in settings.secrets()
+    # One workspace (SLACK_BOT_TOKEN) keeps no token in the database: no key needed.
+    assert load_settings(environ={}).token_encryption_key is None
+
+
+def test_admins_are_scoped_to_their_workspace():
+    settings = load_settings(environ={**OAUTH, "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
+                                      "ADMIN_USERS": "T0AAA:U0ONE, T0BBB:W0TWO"})
+    assert settings.admins_in("T0AAA") == frozenset({"U0ONE"})
+    assert settings.admins_in("T0BBB") == frozenset({"W0TWO"})
+    assert settings.admins_in("T0CCC") == frozenset()
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={**OAUTH, "TOKEN_ENCRYPTION_KEY": TOKEN_KEY, "ADMIN_USERS": "T0AAA:U0ONE,U0BARE"})
+    assert info.value.problems == {
+        "ADMIN_USERS": "must name each admin's workspace as T...:U... when the app installs into many workspaces "
+        "(SLACK_CLIENT_ID is set): an admin of one workspace is no admin of another; got U0BARE"
+    }
+    # One workspace: a bare U... is an admin of it, whatever its id.
+    single = load_settings(environ={"ADMIN_USERS": "U0BARE,T0AAA:U0ONE"})
+    assert single.admins_in("T0AAA") == frozenset({"U0BARE", "U0ONE"})
+    assert single.admins_in("T0ZZZ") == frozenset({"U0BARE"})
+    with pytest.raises(ConfigError) as info:
+        load_settings(environ={"ADMIN_USERS": "t0aaa:U0ONE,T0AAA:,T0AAA:U0ONE:U0X"})
+    assert info.value.problems == {
+        "ADMIN_USERS": "must be Slack user IDs scoped to their workspace, T...:U... (or a bare U... or W... with one "
+        "workspace), comma-separated; got T0AAA:, T0AAA:U0ONE:U0X, t0aaa:U0ONE"
+    }

@@ -275,6 +275,33 @@ def test_max_rps_refuses_the_request_over_the_limit() -> None:
         assert answer_code(httpx.post(trtc.url + "/", json={})) != "RequestLimitExceeded"
 
 
+def test_max_rps_counts_each_action_in_its_own_window() -> None:
+    """As Tencent counts API frequency limits: VoiceClone's requests never use up TextToSpeech's, nor the reverse."""
+    with TrtcStandIn(SECRET_ID, SECRET_KEY, max_rps=3) as trtc, httpx.Client(timeout=10) as client:
+        # Tiny unsigned requests over one connection, the two actions in turn: eight take milliseconds.
+        codes: dict[str, list[str | None]] = {"VoiceClone": [], "TextToSpeech": []}
+        for _ in range(4):
+            for action, answers in codes.items():
+                answers.append(answer_code(client.post(trtc.url + "/", json={}, headers={"X-TC-Action": action})))
+        assert trtc.requests[-1].time - trtc.requests[0].time < 1.0, "too slow a machine for this test to mean anything"
+        for action in ("VoiceClone", "TextToSpeech"):
+            assert [code == "RequestLimitExceeded" for code in codes[action]] == [False, False, False, True], action
+        assert trtc.refusals == 2
+        assert trtc.refusals_by_action == {"VoiceClone": 1, "TextToSpeech": 1}
+        assert [len(trtc.requests_of(action)) for action in ("VoiceClone", "TextToSpeech")] == [4, 4]
+        assert trtc.max_requests_per_second("VoiceClone") == 4
+        assert trtc.max_requests_per_second("TextToSpeech") == 4
+        assert trtc.max_requests_per_second() == 8
+        assert trtc.wait_for_requests(4, timeout=1, action="TextToSpeech")
+        assert trtc.wait_for_requests(5, timeout=0.05, action="TextToSpeech") is False
+
+        trtc.reset()
+        assert trtc.refusals_by_action == {}
+        assert answer_code(httpx.post(trtc.url + "/", json={}, headers={"X-TC-Action": "VoiceClone"})) != (
+            "RequestLimitExceeded"
+        )
+
+
 def test_fail_next_answers_with_the_scripted_code_then_recovers(trtc: TrtcStandIn) -> None:
     client = sdk(trtc.url)
     trtc.fail_next("InternalError", times=2)

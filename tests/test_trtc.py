@@ -21,8 +21,10 @@ import httpx
 import pytest
 
 from bot.errors import ApiError, ConfigError, InvalidVoiceNameError, PromptTextError
+from bot.runtime import trtc_limiter
 from bot.settings import Secret, Settings
-from bot.tencent.limiter import SlidingWindowLimiter
+from bot.tencent.limiter import PerActionLimiter, RateLimiter, SlidingWindowLimiter
+from bot.tencent.tts import TextToSpeechClient, Voice
 from bot.tencent.voiceclone import (
     MAX_PROMPT_TEXT,
     VOICE_NAME_RE,
@@ -439,6 +441,82 @@ async def test_without_the_limiter_the_same_burst_is_refused() -> None:
             )
         refused = [r for r in results if isinstance(r, ApiError) and r.code == "RequestLimitExceeded"]
         assert refused and trtc.refusals == len(refused)
+
+
+async def _clones_each_previewed(limiter: RateLimiter | PerActionLimiter, shares: int = 40) -> TrtcStandIn:
+    """What the bot does with `shares` recordings and PREVIEW=on: a pool of workers clones them one after another;
+    each answered clone's TextToSpeech preview runs on the side while the worker goes on to the next clone (as
+    bot.work.runner hands it to bot.work.voice_service). Against a stand-in allowing 20 requests a second (per
+    action, as Tencent does); returns the stopped stand-in with its records."""
+    with TrtcStandIn(SECRET_ID, SECRET_KEY, sdk_app_id=APP_ID, max_rps=20) as trtc:
+        settings = settings_for(trtc.url)
+        clones = fast_client(settings, max_attempts=1, limiter=limiter)
+        tts = TextToSpeechClient(settings, limiter=limiter, max_attempts=1)
+        queue: asyncio.Queue[int] = asyncio.Queue()
+        for index in range(shares):
+            queue.put_nowait(index)
+        previews: list[asyncio.Task[object]] = []
+
+        async def worker() -> None:
+            while not queue.empty():
+                outcome = await clones.clone(name=f"v{queue.get_nowait()}", wav=prompt_wav())
+                previews.append(asyncio.create_task(tts.speak("Hello.", Voice(outcome.voice_id), fmt="pcm")))
+
+        try:
+            await asyncio.gather(*(worker() for _ in range(8)))
+            await asyncio.gather(*previews)
+        finally:
+            await clones.aclose()
+            await tts.aclose()
+    return trtc
+
+
+def _clones_within_two_seconds(trtc: TrtcStandIn) -> int:
+    times = [r.time for r in trtc.requests_of("VoiceClone") if r.outcome == "ok"]
+    return sum(1 for at in times if at < times[0] + 2.0)
+
+
+async def test_previews_take_nothing_from_the_clone_rate_one_window_per_action() -> None:
+    """Issue 19: with TRTC_MAX_RPS per action (the runtime's limiter), 40 clones each followed by its preview run at
+    the full 20 VoiceClone/s, while TextToSpeech uses its own 20/s."""
+    trtc = await _clones_each_previewed(trtc_limiter(settings_for("http://127.0.0.1:9")))
+
+    assert trtc.refusals == 0
+    assert [r.outcome for r in trtc.requests_of("VoiceClone")] == ["ok"] * 40
+    assert [r.outcome for r in trtc.requests_of("TextToSpeech")] == ["ok"] * 40
+    # Each action used its whole cap and never more, by the stand-in's arrival times...
+    assert trtc.max_requests_per_second("VoiceClone") == 20
+    assert trtc.max_requests_per_second("TextToSpeech") == 20
+    # ...in windows of their own: 20 clones and 20 previews arrived within one second.
+    assert trtc.max_requests_per_second() == 40
+    # 20 clones a second: all 40 within two seconds of the first.
+    cloned = _clones_within_two_seconds(trtc)
+    print(f"\none window per action: {cloned} clones in the first 2 s ({cloned / 2:.0f}/s), with 40 previews")
+    assert cloned == 40
+
+
+async def test_one_window_for_both_actions_halves_the_clone_rate() -> None:
+    """The control for the test above: one limiter for VoiceClone and TextToSpeech together (the bot before issue
+    19) gives the previews half the window, so the same 40 clones go at about 10 a second."""
+    trtc = await _clones_each_previewed(SlidingWindowLimiter(20, 1.0))
+
+    assert trtc.refusals == 0
+    assert trtc.max_requests_per_second() == 20
+    cloned = _clones_within_two_seconds(trtc)
+    print(f"\none window for both actions: {cloned} clones in the first 2 s ({cloned / 2:.0f}/s), with 40 previews")
+    assert cloned <= 28
+
+
+async def test_a_per_action_limiter_keeps_one_limiter_per_action() -> None:
+    limiter = PerActionLimiter.in_process(1, 10.0)
+    clone, speech = limiter.for_action("VoiceClone"), limiter.for_action("TextToSpeech")
+    assert clone is limiter.for_action("VoiceClone") and clone is not speech
+    assert limiter.limiters == {"VoiceClone": clone, "TextToSpeech": speech}
+    # VoiceClone's only call in ten seconds does not hold up TextToSpeech's.
+    await clone.acquire()
+    await asyncio.wait_for(speech.acquire(), timeout=1.0)
+    with pytest.raises(ValueError):
+        PerActionLimiter.in_process(0, 1.0)
 
 
 # -- logging ----------------------------------------------------------------------------------------------

@@ -28,10 +28,12 @@ from bot.ui.voice_blocks import (
 OWNER = "U0USER"  # the stand-in's default uploader
 OTHER = "U0OTHER"
 ADMIN = "U0ADMIN"
+SCOPED_ADMIN = "U0SCOPED"  # an admin of this workspace (T0TEST, the stand-in's), named as T...:U...
+FAR_ADMIN = "U0FARADMIN"  # an admin of another workspace only
 
 
-# The module's bot (tests/conftest.py): every clone is previewed.
-BOT_ENV = {"ADMIN_USERS": ADMIN, "PREVIEW": "on"}
+# The module's bot (tests/conftest.py): every clone is previewed. One workspace: a bare U... is allowed too.
+BOT_ENV = {"ADMIN_USERS": f"{ADMIN},T0TEST:{SCOPED_ADMIN},T0ELSEWHERE:{FAR_ADMIN}", "PREVIEW": "on"}
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +128,7 @@ def test_preview_is_playable_mp3_in_the_thread_after_the_answer(bot, speech_wav,
     assert tts.voice["VoiceId"] == voice_id and tts.audio_format == {"Format": "mp3", "SampleRate": 24000}
     order = [m for m in bot.replies(channel, ts)]
     assert order.index(upload) > next(i for i, m in enumerate(order) if voice_id in (m.get("text") or ""))
-    # One TRTC_MAX_RPS cap for both actions.
+    # One per-action limiter shared by both clients: each action counts in its own window of TRTC_MAX_RPS.
     assert bot.runtime.voices.tts.limiter is bot.runtime.trtc.limiter
     # Its bytes were kept privately until the upload and then deleted.
     assert not list((Path(bot.settings.data_path) / "speech").iterdir())
@@ -352,6 +354,18 @@ def test_an_admin_may_speak_with_anyones_voice(bot, speech_wav):
     assert "is on it" in command(bot, f"say {voice_id} admin check", user=ADMIN)["text"]
     bot.drain()
     assert [r.text for r in tts_requests(bot)] == ["admin check"]
+
+
+def test_an_admin_of_another_workspace_is_no_admin_here(bot, speech_wav):
+    _, voice_id = clone(bot, speech_wav)
+    bot.drain()
+    bot.trtc.reset()
+    assert command(bot, f"say {voice_id} far away", user=FAR_ADMIN)["text"] == (
+        f"You have no voice `{voice_id}`. `/clone list` shows yours."
+    )
+    assert "is on it" in command(bot, f"say {voice_id} scoped check", user=SCOPED_ADMIN)["text"]
+    bot.drain()
+    assert [r.text for r in tts_requests(bot)] == ["scoped check"]
 
 
 def test_a_clone_command_without_a_thread_gets_its_preview_under_the_bots_parent_message(bot, speech_wav):

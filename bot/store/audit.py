@@ -69,11 +69,13 @@ class Audit:
         """record() for code without an event loop (the CLI)."""
         self.db.call(self._append(entry))
 
-    def entries(self, since: float | None = None) -> list[AuditEntry]:
-        """Every line, oldest first (optionally from `since`, a Unix time)."""
+    def entries(self, since: float | None = None, team_id: str | None = None) -> list[AuditEntry]:
+        """Every line, oldest first (optionally from `since`, a Unix time; only workspace `team_id`'s when given:
+        kept after its uninstall, for Tencent support's questions about its VoiceIds and RequestIds)."""
+        params = {"since": since or 0.0, "team": team_id}
 
         def select(conn: Connection) -> list[AuditEntry]:
-            return [AuditEntry(**row) for row in conn.all(self.sql.entries, {"since": since or 0.0})]
+            return [AuditEntry(**row) for row in conn.all(self.sql.entries, params)]
 
         return self.db.call(select)
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 
 from bot.settings import is_postgres_url, sqlite_path
 from bot.store.connection import NO_PARAMS, Connection, Database, DatabaseUnavailable, LeaderLock, Listener
+from bot.store.private import FOLDER_MODE, create_private_file
 from bot.store.sql import Command, Params, Query, Table
 from bot.store.sql import sqlite as sqlite_sql
 
@@ -98,7 +99,9 @@ class SqliteDatabase(Database):
 
     def _open(self) -> SqliteConnection:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            Path(self.path).parent.mkdir(mode=FOLDER_MODE, parents=True, exist_ok=True)
+            # Mode 0600 from the start; SQLite gives its -wal and -shm files the database file's mode.
+            create_private_file(self.path)
         raw = sqlite3.connect(self.path, isolation_level=None)
         raw.row_factory = _dict_row
         for pragma in sqlite_sql.PRAGMAS:

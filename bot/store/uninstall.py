@@ -2,7 +2,9 @@
 
 The workspace's jobs (with their Slack file objects and transcripts), undelivered answers, remembered voices and
 prepared recordings go. The consent audit (table `audit`) is KEPT: it is the append-only legal record of who
-consented to which clone, exactly as `/clone forget-me` keeps it; it holds no audio.
+consented to which clone, exactly as `/clone forget-me` keeps it; it holds no audio. It also keeps what the operator
+needs to answer Tencent Cloud support about the workspace afterwards: each clone's VoiceId, date and RequestId
+(`python -m bot audit --team T...`).
 """
 
 from __future__ import annotations

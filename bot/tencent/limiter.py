@@ -1,11 +1,14 @@
-"""A strict sliding-window rate limiter for asyncio: at most N calls in any window of T seconds."""
+"""A strict sliding-window rate limiter for asyncio (at most N calls in any window of T seconds), and one such
+limit per TRTC action (PerActionLimiter)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import math
+from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Protocol
 
 
 class SlidingWindowLimiter:
@@ -72,3 +75,61 @@ class SlidingWindowLimiter:
         tb: TracebackType | None,
     ) -> None:
         self._release()
+
+
+class RateLimiter(Protocol):
+    """What the TRTC clients need of a limiter: SlidingWindowLimiter, or its Redis twin (bot.tencent.redis_limiter)."""
+
+    async def acquire(self) -> None: ...
+
+    async def __aenter__(self) -> object: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+
+class PerActionLimiter:
+    """One limit per TRTC action (VoiceClone, TextToSpeech...), each counted in its own window.
+
+    Tencent Cloud API frequency limits count each action separately (VoiceClone 20/s, TextToSpeech 20/s): one
+    window for both would let previews take half of the clones' rate. `make(action)` builds an action's limiter
+    the first time that action is called; `close` (if given) releases what they share (a Redis connection pool).
+    """
+
+    def __init__(self, make: Callable[[str], RateLimiter], *, close: Callable[[], Awaitable[None]] | None = None):
+        self._make = make
+        self._close = close
+        self._limiters: dict[str, RateLimiter] = {}
+
+    @classmethod
+    def in_process(cls, max_calls: int, period: float) -> PerActionLimiter:
+        """A SlidingWindowLimiter(max_calls, period) per action, counted in this process."""
+        SlidingWindowLimiter(max_calls, period)  # the arguments are checked now, not at the first call
+        return cls(lambda _action: SlidingWindowLimiter(max_calls, period))
+
+    def for_action(self, action: str) -> RateLimiter:
+        """The limiter of `action` (the same one for every call of that action)."""
+        limiter = self._limiters.get(action)
+        if limiter is None:
+            limiter = self._limiters[action] = self._make(action)
+        return limiter
+
+    @property
+    def limiters(self) -> dict[str, RateLimiter]:
+        """The limiters made so far, by action (a copy)."""
+        return dict(self._limiters)
+
+    async def aclose(self) -> None:
+        """Release what the limiters share (nothing in process)."""
+        if self._close is not None:
+            await self._close()
+
+
+def limiter_for(limiter: RateLimiter | PerActionLimiter, action: str) -> RateLimiter:
+    """The limiter a call of `action` goes through: its own window from a PerActionLimiter; a single limiter is
+    one window for every action (what a caller passing one asked for)."""
+    return limiter.for_action(action) if isinstance(limiter, PerActionLimiter) else limiter

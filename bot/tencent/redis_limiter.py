@@ -1,7 +1,8 @@
 """The sliding-window limiter of bot.tencent.limiter, shared by every process through Redis (REDIS_URL).
 
-Tencent's 20 requests a second is a limit per account, not per process: with several replicas each one's
-in-process limiter would let 20 through, together 20 x replicas. This one keeps the count in one Redis sorted set.
+Tencent's 20 requests a second is a limit per account and per action, not per process: with several replicas each
+one's in-process limiter would let 20 through, together 20 x replicas. This one keeps the count in a Redis sorted
+set; `per_action_from_url` gives each action its own set (`voiceclone-bot:trtc-calls:VoiceClone`, ...).
 """
 
 from __future__ import annotations
@@ -13,12 +14,19 @@ from types import TracebackType
 
 from redis.asyncio import Redis
 
+from bot.tencent.limiter import PerActionLimiter
+
 log = logging.getLogger(__name__)
 
-# The sorted set every replica counts in. One per Redis, on purpose: the cap is per Tencent account, and two bots
-# on different accounts sharing a Redis only share a cap (the safe direction); give them their own REDIS_URL
-# database (redis://host/1) to separate them.
+# The sorted set every replica counts in; per action, this and ":<Action>" (action_key). One per Redis, on purpose:
+# the cap is per Tencent account, and two bots on different accounts sharing a Redis only share a cap (the safe
+# direction); give them their own REDIS_URL database (redis://host/1) to separate them.
 DEFAULT_KEY = "voiceclone-bot:trtc-calls"
+
+
+def action_key(action: str, prefix: str = DEFAULT_KEY) -> str:
+    """The sorted set one TRTC action's calls are counted in: voiceclone-bot:trtc-calls:VoiceClone."""
+    return f"{prefix}:{action}"
 
 # Written here rather than taken from `limits` (its moving-window strategy on Redis): `limits` counts a hit at the
 # moment it is taken and cannot keep a running call's place until it ends, then count it for `period` after, which
@@ -54,6 +62,15 @@ return 0
 """
 
 
+def _check(max_calls: int, period: float, hold_ttl: float) -> None:
+    if max_calls < 1:
+        raise ValueError("max_calls must be at least 1")
+    if period <= 0:
+        raise ValueError("period must be greater than zero")
+    if hold_ttl <= period:
+        raise ValueError("hold_ttl must be longer than period")
+
+
 class RedisSlidingWindowLimiter:
     """SlidingWindowLimiter's interface and guarantee, across every process using the same Redis key.
 
@@ -74,12 +91,7 @@ class RedisSlidingWindowLimiter:
         hold_ttl: float = 60.0,
         poll: float = 0.05,
     ):
-        if max_calls < 1:
-            raise ValueError("max_calls must be at least 1")
-        if period <= 0:
-            raise ValueError("period must be greater than zero")
-        if hold_ttl <= period:
-            raise ValueError("hold_ttl must be longer than period")
+        _check(max_calls, period, hold_ttl)
         self.redis = redis
         self.max_calls = max_calls
         self.period = period
@@ -99,6 +111,20 @@ class RedisSlidingWindowLimiter:
     def from_url(cls, url: str, max_calls: int, period: float, **kwargs: object) -> RedisSlidingWindowLimiter:
         """A limiter with its own connection pool to `url` (closed by `aclose()`)."""
         return cls(Redis.from_url(url), max_calls, period, **kwargs)  # type: ignore[arg-type]
+
+    @classmethod
+    def per_action_from_url(
+        cls, url: str, max_calls: int, period: float, *, prefix: str = DEFAULT_KEY, hold_ttl: float = 60.0,
+        poll: float = 0.05,
+    ) -> PerActionLimiter:
+        """One limiter per action, each `max_calls` in `period` under its own key (action_key(action, prefix)),
+        all on one connection pool to `url` (closed by the PerActionLimiter's `aclose()`)."""
+        _check(max_calls, period, hold_ttl)  # now, not at the first call
+        redis = Redis.from_url(url)
+        return PerActionLimiter(
+            lambda action: cls(redis, max_calls, period, key=action_key(action, prefix), hold_ttl=hold_ttl, poll=poll),
+            close=redis.aclose,
+        )
 
     async def acquire(self) -> None:
         """Wait until a call may start; it counts for `period` from now."""

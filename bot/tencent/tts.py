@@ -1,5 +1,5 @@
-"""TRTC TextToSpeech: make a cloned voice speak. Same pacing (one shared limiter), retries and error mapping as
-VoiceClone (bot.tencent.voiceclone), so both actions together stay under TRTC_MAX_RPS."""
+"""TRTC TextToSpeech: make a cloned voice speak. The same pacing, retries and error mapping as VoiceClone
+(bot.tencent.voiceclone); TextToSpeech counts in a window of its own (TRTC_MAX_RPS per action, as Tencent counts)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from tencentcloud.trtc.v20190722 import models
 from bot import metrics
 from bot.errors import ApiError, InputError
 from bot.settings import Settings
-from bot.tencent.limiter import SlidingWindowLimiter
+from bot.tencent.limiter import PerActionLimiter, RateLimiter
 from bot.tencent.voiceclone import NETWORK_ERROR, UNEXPECTED_RESPONSE, _from_sdk, sdk_client, with_retries
 
 log = logging.getLogger(__name__)
 
+ACTION = "TextToSpeech"
 # The international TextToSpeech documentation's ranges.
 MAX_TEXT = 255
 SPEED = (0.5, 2.0)
@@ -84,20 +85,21 @@ def check_speech(text: str, voice: Voice, fmt: str = "mp3", sample_rate: int = 2
 
 
 class TextToSpeechClient:
-    """TextToSpeech over the official async SDK; `limiter` should be the VoiceCloneClient's (one cap for both)."""
+    """TextToSpeech over the official async SDK; `limiter` should be the VoiceCloneClient's PerActionLimiter (one
+    object, a window per action: TextToSpeech's calls never take VoiceClone's)."""
 
     def __init__(
         self,
         settings: Settings,
         *,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: RateLimiter | PerActionLimiter | None = None,
         max_attempts: int = 4,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
     ):
         self._sdk = sdk_client(settings)
         self.settings = settings
-        self.limiter = limiter or SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
+        self.limiter = limiter or PerActionLimiter.in_process(settings.trtc_max_rps, 1.0)
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
@@ -126,14 +128,14 @@ class TextToSpeechClient:
         started = time.monotonic()
         try:
             response = await with_retries(
-                "TextToSpeech", self.limiter, lambda: self._attempt(request), max_attempts=self.max_attempts,
+                ACTION, self.limiter, lambda: self._attempt(request), max_attempts=self.max_attempts,
                 backoff_base=self.backoff_base, backoff_max=self.backoff_max,
             )
         except ApiError as exc:
             metrics.TRTC_ERRORS.labels(code=exc.code).inc()
             raise
         finally:
-            metrics.TRTC_SECONDS.labels(action="TextToSpeech").observe(time.monotonic() - started)
+            metrics.TRTC_SECONDS.labels(action=ACTION).observe(time.monotonic() - started)
         try:
             audio = base64.b64decode(response.Audio or "", validate=True)
         except (binascii.Error, ValueError) as exc:

@@ -29,7 +29,7 @@ from tencentcloud.trtc.v20190722.trtc_client_async import TrtcClient
 from bot.errors import ApiError, ConfigError, InvalidVoiceNameError, PromptTextError
 from bot.retry import jittered_delay, retrying
 from bot.settings import Settings
-from bot.tencent.limiter import SlidingWindowLimiter
+from bot.tencent.limiter import PerActionLimiter, RateLimiter, limiter_for
 
 log = logging.getLogger(__name__)
 
@@ -147,22 +147,25 @@ def sdk_client(settings: Settings) -> TrtcClient:
 
 async def with_retries(
     action: str,
-    limiter: SlidingWindowLimiter,
+    limiter: RateLimiter | PerActionLimiter,
     call: Callable[[], Awaitable[T]],
     *,
     max_attempts: int = 4,
     backoff_base: float = 0.5,
     backoff_max: float = 8.0,
 ) -> T:
-    """Run `call` under the limiter, retrying transient ApiErrors with the bot's backoff (bot.retry).
+    """Run `call` under `action`'s limit (its own window when `limiter` is a PerActionLimiter), retrying transient
+    ApiErrors with the bot's backoff (bot.retry).
 
     Not the SDK's StandardRetryer, which retries inside the SDK where our limiter cannot pace each attempt and does
     not retry InternalError.
     """
 
+    window = limiter_for(limiter, action)
+
     async def attempt() -> T:
         # Each attempt holds its place in the limiter while it runs (see SlidingWindowLimiter).
-        async with limiter:
+        async with window:
             return await call()
 
     def log_retry(retry: int, error: Exception, seconds: float) -> None:
@@ -190,7 +193,11 @@ class CloneOutcome:
 
 
 class VoiceCloneClient:
-    """Clones voices through TRTC VoiceClone, paced by a sliding-window limiter, retrying transient errors."""
+    """Clones voices through TRTC VoiceClone, paced by a sliding-window limit of its own, retrying transient errors.
+
+    `limiter`: a PerActionLimiter (VoiceClone gets its own window; the TextToSpeechClient given the same one gets
+    another), or a single limiter every action shares; default: TRTC_MAX_RPS per action, in this process.
+    """
 
     def __init__(
         self,
@@ -199,7 +206,7 @@ class VoiceCloneClient:
         max_attempts: int = 4,
         backoff_base: float = 0.5,
         backoff_max: float = 8.0,
-        limiter: SlidingWindowLimiter | None = None,
+        limiter: RateLimiter | PerActionLimiter | None = None,
     ):
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -211,8 +218,8 @@ class VoiceCloneClient:
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
-        # Shared by every call of this client (and TextToSpeech's): one TRTC_MAX_RPS cap.
-        self.limiter = limiter or SlidingWindowLimiter(settings.trtc_max_rps, 1.0)
+        # TRTC_MAX_RPS per action: Tencent counts VoiceClone and TextToSpeech each in its own window.
+        self.limiter = limiter or PerActionLimiter.in_process(settings.trtc_max_rps, 1.0)
         self.timeout = settings.trtc_timeout
         parts = urlsplit(settings.trtc_url)
         self._host = parts.netloc

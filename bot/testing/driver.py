@@ -38,7 +38,10 @@ def free_port() -> int:
 def bot_environ(
     slack: SlackStandIn, trtc: TrtcStandIn, db_path: str | os.PathLike[str], **extra: str
 ) -> dict[str, str]:
-    """The settings of a bot aimed at these stand-ins, with their own credentials; `extra` overrides."""
+    """The settings of a bot aimed at these stand-ins, with their own credentials; `extra` overrides.
+
+    /metrics gets a free port of its own (METRICS_PORT): bots started side by side never share one.
+    """
     env = {
         "TENCENTCLOUD_SECRET_ID": trtc.secret_id,
         "TENCENTCLOUD_SECRET_KEY": trtc.secret_key,
@@ -48,6 +51,7 @@ def bot_environ(
         "SLACK_SIGNING_SECRET": slack.signing_secret,
         "SLACK_API_URL": slack.api_url,
         "DATABASE_URL": f"sqlite:///{Path(db_path)}",
+        "METRICS_PORT": str(free_port()),
     }
     env.update(extra)
     return env
@@ -67,6 +71,11 @@ class InProcessBot:
     def url(self) -> str:
         """The bot's Slack request URL."""
         return f"http://127.0.0.1:{self.port}/slack/events"
+
+    @property
+    def metrics_url(self) -> str:
+        """The bot's Prometheus page (METRICS_PORT, on loopback unless METRICS_HOST says otherwise)."""
+        return f"http://{self.settings.metrics_host}:{self.settings.metrics_port}/metrics"
 
     async def start(self, timeout: float = 15.0) -> InProcessBot:
         from bot.serve import serve_http  # the bot's heavy imports only when a bot is started
@@ -115,6 +124,7 @@ class BotProcess:
         self.http = http
         self.name = name
         self.port = 0
+        self.metrics_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.logs: list[Path] = []
 
@@ -123,10 +133,16 @@ class BotProcess:
         """The bot's Slack request URL (HTTP mode)."""
         return f"http://127.0.0.1:{self.port}/slack/events"
 
+    @property
+    def metrics_url(self) -> str:
+        """The bot's Prometheus page (its own port, METRICS_PORT, on loopback)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
     def spawn(self, log: Path | None = None) -> subprocess.Popen[bytes]:
-        """Start the process (on a new port) without waiting for it."""
+        """Start the process (on new ports: PORT, and METRICS_PORT for /metrics) without waiting for it."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.port = free_port()
+        self.metrics_port = free_port()
         log = log or self.workdir / f"{self.name}-{len(self.logs) + 1}.log"
         self.logs.append(log)
         env_file = self.workdir / "no.env"
@@ -136,8 +152,8 @@ class BotProcess:
             command += ["--http", "--host", "127.0.0.1", "--port", str(self.port)]
         if self.role != "all":
             command += ["--role", self.role]
-        # Socket Mode serves /healthz and /metrics on PORT too.
-        env = {**self.env, "PORT": str(self.port)}
+        # Socket Mode serves /healthz on PORT too; /metrics is on METRICS_PORT in every mode and role.
+        env = {**self.env, "PORT": str(self.port), "METRICS_PORT": str(self.metrics_port)}
         with open(log, "ab") as out:
             self.proc = subprocess.Popen(
                 command, env=env, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=out

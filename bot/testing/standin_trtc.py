@@ -1,7 +1,8 @@
 """A local stand-in of Tencent Cloud's TRTC API (VoiceClone, TextToSpeech), checking requests as the real one does.
 
 It verifies TC3-HMAC-SHA256 signatures with the secret key, enforces the documented VoiceClone body
-rules, answers in Tencent's envelope ({"Response": {...}} over HTTP 200), and can be scripted to fail,
+rules, answers in Tencent's envelope ({"Response": {...}} over HTTP 200), limits the request rate per action as
+Tencent does (`max_rps`: each action counted in its own one-second window), and can be scripted to fail,
 answer slowly, send a gateway error page, drop the connection or go down altogether (outage). It runs its own
 event loop in a daemon thread, so synchronous and asynchronous callers can use it alike.
 """
@@ -24,7 +25,7 @@ import threading
 import time
 import uuid
 import wave
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -72,6 +73,8 @@ CLOCK_SKEW = 300  # seconds; Tencent rejects timestamps further off than five mi
 SAMPLE_RATE = 16000
 MIN_SECONDS = 10.0
 MAX_SECONDS = 180.0
+# Distinct TextToSpeech answers kept (see TrtcStandIn._speech).
+SPEECH_CACHE = 64
 # Tencent does not publish a PromptText cap; this matches the bot's own (bot.tencent.voiceclone.MAX_PROMPT_TEXT).
 MAX_PROMPT_TEXT = 1000
 _AUTH_RE = re.compile(
@@ -157,7 +160,12 @@ class _Refusal(Exception):
 
 
 class TrtcStandIn:
-    """A TRTC API server on 127.0.0.1 (ephemeral port) in its own thread; `.url` is where to send requests."""
+    """A TRTC API server on 127.0.0.1 (ephemeral port) in its own thread; `.url` is where to send requests.
+
+    `max_rps`: at most this many requests of each action (X-TC-Action) in any one-second sliding window, the
+    excess answered `RequestLimitExceeded`; as Tencent Cloud counts API frequency limits, VoiceClone and
+    TextToSpeech each have a window of their own (so 20 of each in one second are all accepted). None: no limit.
+    """
 
     def __init__(
         self,
@@ -173,8 +181,9 @@ class TrtcStandIn:
         self.url = ""
         self._cond = threading.Condition()
         self._requests: list[TrtcRequest] = []
-        self._refusals = 0
-        self._window: deque[float] = deque()
+        # Per action (None: a request without X-TC-Action): refusals, and the arrivals in the current window.
+        self._refusals: Counter[str | None] = Counter()
+        self._windows: dict[str | None, deque[float]] = {}
         self._answers: deque[_Script] = deque()
         self._delays: deque[tuple[float, str | None]] = deque()  # (seconds, only this action or any)
         self._outage: tuple[str, int] | None = None  # (mode, HTTP status for "html")
@@ -186,6 +195,11 @@ class TrtcStandIn:
         self.voices: dict[str, str | None] = {}
         # Models whose voices TextToSpeech refuses (the international doc names only flow_01_turbo for TTS).
         self.tts_refused_models: set[str] = set()
+        # TextToSpeech audio by (text, format, rate, speed, pitch), made once on the stand-in's loop: the same
+        # request always gets the same audio, and its ffmpeg runs once, not once a request. The stand-in shares the
+        # machine with the bot in tests and the bench, and Tencent speaks on its own servers: a preview burst must
+        # not take the CPU the bot's conversions need.
+        self._speech: dict[tuple[str, str, int, float, int], asyncio.Future[tuple[bytes, int]]] = {}
 
     @property
     def secret_key(self) -> str:
@@ -303,7 +317,7 @@ class TrtcStandIn:
         "refuse": every request's connection is reset (TCP RST) before any HTTP answer, and open keep-alive
         connections are reset at once. "html": every request answers `status` (502 or 503) with an HTML page,
         as a load balancer without backends does. Either way each request is still recorded (outcome "reset"
-        or "HTTP <status>", no RequestId) and still passes through the max_rps window, so `refusals` also
+        or "HTTP <status>", no RequestId) and still passes through its action's max_rps window, so `refusals` also
         counts requests over the limit sent during an outage; scripted answers and delays wait for restore().
         """
         if mode not in OUTAGE_MODES:
@@ -331,7 +345,7 @@ class TrtcStandIn:
         if outage is None:
             return await handler(request)
         arrived = time.monotonic()
-        self._rate_limited(arrived)
+        self._rate_limited(arrived, request.headers.get("X-TC-Action"))
         mode, status = outage
         self._record(
             TrtcRequest(
@@ -368,17 +382,29 @@ class TrtcStandIn:
         with self._cond:
             return list(self._requests)
 
+    def requests_of(self, action: str) -> list[TrtcRequest]:
+        """The requests of one action (X-TC-Action), oldest first."""
+        with self._cond:
+            return [r for r in self._requests if r.action == action]
+
     @property
     def refusals(self) -> int:
-        """How many requests were refused by the max_rps limit."""
+        """How many requests were refused by the max_rps limit, every action together."""
         with self._cond:
-            return self._refusals
+            return sum(self._refusals.values())
 
-    def max_requests_per_second(self) -> int:
-        """The most requests that arrived within any 1-second sliding window (every request seen since start or
-        reset(): answered, refused, scripted or turned away by an outage)."""
+    @property
+    def refusals_by_action(self) -> dict[str | None, int]:
+        """How many requests of each action were refused by the max_rps limit (actions with none left out)."""
         with self._cond:
-            times = sorted(r.time for r in self._requests)
+            return {action: count for action, count in self._refusals.items() if count}
+
+    def max_requests_per_second(self, action: str | None = None) -> int:
+        """The most requests that arrived within any 1-second sliding window (every request seen since start or
+        reset(): answered, refused, scripted or turned away by an outage); of `action` only when given (the
+        window max_rps limits), else of every action together."""
+        with self._cond:
+            times = sorted(r.time for r in self._requests if action is None or r.action == action)
         most, first = 0, 0
         for last, now in enumerate(times):
             while times[first] <= now - 1.0:
@@ -386,17 +412,19 @@ class TrtcStandIn:
             most = max(most, last - first + 1)
         return most
 
-    def wait_for_requests(self, n: int, timeout: float) -> bool:
-        """Block until at least `n` requests were seen; False on timeout."""
+    def wait_for_requests(self, n: int, timeout: float, action: str | None = None) -> bool:
+        """Block until at least `n` requests (of `action` only, when given) were seen; False on timeout."""
         with self._cond:
-            return self._cond.wait_for(lambda: len(self._requests) >= n, timeout=timeout)
+            return self._cond.wait_for(
+                lambda: sum(action is None or r.action == action for r in self._requests) >= n, timeout=timeout
+            )
 
     def reset(self) -> None:
         """Forget requests, refusals, the rate window and any pending scripts."""
         with self._cond:
             self._requests.clear()
-            self._refusals = 0
-            self._window.clear()
+            self._refusals.clear()
+            self._windows.clear()
             self._answers.clear()
             self._delays.clear()
 
@@ -406,7 +434,7 @@ class TrtcStandIn:
         arrived = time.monotonic()
         request_id = str(uuid.uuid4())
         action = request.headers.get("X-TC-Action")
-        limited = self._rate_limited(arrived)
+        limited = self._rate_limited(arrived, action)
         script, delay = (None, 0.0) if limited else self._next_script(action)
         body = await request.read()
         parsed = _json_object(body)
@@ -466,16 +494,18 @@ class TrtcStandIn:
         # Exactly "application/json": the SDK only looks for errors under that content type.
         return web.Response(body=json.dumps({"Response": answer}).encode(), content_type="application/json")
 
-    def _rate_limited(self, now: float) -> bool:
+    def _rate_limited(self, now: float, action: str | None) -> bool:
+        """Whether this request of `action` is over max_rps in that action's own one-second window."""
         if self.max_rps is None:
             return False
         with self._cond:
-            while self._window and self._window[0] <= now - 1.0:
-                self._window.popleft()
-            if len(self._window) >= self.max_rps:
-                self._refusals += 1
+            window = self._windows.setdefault(action, deque())
+            while window and window[0] <= now - 1.0:
+                window.popleft()
+            if len(window) >= self.max_rps:
+                self._refusals[action] += 1
                 return True
-            self._window.append(now)
+            window.append(now)
             return False
 
     def _next_script(self, action: str | None) -> tuple[_Script | None, float]:
@@ -587,8 +617,26 @@ class TrtcStandIn:
         if cloned_with in self.tts_refused_models:
             raise _Refusal("InvalidParameter.VoiceId", f"The voice was cloned with {cloned_with}, which "
                            "TextToSpeech does not support.")
-        audio, millis = await asyncio.to_thread(synthesize, text, fmt, rate, speed=float(speed), pitch=int(pitch))
+        audio, millis = await self._speak(text, fmt, rate, float(speed), int(pitch))
         return {"Audio": base64.b64encode(audio).decode("ascii"), "TotalDurationMs": millis, "Alignments": []}
+
+    async def _speak(self, text: str, fmt: str, rate: int, speed: float, pitch: int) -> tuple[bytes, int]:
+        """synthesize(), each distinct request once (requests asking for it meanwhile wait for that run)."""
+        key = (text, fmt, rate, speed, pitch)
+        made = self._speech.get(key)
+        if made is None:
+            if len(self._speech) >= SPEECH_CACHE:
+                del self._speech[next(iter(self._speech))]  # the oldest
+            made = self._speech[key] = asyncio.ensure_future(
+                asyncio.to_thread(synthesize, text, fmt, rate, speed=speed, pitch=pitch)
+            )
+        try:
+            # Shielded: a request given up on does not cancel the run others wait for.
+            return await asyncio.shield(made)
+        except Exception:
+            if self._speech.get(key) is made:
+                del self._speech[key]  # the next request tries again
+            raise
 
     def _authenticate(self, request: web.Request, body: bytes) -> None:
         """Check the TC3-HMAC-SHA256 signature exactly as Tencent computes it."""

@@ -3,7 +3,8 @@
 - a prompt waiting for consent longer than CONSENT_TTL_HOURS is deleted and its message says so;
 - job rows (options, transcripts, Slack file objects with their URLs) and delivered outbox records are deleted
   RETENTION_DAYS after they end (the audit is kept: it is the record of consent);
-- prepared audio no job still needs (a crash between steps) is removed.
+- prepared audio no job still needs (a crash between steps) is removed;
+- the keys of commands and interactions taken (bot.store.replays) are forgotten once their window has passed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from bot.settings import Settings
 from bot.slack.replies import Replies, file_name, refresh_share
 from bot.store.jobs import EXPIRED, JobStore
 from bot.store.prepared import PreparedAudio
+from bot.store.replays import Replays
 from bot.ui.consent_blocks import build_consent_expired
 
 log = logging.getLogger(__name__)
@@ -25,13 +27,21 @@ class Housekeeping:
     """Runs `maintain()` every `interval` seconds until stopped."""
 
     def __init__(
-        self, settings: Settings, store: JobStore, replies: Replies, prepared: PreparedAudio, interval: float = 60.0
+        self,
+        settings: Settings,
+        store: JobStore,
+        replies: Replies,
+        prepared: PreparedAudio,
+        interval: float = 60.0,
+        *,
+        replays: Replays | None = None,
     ):
         self.settings = settings
         self.store = store
         self.replies = replies
         self.prepared = prepared
         self.interval = interval
+        self.replays = replays
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -76,3 +86,5 @@ class Housekeeping:
                 len(purged), records, self.settings.retention_days,
             )
         self.prepared.sweep(await self.store.with_prompt())
+        if self.replays is not None:
+            await self.replays.sweep(now)

@@ -47,7 +47,6 @@ class VoiceService:
         # Where a "say" waits for the workers (they call say_job); None: say() runs in this process.
         self.queue = queue
         self.workspaces = workspaces
-        self.admins = settings.admin_users
         self.root = Path(settings.data_path) / "speech"
         self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
@@ -176,9 +175,11 @@ class VoiceService:
     # -- speaking ----------------------------------------------------------------------------------------
 
     async def reachable(self, team_id: str | None, user: str | None, ref: str) -> VoiceRecord | None:
-        """The voice `ref` names, if `user` may reach it (never tells whether someone else's exists)."""
-        voice = await self.library.find(team_id, user, ref, self.admins)
-        return voice if voice is not None and may_reach(voice, user, self.admins) else None
+        """The voice `ref` names, if `user` may reach it (never tells whether someone else's exists). Admins are
+        those of `team_id` (ADMIN_USERS' T...:U...): an admin of one workspace is no admin of another."""
+        admins = self.settings.admins_in(team_id)
+        voice = await self.library.find(team_id, user, ref, admins)
+        return voice if voice is not None and may_reach(voice, user, admins) else None
 
     async def request_say(
         self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,

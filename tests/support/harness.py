@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -28,6 +29,8 @@ SIGNING_SECRET = "harness-signing-secret-5f1e"
 SECRET_ID = "AKID-harness-stand-in-id"
 SECRET_KEY = "harness-tencent-secret-key-9c2d"
 APP_ID = 1400123456
+
+T = TypeVar("T")
 
 
 def wanted_database() -> str:
@@ -73,6 +76,8 @@ class BotHarness:
     # 0: a Tencent error is answered after the client's own retries (the outage tests wait instead).
     tencent_wait: float = 0.0
     max_backoff: float | None = None
+    # How often the queue and outbox depths on /metrics are read (the bot's default: every 5 s).
+    gauge_interval: float = 0.2
     slack: SlackStandIn = field(init=False)
     trtc: TrtcStandIn = field(init=False)
     settings: Settings = field(init=False)
@@ -127,7 +132,7 @@ class BotHarness:
         downloads.mkdir(exist_ok=True)
         self.runtime = build_runtime(
             self.settings, pace_interval=self.pace_interval, tencent_wait=self.tencent_wait,
-            max_backoff=self.max_backoff, temp_dir=downloads,
+            max_backoff=self.max_backoff, temp_dir=downloads, gauge_interval=self.gauge_interval,
         )
         self._bot = InProcessBot(self.settings, self.port, self.runtime)
         await self._bot.start()
@@ -163,6 +168,15 @@ class BotHarness:
     def url(self) -> str:
         """The bot's Slack request URL."""
         return f"http://127.0.0.1:{self.port}/slack/events"
+
+    @property
+    def metrics_port(self) -> int:
+        """The port of the bot's /metrics (METRICS_PORT, a free one per bot: bot_environ), never the Slack port."""
+        return self.settings.metrics_port
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def share(
         self,
@@ -210,6 +224,10 @@ class BotHarness:
     def drain(self, timeout: float = 60) -> None:
         """Wait until the bot has no queued or running job."""
         asyncio.run_coroutine_threadsafe(self.runtime.drain(timeout), self._loop).result(timeout + 5)
+
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run `coroutine` on the bot's event loop (beside its requests and workers); its future."""
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def wait(self, predicate: Callable[[], bool], timeout: float = 30) -> bool:
         """Wait on the Slack stand-in until `predicate` holds."""

@@ -269,6 +269,14 @@ class AuditSQL:
 
 
 @dataclass(frozen=True)
+class ReplaysSQL:
+    table: Table
+    # 1 row touched: the key is new (or its last sighting expired); 0: seen within its window.
+    first: Command
+    sweep: Command
+
+
+@dataclass(frozen=True)
 class Dialect:
     """One database's SQL for every store, and how it takes a list as one parameter."""
 
@@ -277,5 +285,6 @@ class Dialect:
     outbox: OutboxSQL
     voices: VoicesSQL
     audit: AuditSQL
+    replays: ReplaysSQL
     # A list of values as a single parameter (SQLite: JSON text for json_each; PostgreSQL: an array).
     array: Callable[[Sequence[Any]], Any]

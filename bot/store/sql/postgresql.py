@@ -20,6 +20,7 @@ from bot.store.sql import (
     NameRow,
     OutboxSQL,
     Query,
+    ReplaysSQL,
     Table,
     VoicesSQL,
 )
@@ -370,7 +371,32 @@ FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
         " %(file_id)s, %(file_name)s, %(audio_sha256)s, %(seconds)s, %(voice_name)s, %(voice_id)s, %(request_id)s,"
         " %(outcome)s)"
     ),
-    entries=Query(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE at >= %(since)s ORDER BY id"),
+    entries=Query(
+        f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE at >= %(since)s"
+        " AND (%(team)s::text IS NULL OR team_id = %(team)s::text) ORDER BY id"
+    ),
+)
+
+
+# -- replays --------------------------------------------------------------------------------------------
+
+REPLAYS = ReplaysSQL(
+    table=Table(
+        name="replays",
+        create="""
+CREATE TABLE IF NOT EXISTS replays (
+    key         TEXT PRIMARY KEY,
+    expires_at  DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replays_expiry ON replays(expires_at);
+""",
+    ),
+    # A key whose last sighting has expired counts as new again (the sweep may not have run yet).
+    first=Command(
+        "INSERT INTO replays (key, expires_at) VALUES (%(key)s, %(until)s)"
+        " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replays.expires_at < %(now)s"
+    ),
+    sweep=Command("DELETE FROM replays WHERE expires_at < %(now)s"),
 )
 
 
@@ -378,4 +404,6 @@ def _array(values: Sequence[Any]) -> list[Any]:
     return list(values)
 
 
-DIALECT = Dialect(name="postgresql", jobs=JOBS, outbox=OUTBOX, voices=VOICES, audit=AUDIT, array=_array)
+DIALECT = Dialect(
+    name="postgresql", jobs=JOBS, outbox=OUTBOX, voices=VOICES, audit=AUDIT, replays=REPLAYS, array=_array
+)

@@ -17,6 +17,7 @@ from bot.store.sql import (
     NameRow,
     OutboxSQL,
     Query,
+    ReplaysSQL,
     Table,
     VoicesSQL,
 )
@@ -332,7 +333,31 @@ BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
         f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (:at, :team_id, :user_id, :consent, :job_id, :file_id,"
         " :file_name, :audio_sha256, :seconds, :voice_name, :voice_id, :request_id, :outcome)"
     ),
-    entries=Query(f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE at >= :since ORDER BY id"),
+    entries=Query(
+        f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE at >= :since AND (:team IS NULL OR team_id = :team) ORDER BY id"
+    ),
+)
+
+
+# -- replays --------------------------------------------------------------------------------------------
+
+REPLAYS = ReplaysSQL(
+    table=Table(
+        name="replays",
+        create="""
+CREATE TABLE IF NOT EXISTS replays (
+    key         TEXT PRIMARY KEY,
+    expires_at  REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS replays_expiry ON replays(expires_at);
+""",
+    ),
+    # A key whose last sighting has expired counts as new again (the sweep may not have run yet).
+    first=Command(
+        "INSERT INTO replays (key, expires_at) VALUES (:key, :until)"
+        " ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at WHERE replays.expires_at < :now"
+    ),
+    sweep=Command("DELETE FROM replays WHERE expires_at < :now"),
 )
 
 
@@ -340,4 +365,6 @@ def _array(values: Sequence[Any]) -> str:
     return json.dumps(list(values))
 
 
-DIALECT = Dialect(name="sqlite", jobs=JOBS, outbox=OUTBOX, voices=VOICES, audit=AUDIT, array=_array)
+DIALECT = Dialect(
+    name="sqlite", jobs=JOBS, outbox=OUTBOX, voices=VOICES, audit=AUDIT, replays=REPLAYS, array=_array
+)
