@@ -34,7 +34,6 @@ from bot.store.private import keep_private
 from bot.store.replays import Replays
 from bot.store.uninstall import Uninstaller
 from bot.tencent.limiter import PerActionLimiter
-from bot.tencent.redis_limiter import RedisSlidingWindowLimiter
 from bot.tencent.tts import TextToSpeechClient
 from bot.tencent.voiceclone import VoiceCloneClient
 from bot.wake import Wakeup
@@ -186,6 +185,9 @@ def trtc_limiter(settings: Settings) -> PerActionLimiter:
     """TRTC_MAX_RPS per action (VoiceClone, TextToSpeech), each in its own window as Tencent counts them: in Redis
     for every replica when REDIS_URL is set (a key per action), else in this process."""
     if settings.redis_url:
+        # Imported only here: redis-py imports `cryptography` when it is installed (~5 MB a process without Redis).
+        from bot.tencent.redis_limiter import RedisSlidingWindowLimiter
+
         # A held slot of a process killed mid-call frees itself once no call could still be running.
         limiter = RedisSlidingWindowLimiter.per_action_from_url(
             settings.redis_url, settings.trtc_max_rps, 1.0, hold_ttl=settings.trtc_timeout + 1.0 + 5.0

@@ -14,13 +14,13 @@ import asyncio
 import hashlib
 import logging
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
-from redis.exceptions import RedisError
 
 from bot import metrics
 from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError
@@ -46,6 +46,13 @@ from bot.voice.options import CloneOptions
 from bot.voice.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
 from bot.work.fetch import Fetcher, Waiting
 from bot.work.pool import JobQueue, LeaseLost, WorkerPool
+
+
+def _limiter_errors() -> tuple[type[BaseException], ...]:
+    """RedisError once the shared limiter (REDIS_URL) has loaded redis, else nothing: redis is imported only with
+    REDIS_URL (it pulls in `cryptography`, ~5 MB a process), and without it no RedisError can happen."""
+    exceptions = sys.modules.get("redis.exceptions")
+    return (exceptions.RedisError,) if exceptions is not None else ()
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +208,7 @@ class JobRunner(WorkerPool):
                 raise Waiting("waiting_tencent", exc) from None
             self.prepared.delete(job.id)
             raise
-        except RedisError as exc:
+        except _limiter_errors() as exc:
             # The shared limiter (REDIS_URL) is unreachable: no request left, so wait like a Tencent outage.
             raise Waiting("waiting_tencent", exc) from None
         await self._audit(job, consent, prompt, request, outcome="cloned", result=result)
