@@ -11,6 +11,8 @@ import jsonschema
 import pytest
 import yaml
 
+from bot.ui.speak_blocks import SPEAK_SHORTCUT
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT.parent / "shared" / "slack-manifest.schema.json"
 # The product's code (the stand-ins in bot/testing answer Slack calls, they do not make them).
@@ -61,6 +63,7 @@ EVENT_SUBSCRIPTIONS = {
 OTHER_USES = {
     r"url_private": "files:read",  # downloading a file's private URL with the bot token
     r"\.command\(": "commands",  # a slash command listener
+    r"\.shortcut\(": "commands",  # a shortcut listener (global or message)
 }
 # A Web API method on a Slack client (called, or passed on to be called): `client.chat_update(`, `self.slack.x_y`.
 _FAMILIES = "chat|reactions|files|views|conversations|users|auth|apps|pins|bookmarks"
@@ -147,3 +150,13 @@ def test_command_interactivity_and_socket_mode():
     settings = manifest["settings"]
     assert settings["interactivity"]["is_enabled"] and settings["socket_mode_enabled"]
     assert [c["command"] for c in manifest["features"]["slash_commands"]] == ["/clone"]
+
+
+def test_message_shortcuts_are_exactly_the_ones_the_code_listens_for():
+    shortcuts = _manifest()["features"]["shortcuts"]
+    assert [(s["type"], s["callback_id"], s["name"]) for s in shortcuts] == [
+        ("message", "speak_in_my_voice", "Speak in my voice")
+    ]
+    assert SPEAK_SHORTCUT == "speak_in_my_voice"
+    listened = {m for path in SOURCES for m in re.findall(r"\.shortcut\((\w+)\)", path.read_text())}
+    assert listened == {"SPEAK_SHORTCUT"}

@@ -1,5 +1,6 @@
-"""TextToSpeech: the client and the stand-in (validation, real audio of each format), the CLI (`say`, `voices`),
-the TTS error sentences and the voice Block Kit against Slack's limits."""
+"""TextToSpeech: the client and the stand-in (validation, real audio of each format), long texts (cut into parts,
+spoken, joined into one mp3), the CLI (`say`, `voices`), the TTS error sentences and the voice Block Kit against
+Slack's limits."""
 
 from __future__ import annotations
 
@@ -20,7 +21,15 @@ from bot.errors import ApiError
 from bot.settings import load_settings
 from bot.store.database import SqliteDatabase
 from bot.store.library import VoiceLibrary, VoiceRecord
-from bot.tencent.tts import SpeechParamError, TextToSpeechClient, Voice
+from bot.tencent.tts import (
+    MAX_LONG_TEXT,
+    Speech,
+    SpeechParamError,
+    TextToSpeechClient,
+    Voice,
+    check_long_text,
+    split_text,
+)
 from bot.testing.standin_trtc import TrtcStandIn
 from bot.ui.voice_blocks import (
     EX_MODEL,
@@ -35,6 +44,7 @@ from bot.ui.voice_blocks import (
     describe_tts_error,
     read_say_form,
 )
+from bot.voice.joining import PAUSE_MS, join_speech, speak_long
 
 
 @pytest.fixture(scope="module")
@@ -199,3 +209,138 @@ def test_say_form_reads_and_validates_values():
     values, errors = read_say_form(view)
     assert errors == {"speed": "Between 0.5 and 2.0."} and values["pitch"] == -3 and values["volume"] == 1.0
     assert values["voice_id"] == "voice_0001" and values["channel"] == "C1"
+
+
+# -- long texts: cut into parts of at most 255 characters, spoken, joined into one mp3 ------------------------------
+
+
+def test_a_short_text_is_one_part_with_its_whitespace_evened():
+    assert split_text("  Good morning,\n\n   team!  ") == ["Good morning, team!"]
+    assert split_text("x" * 255) == ["x" * 255]
+    assert split_text("") == [] and split_text(" \n ") == []
+
+
+def test_sentences_are_packed_into_parts_and_cut_only_at_their_ends():
+    sentence = "The quick brown fox jumps over the lazy dog. "  # 45 characters with its space
+    parts = split_text(sentence * 12)
+    assert parts == [(sentence * 5).strip(), (sentence * 5).strip(), (sentence * 2).strip()]
+    assert [len(p) for p in parts] == [224, 224, 89]
+    # ! ? … and a closing quote end sentences too; a full stop inside a number or a name does not.
+    text = "Is it 3.5 m long? " * 10 + "He said “it is!” " * 8 + "Wait… " * 3
+    assert split_text(text) == [("Is it 3.5 m long? " * 10 + "He said “it is!” " * 4).strip(),
+                                ("He said “it is!” " * 4 + "Wait… " * 3).strip()]
+
+
+def test_a_sentence_longer_than_a_request_is_cut_at_its_commas_then_its_spaces():
+    clauses = ", ".join(f"item number {n:02d} is on the list" for n in range(12)) + "."  # 371 characters
+    parts = split_text(clauses)
+    assert [len(p) for p in parts] == [247, 123]
+    assert parts[0].endswith("item number 07 is on the list,") and parts[1].startswith("item number 08")
+    words = " ".join(["abcdefghij"] * 60)  # one 659-character sentence without a comma
+    assert [len(p) for p in split_text(words)] == [252, 252, 153]
+    assert [len(p) for p in split_text("x" * 600)] == [255, 255, 90]  # no space at all: cut at 255
+    assert " ".join(split_text(clauses)) == clauses and " ".join(split_text(words)) == words
+
+
+def test_cjk_text_is_cut_at_its_own_full_stops_and_joined_without_spaces():
+    parts = split_text("你好。" * 100)
+    assert parts == ["你好。" * 85, "你好。" * 15]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_no_part_is_ever_over_255_characters_and_nothing_is_lost(seed):
+    import random
+
+    rng = random.Random(seed)
+    alphabet = ["word", "a", "sentence.", "comma,", "why?", "x" * rng.randint(1, 400), "\n", "  ", "你好。", "—"]
+    text = " ".join(rng.choice(alphabet) for _ in range(rng.randint(1, 700)))
+    parts = split_text(text)
+    assert all(1 <= len(p) <= 255 for p in parts)
+    assert "".join("".join(parts).split()) == "".join(text.split())
+
+
+def test_texts_over_3000_characters_are_refused():
+    assert MAX_LONG_TEXT == 3000
+    assert check_long_text(" y" * 1500) == "y " * 1499 + "y"  # 2,999 characters once evened
+    with pytest.raises(SpeechParamError) as caught:
+        check_long_text("z" * 3001)
+    assert (caught.value.field, caught.value.value, caught.value.allowed) == ("text", 3001, "1 to 3000 characters")
+
+
+def long_speech(env, text: str, voice: Voice):
+    async def go():
+        client = TextToSpeechClient(load_settings(environ=env))
+        try:
+            return await speak_long(client, text, voice, language="en")
+        finally:
+            await client.aclose()
+
+    return asyncio.run(go())
+
+
+def test_speak_long_speaks_each_part_and_joins_them_into_one_mp3(env, trtc, tmp_path):
+    trtc.voices["v_long"] = "flow_01_turbo"
+    text = "The quick brown fox jumps over the lazy dog. " * 13  # 584 characters: 224 + 224 + 134
+    speech = long_speech(env, text, Voice("v_long", speed=1.25, volume=2))
+    requests = trtc.requests_of("TextToSpeech")
+    assert sorted(len(r.text) for r in requests) == [134, 224, 224]
+    assert all(r.audio_format == {"Format": "wav", "SampleRate": 24000} and r.language == "en" for r in requests)
+    assert all(r.voice == {"VoiceId": "v_long", "Speed": 1.25, "Volume": 2.0, "Pitch": 0} for r in requests)
+    # One mp3 as long as the parts (the stand-in: 0.065 s a character at speed 1, give or take its decoder's frame
+    # per part) and two 150 ms pauses.
+    expected = sum(0.065 * n / 1.25 for n in (224, 224, 134)) + 0.3
+    assert expected == pytest.approx(30.564)
+    assert speech.format == "mp3" and speech.sample_rate == 24000
+    assert speech.duration_ms == pytest.approx(expected * 1000, abs=60)
+    info = decode(speech.audio, tmp_path, "long.mp3")
+    assert "Audio: mp3" in info and "24000 Hz" in info and "mono" in info
+    assert speech.request_id in {r.request_id for r in requests}
+
+
+def test_speak_long_of_a_short_text_is_the_one_request_speak_makes(env, trtc):
+    trtc.voices["v_short"] = "flow_01_turbo"
+    speech = long_speech(env, "Just one line.", Voice("v_short"))
+    (request,) = trtc.requests_of("TextToSpeech")
+    assert request.text == "Just one line." and request.audio_format == {"Format": "mp3", "SampleRate": 24000}
+    assert speech.format == "mp3" and speech.request_id == request.request_id
+
+
+def test_a_refused_part_stops_the_long_text_with_its_request_id(env, trtc):
+    trtc.voices["v_fail"] = "flow_01_turbo"
+    trtc.fail_next("InvalidParameter.VoiceId", action="TextToSpeech")
+    with pytest.raises(ApiError) as caught:
+        long_speech(env, "One sentence here. " * 40, Voice("v_fail"))
+    assert caught.value.code == "InvalidParameter.VoiceId"
+    assert caught.value.request_id in {r.request_id for r in trtc.requests_of("TextToSpeech")}
+    # Checked before any request: a bad knob or an over-long text costs nothing.
+    trtc.reset()
+    for text, voice in (("Fine. " * 100, Voice("v_fail", speed=3)), ("z" * 3001, Voice("v_fail"))):
+        with pytest.raises(SpeechParamError):
+            long_speech(env, text, voice)
+    assert trtc.requests == []
+
+
+def test_parts_of_every_format_join_in_order_with_the_bots_own_ffmpeg(monkeypatch, tmp_path):
+    from pydub import AudioSegment
+
+    from bot.testing.speech import synthesize
+    from bot.voice.audio import find_ffmpeg
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no ffmpeg on PATH: pydub must be given the bot's own
+    parts = []
+    for n, fmt in enumerate(("wav", "pcm", "mp3")):
+        audio, millis = synthesize("Part number one." if n == 0 else "The next part!", fmt, 24000)
+        parts.append(Speech(audio, fmt, 24000, millis, f"rid-{fmt}"))
+    joined = join_speech(parts)
+    assert AudioSegment.converter == find_ffmpeg()
+    assert joined.format == "mp3" and joined.request_id == "rid-wav" and joined.sample_rate == 24000
+    # wav and pcm decode exactly; the mp3 part within its encoder's padding.
+    assert joined.duration_ms == pytest.approx(sum(p.duration_ms for p in parts) + 2 * PAUSE_MS, abs=60)
+    assert "Audio: mp3" in decode(joined.audio, tmp_path, "joined.mp3")
+
+
+def test_an_unreadable_part_is_an_unexpected_answer_with_its_request_id():
+    good = Speech(b"\0\0" * 2400, "pcm", 24000, 100, "rid-good")
+    with pytest.raises(ApiError) as caught:
+        join_speech([good, Speech(b"RIFF nonsense", "wav", 24000, 100, "rid-bad")])
+    assert caught.value.code == "UnexpectedResponse" and caught.value.request_id == "rid-bad"

@@ -52,7 +52,7 @@ from bot.testing.standin_slack.common import (
 from bot.testing.standin_slack.content import Content
 from bot.testing.standin_slack.faults import Faults
 from bot.testing.standin_slack.filehost import FileHost
-from bot.testing.standin_slack.interactions import Interactions
+from bot.testing.standin_slack.interactions import Interactions, message_action
 from bot.testing.standin_slack.oauth_flow import OAuth
 from bot.testing.standin_slack.payloads import (
     app_home_opened_event,
@@ -110,6 +110,7 @@ __all__ = [
     "block_actions",
     "event_callback",
     "file_shared_event",
+    "message_action",
     "message_event",
     "new_event_id",
     "new_ts",

@@ -1,7 +1,7 @@
 """Interactivity: trigger_ids and response_urls, and the payloads that carry them.
 
-Slash commands, modal submissions and button presses (in messages and on the Home tab), built with a live
-trigger_id and a response_url served here, so the app's answers can be checked against Slack's rules.
+Slash commands, modal submissions, button presses (in messages and on the Home tab) and message shortcuts, built
+with a live trigger_id and a response_url served here, so the app's answers can be checked against Slack's rules.
 """
 
 from __future__ import annotations
@@ -16,11 +16,15 @@ from typing import Any
 from aiohttp import web
 
 from bot.testing.standin_slack.common import (
+    DEFAULT_APP_ID,
     DEFAULT_CHANNEL_ID,
+    DEFAULT_TEAM_DOMAIN,
+    DEFAULT_TEAM_ID,
     DEFAULT_USER_ID,
     RESPONSE_URL_TTL,
     RESPONSE_URL_USES,
     TRIGGER_TTL,
+    VERIFICATION_TOKEN,
     JsonDict,
     ResponseURLPost,
     _SlackError,
@@ -28,6 +32,41 @@ from bot.testing.standin_slack.common import (
 )
 from bot.testing.standin_slack.core import StandInCore
 from bot.testing.standin_slack.payloads import app_home_opened_event, block_actions, slash_command, view_submission
+
+
+def message_action(
+    message: Mapping[str, Any],
+    channel_id: str,
+    callback_id: str,
+    user: str = DEFAULT_USER_ID,
+    *,
+    trigger_id: str | None = None,
+    response_url: str | None = None,
+    team_id: str = DEFAULT_TEAM_ID,
+    team_domain: str = DEFAULT_TEAM_DOMAIN,
+    api_app_id: str = DEFAULT_APP_ID,
+    user_name: str = "user",
+    channel_name: str | None = None,
+) -> JsonDict:
+    """The interactivity payload of a message shortcut (a message's "More actions" menu), as Slack's documentation
+    shows it: type `message_action`, the shortcut's callback_id, the whole message, its channel, the user, a
+    trigger_id (3 s to open a modal) and a response_url."""
+    return {
+        "type": "message_action",
+        "token": VERIFICATION_TOKEN,
+        "action_ts": f"{time.time():.6f}",
+        "team": {"id": team_id, "domain": team_domain},
+        "user": {"id": user, "username": user_name, "name": user_name, "team_id": team_id},
+        "channel": {"id": channel_id, "name": channel_name or channel_id.lower()},
+        "is_enterprise_install": False,
+        "enterprise": None,
+        "api_app_id": api_app_id,
+        "callback_id": callback_id,
+        "trigger_id": trigger_id or _trigger_id(),
+        "response_url": response_url or f"https://hooks.slack.com/app/{team_id}/{secrets.token_hex(6)}",
+        "message_ts": message.get("ts"),
+        "message": copy.deepcopy(dict(message)),
+    }
 
 
 class Interactions(StandInCore):
@@ -140,6 +179,26 @@ class Interactions(StandInCore):
             team_id=self.team_id,
             team_domain=self.team_domain,
             api_app_id=self.app_id,
+        )
+
+    def message_shortcut(
+        self, channel_id: str, message_ts: str, callback_id: str, user: str = DEFAULT_USER_ID, user_name: str = "user"
+    ) -> JsonDict:
+        """message_action() for a message stored here (posted by a person or the bot), as `user` picks the shortcut
+        `callback_id` from its menu now; deliver it with kind="interactive"."""
+        with self._cond:
+            message = copy.deepcopy(self._messages[channel_id][message_ts])
+        return message_action(
+            message,
+            channel_id,
+            callback_id,
+            user,
+            trigger_id=self.issue_trigger_id(),
+            response_url=self.issue_response_url(),
+            team_id=self.team_id,
+            team_domain=self.team_domain,
+            api_app_id=self.app_id,
+            user_name=user_name,
         )
 
     def app_home_opened(self, user: str = DEFAULT_USER_ID) -> JsonDict:
