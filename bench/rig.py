@@ -32,6 +32,8 @@ SIGNING_SECRET = "bench-signing-secret-7a3c"
 SECRET_ID = "AKID-bench-stand-in-id"
 SECRET_KEY = "bench-tencent-secret-key-4e81"
 APP_ID = 1400123456
+# Each share comes from a person of its own, as a burst across a workspace does: with the fair-use defaults
+# (MAX_JOBS_PER_USER=10, MAX_VOICES_PER_USER=10) one user's 200 shares would mostly be refused, by design.
 USER = "U0BENCH"
 FINAL_REACTIONS = ("white_check_mark", "x")
 # Settings the bot reads from its environment are never inherited from whoever runs the bench.
@@ -78,6 +80,7 @@ class Share:
     ts: str
     body: bytes
     headers: dict[str, str]
+    user: str = USER  # who shared it (the speaker, who alone may press its consent button)
     sent_mono: float = 0.0  # time.monotonic() just before sending
     sent_wall: float = 0.0  # time.time() at the same moment
 
@@ -106,6 +109,7 @@ class Rig:
     worker_ports: list[int] = field(init=False, default_factory=list)
     database: str | None = field(init=False, default=None)  # the PostgreSQL database created for this rig
     _drivers: list[BotProcess] = field(init=False, default_factory=list)
+    _shares: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.workdir = self.workdir.resolve()  # the bot runs in it: its paths must not be relative to ours
@@ -257,12 +261,16 @@ class Rig:
     def file_share(self, channel: str, recording: Recording, name: str | None = None) -> Share:
         """Upload `recording` to the Slack stand-in and build the signed file_share event for it."""
         content = recording.path.read_bytes()
-        file = self.slack.add_file(content, name or recording.name, recording.mimetype, recording.filetype)
-        event = self.slack.user_message(channel, USER, [file], channel_type="channel")
+        self._shares += 1
+        user = f"{USER}{self._shares:05d}"
+        file = self.slack.add_file(
+            content, name or recording.name, recording.mimetype, recording.filetype, user=user
+        )
+        event = self.slack.user_message(channel, user, [file], channel_type="channel")
         body = json.dumps(event).encode()
         headers = {"Content-Type": "application/json", "User-Agent": SLACK_USER_AGENT}
         headers.update(sign(body, SIGNING_SECRET))
-        return Share(channel, event["event"]["ts"], body, headers)
+        return Share(channel, event["event"]["ts"], body, headers, user)
 
     def deliver(self, share: Share, client: httpx.Client) -> httpx.Response:
         """POST one share to the bot, stamping when it was sent."""
@@ -270,10 +278,11 @@ class Rig:
         return client.post(self.url, content=share.body, headers=share.headers)
 
     def press(
-        self, channel: str, message_ts: str, action_id: str, client: httpx.Client
+        self, channel: str, message_ts: str, action_id: str, client: httpx.Client, user: str = USER
     ) -> tuple[float, httpx.Response]:
-        """POST the signed block_actions of `action_id` in a bot message, pressed by the sharer; (sent, answer)."""
-        payload = self.slack.press(channel, message_ts, action_id, user=USER)
+        """POST the signed block_actions of `action_id` in a bot message, pressed by `user` (the sharer); (sent,
+        answer)."""
+        payload = self.slack.press(channel, message_ts, action_id, user=user)
         body = urlencode({"payload": json.dumps(payload)}).encode()
         headers = {"Content-Type": "application/x-www-form-urlencoded", "User-Agent": SLACK_USER_AGENT}
         headers.update(sign(body, SIGNING_SECRET))

@@ -602,7 +602,7 @@ def run_press(workdir: Path, recording: Recording, presses: int = 20) -> PressRe
             message = question()
             assert message is not None
             seen = len(rig.trtc.requests_of("VoiceClone"))
-            sent, response = rig.press(share.channel, message["ts"], CONFIRM_ACTION, client)
+            sent, response = rig.press(share.channel, message["ts"], CONFIRM_ACTION, client, share.user)
             response.raise_for_status()
             if not rig.trtc.wait_for_requests(seen + 1, ANSWER_TIMEOUT, action="VoiceClone"):
                 raise RuntimeError(f"no VoiceClone request after the press:\n{rig.log_tail()}")

@@ -4,6 +4,7 @@
     ├── ConfigError               settings missing, invalid or unknown; names every key at once
     ├── StartupError              the bot cannot start serving (token refused, Slack unreachable, port in use,
     │                             database not writable); its text is the one line the operator sees
+    ├── QuotaError                a fair-use limit refused the request (bot.work.quotas); its text names the limit
     ├── InputError                the user's input cannot be used; no API call was made
     │   ├── InvalidVoiceNameError
     │   ├── PromptTextError       transcript too long
@@ -58,6 +59,14 @@ class StartupError(BotError):
     def __init__(self, reason: str):
         self.reason = reason
         super().__init__(reason)
+
+
+class QuotaError(BotError):
+    """A fair-use limit refused the request; the text (bot.work.quotas.Refusal) says which and when it frees up."""
+
+    def __init__(self, refusal: str):
+        self.refusal = refusal
+        super().__init__(refusal)
 
 
 class InputError(BotError):

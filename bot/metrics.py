@@ -50,6 +50,18 @@ JOB_STAGE_SECONDS = Histogram(
     registry=REGISTRY,
 )
 
+# Fair use (bot.work.quotas): requests refused by a limit, and the account's voices against ACCOUNT_VOICE_CAP.
+REFUSED = Counter(
+    "voiceclone_refused_total", "Requests refused by a fair-use limit, by the limit's setting.", ["limit"],
+    registry=REGISTRY,
+)
+ACCOUNT_VOICES = Gauge(
+    "voiceclone_account_voices", "Voices the Tencent account has cloned (forgotten ones included).", registry=REGISTRY
+)
+ACCOUNT_VOICE_CAP = Gauge(
+    "voiceclone_account_voice_cap", "ACCOUNT_VOICE_CAP: the account's voice cap (0: not set).", registry=REGISTRY
+)
+
 for _outcome in JOB_OUTCOMES:
     JOBS.labels(outcome=_outcome)  # present at 0 from the start, so rate() and alerts see every outcome
 

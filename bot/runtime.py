@@ -41,6 +41,7 @@ from bot.work.consent import ConsentButtons
 from bot.work.gauges import DepthGauges
 from bot.work.housekeeping import Housekeeping
 from bot.work.pool import JobQueue
+from bot.work.quotas import Quotas
 from bot.work.runner import JobRunner
 from bot.work.voice_service import VoiceService
 
@@ -275,8 +276,10 @@ def build_runtime(
     # Before the runner: it hands each answered clone and each "say" job to the voices, which queue their
     # "say" jobs through the queue rather than through the runner.
     voices = VoiceService(settings, library, tts, outbox, workspaces, queue=queue)
+    audit = Audit(db)
+    quotas = Quotas(settings, store, library, audit)
     runner = JobRunner(
-        settings, queue, replies, Audit(db), prepared, workspaces, trtc, http, voices=voices,
+        settings, queue, replies, audit, prepared, workspaces, trtc, http, voices=voices, quotas=quotas,
         workers=workers, max_backoff=max_backoff or 300.0, tencent_wait=tencent_wait, temp_dir=temp_dir,
     )
     # Commands and interactions already taken, for every replica (Bolt's middleware checks; housekeeping sweeps).
@@ -291,7 +294,7 @@ def build_runtime(
         oauth_client = create_web_client(settings, session, anonymous=True, retries=False, timeout=10)
     services = Services(
         intake=Intake(queue, replies), consent=ConsentButtons(store, replies, prepared, runner), voices=voices,
-        library=library, outbox=outbox, on_uninstalled=uninstaller,
+        library=library, outbox=outbox, quotas=quotas, on_uninstalled=uninstaller,
     )
     app = create_app(
         settings, client=ack_client, services=services, installations=installations, oauth_client=oauth_client,

@@ -79,6 +79,13 @@ KNOWN_KEYS = (
     "PREVIEW",
     "PREVIEW_TEXT",
     "ADMIN_USERS",
+    "MAX_JOBS_PER_USER",
+    "MAX_JOBS_PER_WORKSPACE",
+    "SAYS_PER_MINUTE_PER_USER",
+    "SAYS_PER_MINUTE_PER_WORKSPACE",
+    "MAX_VOICES_PER_USER",
+    "MAX_VOICES_PER_WORKSPACE",
+    "ACCOUNT_VOICE_CAP",
     # Read by the command line, not by Settings: which settings file to read.
     "VOICECLONE_ENV_FILE",
 )
@@ -192,6 +199,18 @@ class Settings:
     # Who may see, speak with, rename and forget anyone's voices in a workspace, as given: T...:U... (that user, in
     # that workspace only) or a bare U... (one workspace: SLACK_BOT_TOKEN). admins_in() answers for one workspace.
     admin_users: frozenset[str] = frozenset()
+    # Fair use (bot.work.quotas; 0 turns a limit off). Requests waiting or running at once (clones and speech):
+    max_jobs_per_user: int = 10
+    max_jobs_per_workspace: int = 500
+    # Speech requests (`/clone say`, "Speak in my voice", the workflow step) in any 60 s:
+    says_per_minute_per_user: int = 10
+    says_per_minute_per_workspace: int = 120
+    # Voices held in the bot's library (a forgotten voice frees its place):
+    max_voices_per_user: int = 10
+    max_voices_per_workspace: int = 1000
+    # The Tencent account's voice cap as agreed with Tencent (0: unknown). Voices cannot be deleted, so forgotten
+    # ones still count; the operator is warned from 90% of it and new clones are refused at it.
+    account_voice_cap: int = 0
 
     def admins_in(self, team_id: str | None) -> frozenset[str]:
         """The user IDs ADMIN_USERS makes admins of workspace `team_id`: its own T...:U... entries, and the bare
@@ -604,6 +623,13 @@ def load_settings(
         preview=preview != "off",
         preview_text=preview_text.strip() if preview_text else None,
         admin_users=admins,
+        max_jobs_per_user=integer("MAX_JOBS_PER_USER", 10, low=0) or 0,
+        max_jobs_per_workspace=integer("MAX_JOBS_PER_WORKSPACE", 500, low=0) or 0,
+        says_per_minute_per_user=integer("SAYS_PER_MINUTE_PER_USER", 10, low=0) or 0,
+        says_per_minute_per_workspace=integer("SAYS_PER_MINUTE_PER_WORKSPACE", 120, low=0) or 0,
+        max_voices_per_user=integer("MAX_VOICES_PER_USER", 10, low=0) or 0,
+        max_voices_per_workspace=integer("MAX_VOICES_PER_WORKSPACE", 1000, low=0) or 0,
+        account_voice_cap=integer("ACCOUNT_VOICE_CAP", 0, low=0) or 0,
     )
     problems.update(unknown_keys(env))
     if problems:

@@ -68,8 +68,13 @@ async def handle_clone_command(
         fallback, blocks = build_usage_error(describe(exc))
         await ack(text=fallback, blocks=blocks)
         return
-    await services.intake.accept([command_job(command, file_id, options)])
-    await ack(text=build_command_ack(file_id))
+    # Only the jobs limits here: the recording's speaker, whose voices count, is known once the file is looked up.
+    team = command.get("team_id")
+    async with services.quotas.admitting(team):
+        refusal = await services.quotas.jobs_refusal(team, command.get("user_id"))
+        if refusal is None:
+            await services.intake.accept([command_job(command, file_id, options)])
+    await ack(text=refusal.text if refusal is not None else build_command_ack(file_id))
 
 
 def register(app: AsyncApp) -> None:

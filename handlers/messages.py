@@ -18,10 +18,22 @@ async def handle_file_share(body: dict[str, Any], context: AsyncBoltContext) -> 
     if event.get("bot_id") or event.get("bot_profile") or event.get("subtype") == "bot_message":
         # Files posted by bots (ours included: previews, uploads) are never someone's consent to clone.
         return
-    intake = Services.of(context).intake
+    services = Services.of(context)
+    intake = services.intake
     share = share_jobs(body)
-    # Stored before this returns, and so before Slack gets its 200 (process_before_response).
-    await intake.accept(share.jobs, react=True)
+    user, team = event.get("user"), body.get("team_id")
+    async with services.quotas.admitting(team):
+        refusal = await services.quotas.clone_refusal(team, user, len(share.jobs)) if share.jobs else None
+        if refusal is None:
+            # Stored before this returns, and so before Slack gets its 200 (process_before_response).
+            await intake.accept(share.jobs, react=True)
+    if refusal is not None:
+        if share.channel and user:
+            await intake.ephemeral(
+                f"limit:{body.get('event_id') or share.thread_ts}", share.channel, user, refusal.text, share.thread_ts,
+                team,
+            )
+        return
     if share.is_dm and share.ignored and not share.jobs and share.channel:
         names = ", ".join(str(f.get("name") or f.get("id")) for f in share.ignored)
         # Keyed on the event id, so a Slack retry of the same event does not repeat it.

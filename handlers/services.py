@@ -12,6 +12,7 @@ from bot.slack.intake import Intake
 from bot.store.library import VoiceLibrary
 from bot.store.outbox import Outbox
 from bot.work.consent import ConsentButtons
+from bot.work.quotas import Quotas
 from bot.work.voice_service import VoiceService
 
 # (team_id, why) -> counts of what was deleted; bot.store.uninstall.Uninstaller.
@@ -28,6 +29,8 @@ class Services:
     library: VoiceLibrary
     # Notes to one user that belong to no job (a voice button pressed by someone else, a form that did not open).
     outbox: Outbox
+    # Fair use: a request past a per-user or per-workspace limit is refused with the limit and when it frees up.
+    quotas: Quotas
     # OAuth mode: deletes what a workspace that left had stored (None: one workspace, no uninstall listeners).
     on_uninstalled: OnUninstalled | None = None
 

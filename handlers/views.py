@@ -22,7 +22,14 @@ async def handle_clone_submission(
         return
     user = body.get("user", {})
     team_id = (body.get("team") or {}).get("id")
-    await Services.of(context).intake.accept([modal_job(view, user.get("id"), team_id, form)])
+    services = Services.of(context)
+    async with services.quotas.admitting(team_id):
+        refusal = await services.quotas.clone_refusal(team_id, user.get("id"))
+        if refusal is None:
+            await services.intake.accept([modal_job(view, user.get("id"), team_id, form)])
+    if refusal is not None:
+        await ack(response_action="errors", errors={"audio": refusal.text})
+        return
     await ack()
 
 

@@ -93,8 +93,14 @@ async def answer_command(ack: AsyncAck, command: dict[str, Any], text: str, serv
         if voice is None:
             await ack(text=not_yours(ref))
             return
-        await voices.request_say(voice, user, said, speed=spoken.speed, volume=spoken.volume, pitch=spoken.pitch,
-                                 channel=command.get("channel_id"))
+        async with services.quotas.admitting(team):
+            refusal = await services.quotas.say_refusal(team, user)
+            if refusal is None:
+                await voices.request_say(voice, user, said, speed=spoken.speed, volume=spoken.volume,
+                                         pitch=spoken.pitch, channel=command.get("channel_id"))
+        if refusal is not None:
+            await ack(text=refusal.text)
+            return
         await ack(text=f":speaking_head_in_silhouette: *{escape(voice.title)}* is on it; the clip follows here.")
     elif word == "rename":
         ref, _, label = rest.partition(" ")
@@ -184,15 +190,23 @@ async def handle_say_submission(
     if errors:
         await ack(response_action="errors", errors=errors)
         return
-    voices = Services.of(context).voices
+    services = Services.of(context)
+    voices = services.voices
     user = (body.get("user") or {}).get("id")
     voice = await voices.reachable(_team(body), user, values.get("voice_id") or "")
     if voice is None:
         await ack(response_action="errors", errors={"text": "Only the person who cloned it can use this voice."})
         return
+    async with services.quotas.admitting(_team(body)):
+        refusal = await services.quotas.say_refusal(_team(body), user)
+        if refusal is None:
+            await voices.request_say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
+                                     pitch=values["pitch"], channel=values.get("channel"),
+                                     thread_ts=values.get("thread_ts"))
+    if refusal is not None:
+        await ack(response_action="errors", errors={"text": refusal.text})
+        return
     await ack()
-    await voices.request_say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
-                             pitch=values["pitch"], channel=values.get("channel"), thread_ts=values.get("thread_ts"))
 
 
 async def handle_rename_submission(

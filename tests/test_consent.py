@@ -187,7 +187,8 @@ def test_clone_command_for_a_file_shared_in_this_channel_asks_for_consent(bot, s
 
     assert bot.slack.wait_for(lambda: asked() is not None, 30)
     assert bot.trtc.requests == []
-    press(bot, asked(), CONFIRM_ACTION)  # the caller asked, so the caller confirms
+    # The recording is the colleague's voice: they confirm, not the caller (tests/test_speaker.py has the rest).
+    press(bot, asked(), CONFIRM_ACTION, user="U0COLLEAGUE")
     assert bot.trtc.wait_for_requests(1, 10)
 
 

@@ -3,6 +3,7 @@ bot.slack.app's middleware would have put in the context."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -47,10 +48,26 @@ class FakeConsent:
         return True
 
 
+class OpenQuotas:
+    """Admits everything: the limits themselves are tested end to end (tests/test_fair_use.py)."""
+
+    def admitting(self, team_id: str | None) -> asyncio.Lock:
+        return asyncio.Lock()
+
+    async def clone_refusal(self, *args: Any) -> None:
+        return None
+
+    async def jobs_refusal(self, *args: Any) -> None:
+        return None
+
+    async def say_refusal(self, *args: Any) -> None:
+        return None
+
+
 def context_with(**services: Any) -> AsyncBoltContext:
     """A Bolt context holding Services of fakes (what a listener does not use is None)."""
     context = AsyncBoltContext()
-    fields = {"intake": None, "consent": None, "voices": None, "library": None, "outbox": None}
+    fields = {"intake": None, "consent": None, "voices": None, "library": None, "outbox": None, "quotas": OpenQuotas()}
     context["services"] = Services(**{**fields, **services})
     return context
 

@@ -70,6 +70,7 @@ COMMON_CODES = [
 
 # Arguments by parameter name, for building any BotError subclass.
 SAMPLE_ARGS: dict[str, Any] = {
+    "refusal": "You already have 10 voices, the most one person may keep here (10).",
     "problems": {"TENCENTCLOUD_SECRET_KEY": "missing"},
     "name": "bad name!",
     "length": 1200,

@@ -43,7 +43,7 @@ class Intake:
         if react and first.channel and first.share_ts:
             # Written before any worker may see the job: one that fails at once must not have its final reaction
             # overwritten by this hourglass.
-            await self.replies.working(first.channel, first.share_ts, first.team_id)
+            await self.replies.working(first.channel, first.share_ts, first.team_id, user=first.user_id)
         self.queue.wake()
         return ids
 
@@ -99,6 +99,8 @@ def share_jobs(body: dict[str, Any]) -> ShareIntake:
                 user_id=event.get("user"),
                 team_id=body.get("team_id"),
                 event_id=body.get("event_id"),
+                # The uploader's voice: a file shared again by someone else is still the uploader's to consent to.
+                speaker=file.get("user") or event.get("user"),
             )
         )
     return intake
@@ -191,4 +193,5 @@ def modal_job(view: dict[str, Any], user_id: str | None, team_id: str | None, fo
         channel=form.channel_id,
         user_id=user_id,
         team_id=team_id,
+        speaker=form.file.get("user") or user_id,
     )

@@ -36,7 +36,8 @@ def share_reactions(statuses: list[str]) -> set[str]:
 
 
 class Replies:
-    """The outbox records of one job, under keys derived from the job id."""
+    """The outbox records of one job, under keys derived from the job id; each serves the user who asked (the job's
+    user_id), which keeps one user's records in order in a channel and lets other users' pass them there."""
 
     def __init__(self, outbox: Outbox):
         self.outbox = outbox
@@ -51,10 +52,11 @@ class Replies:
         """The key of the reactions on a shared message."""
         return f"share:{channel}:{share_ts}:reactions"
 
-    async def working(self, channel: str, share_ts: str, team_id: str | None) -> None:
-        """Show at once that a share was taken (an hourglass on the user's message)."""
+    async def working(self, channel: str, share_ts: str, team_id: str | None, user: str | None = None) -> None:
+        """Show at once that a share was taken (an hourglass on `user`'s message)."""
         await self.outbox.put_reactions(
-            self.reactions_key(channel, share_ts), channel=channel, ts=share_ts, names=[WORKING], team_id=team_id
+            self.reactions_key(channel, share_ts), channel=channel, ts=share_ts, names=[WORKING], team_id=team_id,
+            user=user,
         )
 
     async def stage(self, job: Job, stage: str) -> None:
@@ -68,7 +70,8 @@ class Replies:
 
     async def ask_consent(self, job: Job, report: dict[str, Any] | None, ttl_hours: float) -> None:
         """The status message becomes the consent question, with the report card and the two buttons."""
-        text, blocks = build_consent_request(job.id, job.user_id, file_name(job), report, ttl_hours)
+        speaker = job.speaker or job.user_id
+        text, blocks = build_consent_request(job.id, speaker, file_name(job), report, ttl_hours, job.user_id)
         await self._status(job, text, blocks)
 
     async def consent_given(self, job: Job, user_id: str, at: float) -> None:
@@ -96,12 +99,15 @@ class Replies:
                 job_id=job.id,
                 # The check mark means "answered": it goes out once the answer has.
                 after_key=self.status_key(job.id),
+                user=job.user_id,
             )
 
-    async def hint(self, key: str, channel: str, text: str, thread_ts: str | None, team_id: str | None) -> None:
-        """A one-off message (a hint), sent once per key however often it is asked for."""
+    async def hint(
+        self, key: str, channel: str, text: str, thread_ts: str | None, team_id: str | None, user: str | None = None
+    ) -> None:
+        """A one-off message (a hint, for `user`), sent once per key however often it is asked for."""
         await self.outbox.put_message(
-            f"hint:{key}", channel=channel, text=text, thread_ts=thread_ts, team_id=team_id, once=True
+            f"hint:{key}", channel=channel, text=text, thread_ts=thread_ts, team_id=team_id, once=True, user=user
         )
 
     async def _status(self, job: Job, text: str, blocks: list[dict[str, Any]]) -> None:
@@ -115,7 +121,7 @@ class Replies:
             thread_key = f"job:{job.id}:parent"
             await self.outbox.put_message(
                 thread_key, channel=channel, text=build_parent(job.user_id, file_name(job)), team_id=job.team_id,
-                job_id=job.id, once=True,
+                job_id=job.id, once=True, user=job.user_id,
             )
         await self.outbox.put_message(
             self.status_key(job.id),
@@ -127,6 +133,7 @@ class Replies:
             team_id=job.team_id,
             job_id=job.id,
             fallback={"user": job.user_id} if job.user_id else None,
+            user=job.user_id,
         )
 
 

@@ -1,9 +1,12 @@
 """The outbox sender: makes Slack show what the outbox holds, at Slack's pace, through outages of any length.
 
-It never blocks a job: jobs write their outcomes to the outbox and move on. Failures are sorted by what they
-mean: 429 waits for Retry-After; network errors, 5xx and HTML pages back off (capped, jittered) until the record's
-time to live runs out; a message deleted in Slack is posted anew; a channel the bot cannot post in gets the
-answer in the user's DM; a revoked token stops sending to that workspace.
+It never blocks a job: jobs write their outcomes to the outbox and move on. Order is kept per lane (a channel and
+the user a record serves there, Record.lane): one user's answers in a channel go out in order, while the lanes of a
+channel take turns at its posting pace, the least recently served first (`Lanes`), so one user's long backlog never
+holds another user's answer back by more than a post or two. Failures are sorted by what they mean: 429 waits for
+Retry-After; network errors, 5xx and HTML pages back off (capped, jittered) until the record's time to live runs out;
+a message deleted in Slack is posted anew; a channel the bot cannot post in gets the answer in the user's DM; a
+revoked token stops sending to that workspace.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp
@@ -36,6 +39,43 @@ UNREACHABLE_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archi
 AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive", "not_authed"})
 # Harmless on a retried reaction call: it is already (or no longer) there.
 REACTION_NOOPS = frozenset({"already_reacted", "no_reaction"})
+
+
+Lane = tuple[str, str | None]
+
+
+class Lanes:
+    """Turns at a channel's posting pace, fairly between its lanes: remembers when each lane last got a post slot."""
+
+    def __init__(self, memory: int = 10_000):
+        self.memory = memory
+        self._served: dict[Lane, int] = {}  # lane -> the turn it last got a post slot at
+        self._turn = 0
+
+    def order(self, due: Iterable[Record]) -> list[Record]:
+        """`due` (each lane's records in their order) in the order to try them: every lane's first record, then
+        every lane's second, ...; within each round the least recently served lane first (a lane never served before
+        any served one), ties by the oldest record."""
+        rank: dict[Lane, int] = {}
+        oldest: dict[Lane, int] = {}
+        keyed: list[tuple[int, int, int, Record]] = []
+        for record in due:
+            lane = record.lane
+            n = rank.get(lane, 0)
+            rank[lane] = n + 1
+            first = oldest.setdefault(lane, record.id)
+            keyed.append((n, self._served.get(lane, 0), first, record))
+        keyed.sort(key=lambda item: item[:3])
+        return [item[3] for item in keyed]
+
+    def served(self, lane: Lane) -> None:
+        """`lane` got a post slot now: it goes after every lane that has waited longer."""
+        self._turn += 1
+        self._served[lane] = self._turn
+        if len(self._served) > self.memory:
+            # Forget the least recently served half: as never served they go first, where they nearly were anyway.
+            recent = sorted(self._served.items(), key=lambda item: item[1])[len(self._served) // 2:]
+            self._served = dict(recent)
 
 
 class Sender:
@@ -72,6 +112,7 @@ class Sender:
         # Records whose send ended while due() was being read: that read may predate their result (PostgreSQL
         # answers on several connections), so they wait for the next pass instead of going out twice.
         self._ended_during_read: set[int] = set()
+        self.lanes = Lanes()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self._failing = False
@@ -151,16 +192,16 @@ class Sender:
                 (now - record.created_at) / 3600, record.key, record.channel, record.job_id, record.last_error,
             )
         idle = 5.0
-        busy_channels: set[str] = set()
+        busy_lanes: set[Lane] = set()
         self._ended_during_read = set()
         due = await self.outbox.due(now, limit=200, skip_teams=self.stopped_teams)
         stale, self._ended_during_read = self._ended_during_read, set()
-        for record in due:
+        for record in self.lanes.order(due):
             if record.id in stale:
-                busy_channels.add(record.channel)  # what follows it in the channel keeps its place
+                busy_lanes.add(record.lane)  # what follows it in its lane keeps its place
                 idle = 0.0  # look again at once: it may still be due, at its newest state
                 continue
-            if record.id in self._in_flight or record.channel in busy_channels:
+            if record.id in self._in_flight or record.lane in busy_lanes:
                 continue
             if len(self._in_flight) >= self.concurrency:
                 break  # a finishing call wakes the loop
@@ -168,10 +209,13 @@ class Sender:
             wait = self.pacer.delay(kind, scope)
             if wait > 0:
                 idle = min(idle, wait)
-                # Later records of a throttled channel wait behind it: answers keep their order in a channel.
-                busy_channels.add(record.channel)
+                # Later records of the lane wait behind it: one user's answers keep their order in a channel. Another
+                # lane of the channel may take the next slot: it is tried first if it has waited longer.
+                busy_lanes.add(record.lane)
                 continue
             self.pacer.take(kind, scope)
+            if kind == "post":
+                self.lanes.served(record.lane)
             self._in_flight[record.id] = asyncio.create_task(self._send(record))
         upcoming = await self.outbox.next_due_at()
         if upcoming is not None and upcoming > now:

@@ -25,7 +25,7 @@ OPERATOR = "operator"  # the operator ran `python -m bot clone` on a local file
 
 COLUMNS = (
     "at", "team_id", "user_id", "consent", "job_id", "file_id", "file_name", "audio_sha256", "seconds",
-    "voice_name", "voice_id", "request_id", "outcome",
+    "voice_name", "voice_id", "request_id", "outcome", "requester",
 )
 
 
@@ -45,6 +45,9 @@ class AuditEntry:
     voice_name: str | None = None
     voice_id: str | None = None
     request_id: str | None = None
+    # Who asked for the clone; user_id is the speaker who consented (they differ when someone ran `/clone` on
+    # another person's recording).
+    requester: str | None = None
     at: float = 0.0
 
 
@@ -68,6 +71,11 @@ class Audit:
     def record_sync(self, entry: AuditEntry) -> None:
         """record() for code without an event loop (the CLI)."""
         self.db.call(self._append(entry))
+
+    async def voices_made(self) -> int:
+        """Distinct VoiceIds cloned on the Tencent account, forgotten ones included (Tencent cannot delete them)."""
+        row = await self.db.run(lambda conn: conn.one(self.sql.voices_made, {}))
+        return row["n"] if row else 0
 
     def entries(self, since: float | None = None, team_id: str | None = None) -> list[AuditEntry]:
         """Every line, oldest first (optionally from `since`, a Unix time; only workspace `team_id`'s when given:

@@ -44,6 +44,8 @@ class NewJob:
     team_id: str | None = None
     event_id: str | None = None
     response_url: str | None = None
+    # Whose voice the recording is (the file's uploader), when known at intake; see Job.speaker.
+    speaker: str | None = None
 
 
 @dataclass
@@ -73,6 +75,9 @@ class Job:
     finished_at: float | None = None
     consent: dict[str, Any] | None = None
     prompt: dict[str, Any] | None = None
+    # Whose voice it is: the recording's uploader, who alone consents and owns the voice (user_id asked for it).
+    # None for a `/clone <file>` request until the file has been looked up, and for speech.
+    speaker: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -107,7 +112,7 @@ class JobStore:
                 "dedupe_key": job.dedupe_key, "kind": job.kind, "event_id": job.event_id, "team_id": job.team_id,
                 "channel": job.channel, "thread_ts": job.thread_ts, "share_ts": job.share_ts,
                 "user_id": job.user_id, "file_json": json.dumps(job.file), "options": json.dumps(job.options),
-                "now": now, "response_url": job.response_url,
+                "now": now, "response_url": job.response_url, "speaker": job.speaker,
             }
             for job in jobs
         ]
@@ -204,11 +209,11 @@ class JobStore:
         """Ids of jobs a previous run left queued or running, oldest first."""
         return await self._run(lambda conn: [row["id"] for row in conn.all(self.sql.unfinished, _STATUSES)])
 
-    async def update(self, job_id: int, **values: Any) -> None:
-        """Set columns of one job (dicts are stored as JSON)."""
+    async def update(self, job_id: int, **values: Any) -> bool:
+        """Set columns of one job (dicts are stored as JSON); False when the job is gone (forget-me deleted it)."""
         allowed = {
             "status", "stage", "status_ts", "thread_ts", "channel", "attempts", "result", "error", "file", "waits",
-            "finished_at", "consent", "prompt", "run_at", "lease_owner", "lease_until",
+            "finished_at", "consent", "prompt", "run_at", "lease_owner", "lease_until", "speaker",
         }
         unknown = set(values) - allowed
         if unknown:
@@ -219,12 +224,13 @@ class JobStore:
         statement = self.sql.update(tuple(params))
         params["id"] = job_id
 
-        def write(conn: Connection) -> None:
-            conn.run(statement, {**params, "now": time.time()})
-            if values.get("status") == QUEUED:
+        def write(conn: Connection) -> bool:
+            changed = conn.run(statement, {**params, "now": time.time()}) > 0
+            if changed and values.get("status") == QUEUED:
                 conn.notify(JOBS_CHANNEL)
+            return changed
 
-        await self._run(write)
+        return await self._run(write)
 
     async def claim(self, job_id: int, owner: str = "", lease: float = 30.0) -> Job | None:
         """Take one job for `owner` and count the attempt, atomically: only when it is queued or its running
@@ -276,6 +282,22 @@ class JobStore:
         params = {"channel": channel, "share_ts": share_ts}
         return await self._run(lambda conn: [row["status"] for row in conn.all(self.sql.share_statuses, params)])
 
+    async def active_counts(self, team_id: str | None, user_id: str | None) -> tuple[int, int]:
+        """Jobs queued or running: (the user's, the workspace's)."""
+        params = {**_STATUSES, "team": team_id, "user": user_id}
+        row = await self._run(lambda conn: conn.one(self.sql.active, params))
+        return (row["mine"], row["n"]) if row else (0, 0)
+
+    async def says_since(
+        self, team_id: str | None, user_id: str | None, since: float
+    ) -> tuple[int, float | None, int, float | None]:
+        """Speech jobs asked for since `since`: (the user's, the oldest of them, the workspace's, the oldest)."""
+        params = {"say": SAY, "team": team_id, "user": user_id, "since": since}
+        row = await self._run(lambda conn: conn.one(self.sql.says_since, params))
+        if row is None:
+            return 0, None, 0, None
+        return row["mine"], row["mine_oldest"], row["n"], row["oldest"]
+
     async def counts(self) -> dict[str, int]:
         """Jobs per status."""
         return await self._run(lambda conn: {row["status"]: row["n"] for row in conn.all(self.sql.counts)})
@@ -311,4 +333,5 @@ def _job(row: JobRow) -> Job:
         finished_at=row["finished_at"],
         consent=json.loads(row["consent"]) if row["consent"] else None,
         prompt=json.loads(row["prompt"]) if row["prompt"] else None,
+        speaker=row["speaker"],
     )

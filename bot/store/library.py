@@ -85,9 +85,23 @@ class VoiceLibrary:
         return await self.db.run(lambda conn: [_voice(row) for row in conn.all(self.sql.pending_previews, params)])
 
     async def add(self, voice: VoiceRecord) -> bool:
-        """Remember a voice; False when it was already known (a restart answering from a stored result)."""
+        """Remember a voice; False when it was already known (a restart answering from a stored result), or when
+        the job that made it is gone: its speaker asked to be forgotten while it was being cloned."""
         params = voice.to_dict()
-        return await self.db.run(lambda conn: conn.run(self.sql.add, params) == 1)
+
+        def insert(conn: Connection) -> bool:
+            with conn.transaction():
+                if voice.job_id is not None and conn.one(self.sql.job_alive, {"id": voice.job_id}) is None:
+                    return False
+                return conn.run(self.sql.add, params) == 1
+
+        return await self.db.run(insert)
+
+    async def held(self, team_id: str | None, owner: str | None) -> tuple[int, int]:
+        """Voices kept: (`owner`'s, the workspace's)."""
+        params = {"team": team_id or "", "owner": owner}
+        row = await self.db.run(lambda conn: conn.one(self.sql.held, params))
+        return (row["mine"], row["n"]) if row else (0, 0)
 
     async def get(self, team_id: str | None, voice_id: str) -> VoiceRecord | None:
         """One voice by its VoiceId."""
@@ -139,15 +153,19 @@ class VoiceLibrary:
         return await self.db.run(delete)
 
     async def forget_user(self, team_id: str | None, user: str) -> tuple[list[VoiceRecord], int]:
-        """Remove every voice `user` owns and every job they started (transcripts included): (voices, jobs)."""
+        """Remove every voice `user` owns and every job they started or that clones their recording (transcripts
+        included): (voices, jobs). A clone running meanwhile keeps no voice (see add())."""
 
         def delete(conn: Connection) -> tuple[list[VoiceRecord], int]:
             with conn.transaction():
-                voices = [_voice(r) for r in conn.all(self.sql.forget_owner, {"team": team_id or "", "owner": user})]
+                # Jobs first: deleting one waits for a voice being stored from it (add() holds its row), so the
+                # voices read after that include it.
                 ids = [row["id"] for row in conn.all(conn.sql.jobs.of_user, {"user": user, "team": team_id})]
-                ids += [v.job_id for v in voices if v.job_id is not None and v.job_id not in ids]
                 _delete_jobs(conn, ids)
-                return voices, len(ids)
+                voices = [_voice(r) for r in conn.all(self.sql.forget_owner, {"team": team_id or "", "owner": user})]
+                more = [v.job_id for v in voices if v.job_id is not None and v.job_id not in ids]
+                _delete_jobs(conn, more)
+                return voices, len(ids) + len(more)
 
         return await self.db.run(delete)
 

@@ -4,6 +4,10 @@ A record is one thing the user should see: a message (posted once, then edited),
 message, or an audio file uploaded into a thread (its bytes wait in a private file, deleted once sent or given up).
 Writers only ever store the newest *desired* state and bump its version; the sender (bot.slack.sender) makes
 Slack match it. So an out-of-date status edit is never sent: only the newest version of a record goes out.
+
+Every record may name the user it serves (`user=`; an ephemeral's recipient): the sender keeps order per lane, a
+channel and one user in it, so one user's long backlog in a channel does not hold back another user's answer there.
+Records naming no user form one lane per channel.
 """
 
 from __future__ import annotations
@@ -60,6 +64,13 @@ class Record:
     after_key: str | None = None
     parent_ts: str | None = None
     parent_state: str | None = None
+    # The user the record serves (None: nobody in particular); see `lane`.
+    user_id: str | None = None
+
+    @property
+    def lane(self) -> tuple[str, str | None]:
+        """Where order is kept: a channel and the user served there (records of one lane go out in order)."""
+        return self.channel, self.user_id
 
 
 def _record(row: OutboxRow, parent: DueRow | None = None) -> Record:
@@ -87,6 +98,7 @@ def _record(row: OutboxRow, parent: DueRow | None = None) -> Record:
         after_key=row["after_key"],
         parent_ts=parent["parent_ts"] if parent else None,
         parent_state=parent["parent_state"] if parent else None,
+        user_id=row["user_id"],
     )
 
 
@@ -120,49 +132,53 @@ class Outbox:
         fallback: dict[str, Any] | None = None,
         once: bool = False,
         after_key: str | None = None,
+        user: str | None = None,
     ) -> None:
         """Store the newest content of message `key` (posted the first time, edited after); `once`: never edit;
-        `after_key`: post only once that record has been delivered."""
+        `after_key`: post only once that record has been delivered; `user`: whom it serves (its lane)."""
         payload = json.dumps({"text": text, "blocks": blocks})
         await self._upsert(
-            key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once, after_key
+            key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once, after_key,
+            user,
         )
 
     async def put_ephemeral(
         self, key: str, *, channel: str, user: str, text: str, thread_ts: str | None = None,
         team_id: str | None = None, job_id: int | None = None,
     ) -> None:
-        """A message only `user` sees (chat.postEphemeral), sent once per key."""
+        """A message only `user` sees (chat.postEphemeral), sent once per key; it serves `user` (its lane)."""
         payload = json.dumps({"text": text, "user": user})
         await self._upsert(
-            key, EPHEMERAL, channel, payload, thread_ts, None, None, team_id, job_id, {"user": user}, True
+            key, EPHEMERAL, channel, payload, thread_ts, None, None, team_id, job_id, {"user": user}, True, None, user
         )
 
     async def put_upload(
         self, key: str, *, channel: str, path: str | os.PathLike[str], filename: str, title: str = "",
         comment: str = "", thread_ts: str | None = None, thread_key: str | None = None, after_key: str | None = None,
-        team_id: str | None = None, job_id: int | None = None,
+        team_id: str | None = None, job_id: int | None = None, user: str | None = None,
     ) -> None:
         """Upload the file at `path` (files_upload_v2) once per key, then delete it.
 
-        `thread_key`: into the thread of that record once it is posted; `after_key`: only after that record went.
+        `thread_key`: into the thread of that record once it is posted; `after_key`: only after that record went;
+        `user`: whom it serves (its lane).
         """
         payload = json.dumps({"path": str(path), "filename": filename, "title": title, "comment": comment})
         await self._upsert(
-            key, UPLOAD, channel, payload, thread_ts, thread_key, None, team_id, job_id, None, True, after_key
+            key, UPLOAD, channel, payload, thread_ts, thread_key, None, team_id, job_id, None, True, after_key, user
         )
 
     async def put_reactions(
         self, key: str, *, channel: str, ts: str, names: Iterable[str], team_id: str | None = None,
-        job_id: int | None = None, after_key: str | None = None,
+        job_id: int | None = None, after_key: str | None = None, user: str | None = None,
     ) -> None:
         """Store the reactions the bot should have on message `ts` (others are removed, missing ones added).
 
-        `after_key`: send only once that record has been delivered (the answer before the check mark).
+        `after_key`: send only once that record has been delivered (the answer before the check mark); `user`: whom
+        it serves (its lane).
         """
         payload = json.dumps({"names": sorted(set(names))})
         await self._upsert(
-            key, REACTIONS, channel, payload, None, None, ts, team_id, job_id, None, False, after_key
+            key, REACTIONS, channel, payload, None, None, ts, team_id, job_id, None, False, after_key, user
         )
 
     async def _upsert(
@@ -179,11 +195,13 @@ class Outbox:
         fallback: dict[str, Any] | None,
         once: bool,
         after_key: str | None = None,
+        user: str | None = None,
     ) -> None:
+        # `user` is set when the record is first stored; a newer version keeps its lane (and so its place).
         params = {
             "key": key, "kind": kind, "job_id": job_id, "team_id": team_id, "channel": channel,
             "thread_ts": thread_ts, "thread_key": thread_key, "ts": ts, "payload": payload,
-            "fallback": json.dumps(fallback) if fallback else None, "after_key": after_key,
+            "fallback": json.dumps(fallback) if fallback else None, "after_key": after_key, "user_id": user,
         }
         # `once`: a record never edited (an ephemeral, an upload); else a newer desired state replaces the old.
         statement = self.sql.insert_once if once else self.sql.upsert
@@ -199,7 +217,8 @@ class Outbox:
     # -- the sender's side ----------------------------------------------------------------------------
 
     async def due(self, now: float, *, limit: int = 100, skip_teams: Iterable[str] = ()) -> list[Record]:
-        """Pending records whose time has come, oldest first; a reply waits until its thread's parent is posted."""
+        """Pending records whose time has come, a reply only once its thread's parent is posted; in lane order: the
+        oldest of every lane (Record.lane), then the second of every lane, ... (oldest first within a lane)."""
         params = {"now": now, "limit": limit, "skip_teams": self.db.sql.array(sorted(skip_teams))}
         return await self.db.run(lambda conn: [_record(row, row) for row in conn.all(self.sql.due, params)])
 

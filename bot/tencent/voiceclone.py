@@ -240,17 +240,23 @@ class VoiceCloneClient:
         if text and len(text) > MAX_PROMPT_TEXT:
             raise PromptTextError(len(text), MAX_PROMPT_TEXT)
 
-        body, digest = self._body(
-            wav,
-            SdkAppId=self.sdk_app_id,
-            VoiceName=name,
-            PromptText=text or None,
-            Model=model or self.settings.voiceclone_model,
-            Language=language or self.settings.voiceclone_language,
-        )
+        fields = {
+            "SdkAppId": self.sdk_app_id, "VoiceName": name, "PromptText": text or None,
+            "Model": model or self.settings.voiceclone_model,
+            "Language": language or self.settings.voiceclone_language,
+        }
+        built: list[tuple[bytes, str]] = []
+
+        async def attempt() -> CloneOutcome:
+            # Built once a rate-limit slot is ours (this runs inside it), not while waiting for one: a clone that
+            # queues behind the limit holds the WAV only, not the body's base64 copy as well. Kept for retries.
+            if not built:
+                built.append(self._body(wav, **fields))
+            body, digest = built[0]
+            return await self._attempt(body, digest)
 
         return await with_retries(
-            ACTION, self.limiter, lambda: self._attempt(body, digest), max_attempts=self.max_attempts,
+            ACTION, self.limiter, attempt, max_attempts=self.max_attempts,
             backoff_base=self.backoff_base, backoff_max=self.backoff_max,
         )
 

@@ -59,16 +59,22 @@ def _when(at: float) -> str:
 
 
 def build_consent_request(
-    job_id: int, user_id: str | None, file_name: str, report: dict[str, Any] | None, ttl_hours: float
+    job_id: int, user_id: str | None, file_name: str, report: dict[str, Any] | None, ttl_hours: float,
+    requester: str | None = None,
 ) -> tuple[str, Blocks]:
-    """The question under a prepared recording: the report card, the statement, Clone and Cancel."""
+    """The question under a prepared recording: the report card, the statement, Clone and Cancel. `user_id` is the
+    speaker (the recording's uploader), the only one who can confirm; `requester`, when someone else asked."""
     who = f"<@{user_id}>" if user_id else "The person who shared it"
+    asked = ""
+    if requester and requester != user_id:
+        asked = f"<@{requester}> asked to clone the voice in this recording. It is yours to give or refuse.\n"
     blocks: Blocks = [
         {
             "type": "section",
             "text": {
                 "type": "mrkdwn",
-                "text": f":raised_hand: *Ready to clone* `{escape(file_name)}`\n{who}, please confirm:\n>{STATEMENT}",
+                "text": f":raised_hand: *Ready to clone* `{escape(file_name)}`\n{asked}{who}, please confirm:\n"
+                f">{STATEMENT}",
             },
         }
     ]
@@ -136,6 +142,18 @@ def build_only_uploader(user_id: str | None) -> str:
     """What someone else pressing the button is told (ephemeral)."""
     who = f"<@{user_id}>" if user_id else "the person who shared the recording"
     return f"Only {who} can confirm cloning this voice: it is theirs to give."
+
+
+def build_forgotten_clone(voice_id: str, request_id: str | None, file_name: str) -> tuple[str, Blocks]:
+    """A clone that finished after its speaker (or its requester) asked the bot to forget them."""
+    rid = f", RequestId `{escape(request_id)}`" if request_id else ""
+    text = (
+        f":wastebasket: Tencent Cloud finished cloning `{escape(file_name)}` after this request was forgotten "
+        "(`/clone forget-me`), so the bot kept no voice: nobody can list, use or rename it here. Tencent cannot "
+        f"delete cloned voices; its VoiceId `{escape(voice_id)}`{rid} stays in the operator's audit, for Tencent "
+        "support."
+    )
+    return f"Cloned after a forget-me: the bot kept no voice from {escape(file_name)}.", [_section(text)]
 
 
 def build_file_refused(file_ref: str) -> str:

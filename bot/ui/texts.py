@@ -24,6 +24,7 @@ from bot.errors import (
     NoVoiceError,
     OptionError,
     PromptTextError,
+    QuotaError,
     StartupError,
     TooLargeError,
     TooShortError,
@@ -433,6 +434,7 @@ def _api(error: ApiError) -> str:
 
 _DESCRIBERS: dict[type[BaseException], Callable[[BaseException], str]] = {
     ConfigError: _config,  # type: ignore[dict-item]
+    QuotaError: lambda e: e.refusal,  # type: ignore[attr-defined]  # the limit's own sentence, and when it frees
     StartupError: lambda _: f"The bot is having trouble connecting to Slack. Please tell {ADMIN}.",
     InvalidVoiceNameError: _voice_name,  # type: ignore[dict-item]
     PromptTextError: _prompt_text,  # type: ignore[dict-item]

@@ -39,11 +39,12 @@ class ConsentButtons:
         self.workers = workers
 
     async def confirm(self, job_id: int, user_id: str | None, where: Where) -> bool:
-        """The uploader pressed "Clone this voice": record it and clone now; anyone else is told no."""
+        """The speaker (the recording's uploader) pressed "Clone this voice": record it and clone now; anyone
+        else, the person who asked included, is told no."""
         job = await self.store.get(job_id)
         if job is None or job.status != AWAITING:
             return False  # already confirmed (a double press), cancelled or expired: nothing to do
-        if user_id != job.user_id:
+        if user_id != (job.speaker or job.user_id):
             await self._not_yours(job, user_id, where)
             return False
         at = time.time()
@@ -57,11 +58,11 @@ class ConsentButtons:
         return True
 
     async def cancel(self, job_id: int, user_id: str | None, where: Where) -> bool:
-        """The uploader pressed Cancel: delete the prepared audio and say so."""
+        """The speaker declined, or the person who asked withdrew: delete the prepared audio and say so."""
         job = await self.store.get(job_id)
         if job is None or job.status != AWAITING:
             return False
-        if user_id != job.user_id:
+        if user_id not in (job.speaker or job.user_id, job.user_id):
             await self._not_yours(job, user_id, where)
             return False
         if not await self.store.end_waiting(job_id, CANCELLED, {"type": "cancelled", "by": user_id}):
@@ -77,6 +78,6 @@ class ConsentButtons:
         channel, thread_ts = where
         if channel and user_id:
             await self.replies.ephemeral(
-                f"notyours:{job.id}:{user_id}:{time.time():.3f}", channel, user_id, build_only_uploader(job.user_id),
-                thread_ts, job.team_id,
+                f"notyours:{job.id}:{user_id}:{time.time():.3f}", channel, user_id,
+                build_only_uploader(job.speaker or job.user_id), thread_ts, job.team_id,
             )

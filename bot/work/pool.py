@@ -210,9 +210,13 @@ class WorkerPool:
         raise NotImplementedError
 
     def run_now(self, job_id: int) -> None:
-        """Attempt this job at once on a task of its own, past the queue (a clone its uploader just confirmed)."""
+        """Attempt this job at once on a task of its own, past the queue (a clone its uploader just confirmed), when
+        fewer than `workers` such tasks run; else it waits first in line for the next free worker."""
         if not (self.accepting and self.workers):
             return  # the web role: the job is queued first in line, and a worker replica takes it
+        if len(self._direct) >= self.workers:
+            # Bounded like the workers: each holds a prepared prompt (megabytes) until Tencent answers.
+            return
         task = asyncio.create_task(self._guarded(job_id), name=f"job-{job_id}")
         self._direct.add(task)
         task.add_done_callback(self._direct.discard)

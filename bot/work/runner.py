@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import httpx
 
 from bot import metrics
-from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError
+from bot.errors import ApiError, BotError, DownloadError, FileAccessError, NotAudioError, QuotaError
 from bot.logs import log_context
 from bot.retry import jittered_delay
 from bot.settings import Settings
@@ -36,6 +36,7 @@ from bot.store.prepared import PreparedAudio
 from bot.tencent.voiceclone import VoiceCloneClient, default_voice_name
 from bot.ui.consent_blocks import (
     build_file_refused,
+    build_forgotten_clone,
     consent_note,
     may_use_file,
 )
@@ -46,6 +47,7 @@ from bot.voice.options import CloneOptions
 from bot.voice.pipeline import CloneRequest, CloneResult, Prompt, check_request, clone_prompt, prepare_prompt
 from bot.work.fetch import Fetcher, Waiting
 from bot.work.pool import JobQueue, LeaseLost, WorkerPool
+from bot.work.quotas import Quotas
 
 
 def _limiter_errors() -> tuple[type[BaseException], ...]:
@@ -86,6 +88,7 @@ class JobRunner(WorkerPool):
         http: httpx.AsyncClient,
         *,
         voices: Voices | None = None,
+        quotas: Quotas | None = None,
         workers: int | None = None,
         ffmpeg_slots: int | None = None,
         audio_limits: AudioLimits | None = None,
@@ -97,6 +100,8 @@ class JobRunner(WorkerPool):
         self.replies = replies
         # None: a clone is only answered, and a "say" job ends without speaking.
         self.voices = voices
+        # None: no fair-use limits (the operator's command line); else a new voice is checked before VoiceClone.
+        self.quotas = quotas
         self.audit = audit
         self.prepared = prepared
         self.workspaces = workspaces
@@ -151,7 +156,10 @@ class JobRunner(WorkerPool):
                 return  # prepared, waiting for the uploader's consent
             result = cloned
             # Stored before answering: a restart answers from here instead of cloning again.
-            await self.store.update(job.id, result=result.to_dict())
+            if not await self.store.update(job.id, result=result.to_dict()):
+                # The speaker (or the requester) ran forget-me while Tencent was cloning: the bot keeps nothing.
+                await self._answer_forgotten(job, result)
+                return
         text, blocks = build_success(result, str(job.file.get("name") or file_name(job)))
         note = consent_note(self._consent(job))
         if note:
@@ -162,9 +170,12 @@ class JobRunner(WorkerPool):
             await self.voices.on_cloned(job, result)
 
     def _consent(self, job: Job) -> dict[str, Any] | None:
-        """The consent this job already has: given by button, by the form's box, or by workspace policy."""
+        """The consent this job already has: given by button, by the form's box, or by workspace policy. Someone
+        else's recording is cloned only on its speaker's own press, whatever the form or the policy says."""
         if job.consent:
             return job.consent
+        if job.speaker and job.speaker != job.user_id:
+            return None
         if job.kind == "modal":
             # The form's required consent box, checked server-side when the form was submitted.
             return {"how": FORM, "user": job.user_id, "at": job.created_at}
@@ -177,6 +188,8 @@ class JobRunner(WorkerPool):
         problem = CloneOptions.from_dict(job.options).problem
         if problem is not None:
             raise problem
+        if job.kind == "command" and job.speaker is None and not await self._may_clone(job):
+            return None
         consent = self._consent(job)
         prompt = None
         if job.prompt and consent:
@@ -185,8 +198,6 @@ class JobRunner(WorkerPool):
                 prompt = Prompt.from_meta(job.prompt, wav)
         request = self._request(job)
         if prompt is None:
-            if job.kind == "command" and not await self._may_clone(job):
-                return None
             prompt = await self._prepare(job, request)
             if consent is None:
                 # Nothing goes to Tencent until the uploader says yes: keep the prompt privately and ask.
@@ -197,6 +208,11 @@ class JobRunner(WorkerPool):
                 await refresh_share(self.replies, self.store, job)
                 return None
         request = self._request(job)
+        if self.quotas is not None:
+            refusal = await self.quotas.voices_refusal(job.team_id, job.speaker or job.user_id)
+            if refusal is not None:
+                self.prepared.delete(job.id)
+                raise QuotaError(refusal.text)
         if not await self.store.holds(job.id, self.owner):
             # The one call that must never be made twice: only while the lease is still ours.
             raise LeaseLost()
@@ -243,6 +259,9 @@ class JobRunner(WorkerPool):
         except FileAccessError:
             file = {}
         if may_use_file(file, job.user_id, job.channel):
+            # The recording's uploader is its speaker: when that is someone else, they are asked and they own it.
+            job.speaker = str(file.get("user") or job.user_id)
+            await self.store.update(job.id, speaker=job.speaker)
             return True
         log.info("job %s: /clone refused, the caller may not use file %s", job.id, job.file.get("id"))
         if job.channel and job.user_id:
@@ -292,7 +311,8 @@ class JobRunner(WorkerPool):
                 consent=str(consent.get("how") or "unknown"),
                 outcome=outcome,
                 team_id=job.team_id,
-                user_id=consent.get("user") or job.user_id,
+                user_id=consent.get("user") or job.speaker or job.user_id,
+                requester=job.user_id,
                 job_id=job.id,
                 file_id=job.file.get("id"),
                 file_name=file_name(job),
@@ -338,6 +358,14 @@ class JobRunner(WorkerPool):
             await self._stage(job, waiting.stage)
         # A wait is not an attempt: only crashes and timeouts count towards giving up.
         await self._requeue(job.id, delay, attempts=job.attempts - 1, waits=waits)
+
+    async def _answer_forgotten(self, job: Job, result: CloneResult) -> None:
+        """The clone finished after a forget-me deleted its job: say so, keep no voice (the audit has its id)."""
+        text, blocks = build_forgotten_clone(result.voice_id, result.request_id, file_name(job))
+        await self.replies.final(job, text, blocks)
+        log.info("job %s: cloned after a forget-me; the voice is not kept", job.id)
+        self._stages.pop(job.id, None)
+        metrics.JOBS.labels(outcome="failed").inc()
 
     async def _attempt_failed(self, job: Job) -> None:
         if job.attempts >= MAX_ATTEMPTS:

@@ -27,6 +27,7 @@ from bot.ui.voice_blocks import (
     preview_text,
     speech_comment,
 )
+from bot.voice.joining import speak_long
 from bot.voice.pipeline import CloneResult
 from bot.work.pool import JobQueue
 
@@ -94,10 +95,12 @@ class VoiceService:
     # -- after a clone -----------------------------------------------------------------------------------
 
     async def on_cloned(self, job: Job, result: CloneResult) -> None:
-        """The runner answered a clone: record the voice, then preview it in its thread (in the background)."""
+        """The runner answered a clone: record the voice as its speaker's, then preview it in its thread (in the
+        background). Nothing is recorded when a forget-me removed the job meanwhile (VoiceLibrary.add)."""
         try:
             voice = VoiceRecord(
-                team_id=job.team_id or "", voice_id=result.voice_id, voice_name=result.name, owner=job.user_id,
+                team_id=job.team_id or "", voice_id=result.voice_id, voice_name=result.name,
+                owner=job.speaker or job.user_id,
                 created_at=time.time(), file_name=file_name(job), seconds=result.seconds,
                 model=result.model or self.settings.voiceclone_model, language=result.language,
                 channel=job.channel or job.user_id, thread_ts=job.thread_ts, request_id=result.request_id,
@@ -154,14 +157,14 @@ class VoiceService:
             message, blocks = build_preview_failed(sentence, code, request_id)
             await self.outbox.put_message(
                 f"preview:{job_id}:failed", text=message, blocks=blocks, after_key=after, team_id=team_id,
-                job_id=job_id, once=True, **where,
+                job_id=job_id, once=True, user=voice.owner, **where,
             )
             return
         path = self._save(speech.audio)
         await self.outbox.put_upload(
             f"preview:{job_id}", path=path, filename=f"{voice.voice_name}-preview.mp3",
             title=f"{voice.voice_name} preview", comment=speech_comment(None, voice, text, preview=True),
-            after_key=after, team_id=team_id, job_id=job_id, **where,
+            after_key=after, team_id=team_id, job_id=job_id, user=voice.owner, **where,
         )
 
     def _save(self, audio: bytes) -> Path:
@@ -223,7 +226,8 @@ class VoiceService:
                     channel, thread_ts = parent.channel, parent.ts
         channel = channel or user or ""
         try:
-            speech = await self.tts.speak(text, Voice(voice.voice_id, speed, volume, pitch), language=voice.language)
+            spoken = Voice(voice.voice_id, speed, volume, pitch)
+            speech = await speak_long(self.tts, text, spoken, language=voice.language)
         except (ApiError, SpeechParamError) as exc:
             if isinstance(exc, ApiError):
                 sentence, code, rid = describe_tts_error(exc, voice.model), exc.code, exc.request_id
@@ -240,7 +244,7 @@ class VoiceService:
         await self.outbox.put_upload(
             f"say:{secrets.token_hex(8)}", channel=channel, thread_ts=thread_ts, path=path,
             filename=f"{voice.voice_name}-says.mp3", title=f"{voice.title} says",
-            comment=speech_comment(user, voice, text, preview=False), team_id=voice.team_id or None,
+            comment=speech_comment(user, voice, text, preview=False), team_id=voice.team_id or None, user=user,
         )
 
     # -- App Home ----------------------------------------------------------------------------------------

@@ -58,11 +58,22 @@ class _LogLines(logging.Handler):
         self.lines.append(record.getMessage())
 
 
+FAIR_USE_KEYS = (
+    "MAX_JOBS_PER_USER", "MAX_JOBS_PER_WORKSPACE", "SAYS_PER_MINUTE_PER_USER", "SAYS_PER_MINUTE_PER_WORKSPACE",
+    "MAX_VOICES_PER_USER", "MAX_VOICES_PER_WORKSPACE",
+)
+
+
 def bot_environ(slack: SlackStandIn, trtc: TrtcStandIn, db_path: Path, **extra: str) -> dict[str, str]:
     """The environment a bot aimed at the stand-ins runs with in tests."""
     # CONSENT=attested: most tests are about what happens after consent; tests/test_consent.py sets "ask".
     # PREVIEW=off: most tests count VoiceClone requests and messages; tests/test_voices.py sets "on".
-    defaults = {"TRTC_TIMEOUT": "5", "SHUTDOWN_GRACE_SECONDS": "10", "CONSENT": "attested", "PREVIEW": "off"}
+    # The fair-use limits off: many tests share one user and one bot per module; tests/test_fair_use.py and
+    # tests/test_voice_cap.py set them (the defaults users get, written out).
+    defaults = {
+        "TRTC_TIMEOUT": "5", "SHUTDOWN_GRACE_SECONDS": "10", "CONSENT": "attested", "PREVIEW": "off",
+        **{key: "0" for key in FAIR_USE_KEYS},
+    }
     return standin_environ(slack, trtc, db_path, **{**defaults, **extra})
 
 

@@ -112,6 +112,9 @@ class JobRow(TypedDict):
     lease_owner: str | None
     lease_until: float | None
     priority: int  # a clone the uploader just confirmed goes first
+    # Whose voice the recording is (the file's uploader): only they consent, and the voice is theirs. NULL until a
+    # `/clone <file>` request has looked the file up; user_id is who asked.
+    speaker: str | None
 
 
 class OutboxRow(TypedDict):
@@ -137,6 +140,7 @@ class OutboxRow(TypedDict):
     created_at: float
     updated_at: float
     last_error: str | None
+    user_id: str | None  # the user the record serves: the sender keeps order per (channel, user_id)
 
 
 class DueRow(OutboxRow):
@@ -184,6 +188,14 @@ class AuditRow(TypedDict):
     voice_id: str | None
     request_id: str | None
     outcome: str
+    requester: str | None  # who asked for the clone, when not the speaker who consented (user_id)
+
+
+class QuotaRow(TypedDict):
+    mine: int  # one user's rows among them
+    mine_oldest: float | None
+    n: int  # the workspace's rows
+    oldest: float | None
 
 
 # -- the named statements, per store ---------------------------------------------------------------------
@@ -191,7 +203,7 @@ class AuditRow(TypedDict):
 # The columns JobStore.update may set; each dialect's `update` builds its SET list from these names only.
 JOB_SETTABLE = frozenset({
     "status", "stage", "status_ts", "thread_ts", "channel", "attempts", "result", "error", "file_json", "waits",
-    "finished_at", "consent", "prompt", "run_at", "lease_owner", "lease_until",
+    "finished_at", "consent", "prompt", "run_at", "lease_owner", "lease_until", "speaker",
 })
 
 
@@ -222,6 +234,9 @@ class JobsSQL:
     of_team: Query[IdRow]
     delete: Command
     delete_team: Command
+    # Fair use (bot.work.quotas): a user's and their workspace's jobs queued or running; their `say`s since a time.
+    active: Query[QuotaRow]
+    says_since: Query[QuotaRow]
 
 
 @dataclass(frozen=True)
@@ -229,6 +244,7 @@ class OutboxSQL:
     table: Table
     upsert: Command
     insert_once: Command
+    # Due records in lane order: each (channel, user_id)'s first, then each one's second, ... (oldest first within).
     due: Query[DueRow]
     next_due_at: Query[TimeRow]
     get: Query[OutboxRow]
@@ -259,6 +275,9 @@ class VoicesSQL:
     forget: Query[VoiceRow]
     forget_owner: Query[VoiceRow]
     delete_team: Command
+    # The job a new voice comes from, locked until the voice is stored (a forget-me waits for it, or wins).
+    job_alive: Query[IdRow]
+    held: Query[QuotaRow]
 
 
 @dataclass(frozen=True)
@@ -266,6 +285,8 @@ class AuditSQL:
     table: Table
     record: Command
     entries: Query[AuditRow]
+    # Distinct VoiceIds the Tencent account has made (forgotten ones included: Tencent cannot delete them).
+    voices_made: Query[CountRow]
 
 
 @dataclass(frozen=True)

@@ -95,8 +95,10 @@ CREATE INDEX IF NOT EXISTS jobs_share ON jobs(channel, share_ts);
         "lease_owner": "TEXT",
         "lease_until": "DOUBLE PRECISION",
         "priority": "INTEGER NOT NULL DEFAULT 0",
+        "speaker": "TEXT",
     },
-    after="CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, run_at);",
+    after="CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, run_at);"
+    " CREATE INDEX IF NOT EXISTS jobs_kind_team ON jobs(kind, team_id, created_at);",
 )
 
 
@@ -113,19 +115,25 @@ JOBS = JobsSQL(
     table=_JOBS_TABLE,
     add=Query(
         "INSERT INTO jobs (dedupe_key, kind, event_id, team_id, channel, thread_ts, share_ts, user_id, file_json,"
-        " options, created_at, updated_at, response_url)"
+        " options, created_at, updated_at, response_url, speaker)"
         " VALUES (%(dedupe_key)s, %(kind)s, %(event_id)s, %(team_id)s, %(channel)s, %(thread_ts)s, %(share_ts)s,"
-        " %(user_id)s, %(file_json)s, %(options)s, %(now)s, %(now)s, %(response_url)s)"
+        " %(user_id)s, %(file_json)s, %(options)s, %(now)s, %(now)s, %(response_url)s, %(speaker)s)"
         " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
     ),
     get=Query("SELECT * FROM jobs WHERE id = %(id)s"),
-    # SKIP LOCKED: two replicas claiming at once take different jobs instead of queueing on one row lock.
+    # SKIP LOCKED: two replicas claiming at once take different jobs instead of queueing on one row lock. Fair:
+    # among due jobs, the workspace with the fewest running goes first, then the user with the fewest running in
+    # it, then the oldest; so a heavy user's backlog never delays a light user's one job by more than a turn.
     claim_next=Query(
         "UPDATE jobs SET status = %(running)s, attempts = attempts + 1, lease_owner = %(owner)s,"
         " lease_until = %(until)s, updated_at = %(now)s"
-        " WHERE id = (SELECT id FROM jobs WHERE (status = %(queued)s AND run_at <= %(now)s)"
-        " OR (status = %(running)s AND COALESCE(lease_until, 0) < %(now)s)"
-        " ORDER BY priority DESC, id LIMIT 1 FOR UPDATE SKIP LOCKED)"
+        " WHERE id = (SELECT j.id FROM jobs j WHERE (j.status = %(queued)s AND j.run_at <= %(now)s)"
+        " OR (j.status = %(running)s AND COALESCE(j.lease_until, 0) < %(now)s)"
+        " ORDER BY j.priority DESC,"
+        " (SELECT COUNT(*) FROM jobs r WHERE r.status = %(running)s AND r.team_id IS NOT DISTINCT FROM j.team_id),"
+        " (SELECT COUNT(*) FROM jobs r WHERE r.status = %(running)s AND r.team_id IS NOT DISTINCT FROM j.team_id"
+        " AND r.user_id IS NOT DISTINCT FROM j.user_id),"
+        " j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)"
         " RETURNING *"
     ),
     claim=Query(
@@ -171,19 +179,34 @@ JOBS = JobsSQL(
         "SELECT status FROM jobs WHERE channel = %(channel)s AND share_ts = %(share_ts)s ORDER BY id"
     ),
     counts=Query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"),
-    of_user=Query("SELECT id FROM jobs WHERE user_id = %(user)s AND (team_id = %(team)s OR team_id IS NULL)"),
+    # Asked for by the user, or of their recording (forget-me).
+    of_user=Query(
+        "SELECT id FROM jobs WHERE (user_id = %(user)s OR speaker = %(user)s)"
+        " AND (team_id = %(team)s OR team_id IS NULL)"
+    ),
     of_team=Query("SELECT id FROM jobs WHERE team_id = %(team)s"),
     delete=Command("DELETE FROM jobs WHERE id = %(id)s"),
     delete_team=Command("DELETE FROM jobs WHERE team_id = %(team)s"),
+    active=Query(
+        "SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " NULL::float8 AS mine_oldest, COUNT(*)::int AS n, NULL::float8 AS oldest FROM jobs"
+        " WHERE status IN (%(queued)s, %(running)s) AND team_id IS NOT DISTINCT FROM %(team)s::text"
+    ),
+    says_since=Query(
+        "SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " MIN(CASE WHEN user_id = %(user)s::text THEN created_at END) AS mine_oldest, COUNT(*)::int AS n,"
+        " MIN(created_at) AS oldest FROM jobs"
+        " WHERE kind = %(say)s AND team_id IS NOT DISTINCT FROM %(team)s::text AND created_at >= %(since)s"
+    ),
 )
 
 # -- outbox ----------------------------------------------------------------------------------------------
 
 _OUTBOX_INSERT = (
     "INSERT INTO outbox (key, kind, job_id, team_id, channel, thread_ts, thread_key, ts, payload, fallback,"
-    " expires_at, created_at, updated_at, after_key)"
+    " expires_at, created_at, updated_at, after_key, user_id)"
     " VALUES (%(key)s, %(kind)s, %(job_id)s, %(team_id)s, %(channel)s, %(thread_ts)s, %(thread_key)s, %(ts)s,"
-    " %(payload)s, %(fallback)s, %(expires_at)s, %(now)s, %(now)s, %(after_key)s)"
+    " %(payload)s, %(fallback)s, %(expires_at)s, %(now)s, %(now)s, %(after_key)s, %(user_id)s)"
 )
 
 OUTBOX = OutboxSQL(
@@ -216,6 +239,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
 """,
+        # The user a record serves (put_ephemeral: its recipient): the sender keeps order per (channel, user).
+        added={"user_id": "TEXT"},
     ),
     # A newer desired state bumps the version; a record waiting out a backoff keeps its next_at.
     upsert=Command(
@@ -225,15 +250,21 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
         " WHERE outbox.payload <> excluded.payload"
     ),
     insert_once=Command(_OUTBOX_INSERT + " ON CONFLICT (key) DO NOTHING"),
+    # Each lane's (a channel and the user served there) first due record, then each one's second, ...: a light
+    # user's record is among the first rows however long another user's backlog in the channel is. Ranked on ids
+    # only; the rows read are the few chosen.
     due=Query(
-        "SELECT o.*, p.ts AS parent_ts, p.state AS parent_state FROM outbox o"
+        "WITH d AS (SELECT o.id, ROW_NUMBER() OVER (PARTITION BY o.channel, o.user_id ORDER BY o.id) AS lane_rank"
+        " FROM outbox o"
         " LEFT JOIN outbox p ON p.key = o.thread_key"
         " LEFT JOIN outbox a ON a.key = o.after_key"
         " WHERE o.state = 'pending' AND o.next_at <= %(now)s"
         " AND (o.thread_key IS NULL OR p.ts IS NOT NULL OR p.state = 'dead' OR p.id IS NULL)"
         " AND (o.after_key IS NULL OR a.id IS NULL OR a.state <> 'pending')"
         " AND (o.team_id IS NULL OR o.team_id <> ALL(%(skip_teams)s::text[]))"
-        " ORDER BY o.id LIMIT %(limit)s"
+        " ORDER BY lane_rank, o.id LIMIT %(limit)s)"
+        " SELECT o.*, p.ts AS parent_ts, p.state AS parent_state FROM d JOIN outbox o ON o.id = d.id"
+        " LEFT JOIN outbox p ON p.key = o.thread_key ORDER BY d.lane_rank, o.id"
     ),
     next_due_at=Query("SELECT MIN(next_at) AS t FROM outbox WHERE state = 'pending'"),
     get=Query("SELECT * FROM outbox WHERE key = %(key)s"),
@@ -328,13 +359,20 @@ CREATE INDEX IF NOT EXISTS voices_owner ON voices(team_id, owner);
     forget=Query("DELETE FROM voices WHERE team_id = %(team)s AND voice_id = %(voice_id)s RETURNING *"),
     forget_owner=Query("DELETE FROM voices WHERE team_id = %(team)s AND owner = %(owner)s RETURNING *"),
     delete_team=Command("DELETE FROM voices WHERE team_id = %(team)s"),
+    # FOR SHARE: a forget-me deleting the job waits until the voice is stored, and then deletes it too; once the
+    # job is gone, no voice is stored.
+    job_alive=Query("SELECT id FROM jobs WHERE id = %(id)s FOR SHARE"),
+    held=Query(
+        "SELECT COALESCE(SUM(CASE WHEN owner = %(owner)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " NULL::float8 AS mine_oldest, COUNT(*)::int AS n, NULL::float8 AS oldest FROM voices WHERE team_id = %(team)s"
+    ),
 )
 
 # -- audit -----------------------------------------------------------------------------------------------
 
 _AUDIT_COLUMNS = (
     "at, team_id, user_id, consent, job_id, file_id, file_name, audio_sha256, seconds, voice_name, voice_id,"
-    " request_id, outcome"
+    " request_id, outcome, requester"
 )
 
 AUDIT = AuditSQL(
@@ -365,16 +403,18 @@ FOR EACH ROW EXECUTE FUNCTION audit_append_only();
 CREATE OR REPLACE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
 FOR EACH STATEMENT EXECUTE FUNCTION audit_append_only();
 """,
+        added={"requester": "TEXT"},
     ),
     record=Command(
         f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (%(at)s, %(team_id)s, %(user_id)s, %(consent)s, %(job_id)s,"
         " %(file_id)s, %(file_name)s, %(audio_sha256)s, %(seconds)s, %(voice_name)s, %(voice_id)s, %(request_id)s,"
-        " %(outcome)s)"
+        " %(outcome)s, %(requester)s)"
     ),
     entries=Query(
         f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE at >= %(since)s"
         " AND (%(team)s::text IS NULL OR team_id = %(team)s::text) ORDER BY id"
     ),
+    voices_made=Query("SELECT COUNT(DISTINCT voice_id)::int AS n FROM audit WHERE voice_id IS NOT NULL"),
 )
 
 

@@ -78,8 +78,10 @@ CREATE INDEX IF NOT EXISTS jobs_share ON jobs(channel, share_ts);
         "lease_owner": "TEXT",
         "lease_until": "REAL",
         "priority": "INTEGER NOT NULL DEFAULT 0",
+        "speaker": "TEXT",
     },
-    after="CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, run_at);",
+    after="CREATE INDEX IF NOT EXISTS jobs_due ON jobs(status, run_at);"
+    " CREATE INDEX IF NOT EXISTS jobs_kind_team ON jobs(kind, team_id, created_at);",
 )
 
 
@@ -96,19 +98,25 @@ JOBS = JobsSQL(
     table=_JOBS_TABLE,
     add=Query(
         "INSERT INTO jobs (dedupe_key, kind, event_id, team_id, channel, thread_ts, share_ts, user_id, file_json,"
-        " options, created_at, updated_at, response_url)"
+        " options, created_at, updated_at, response_url, speaker)"
         " VALUES (:dedupe_key, :kind, :event_id, :team_id, :channel, :thread_ts, :share_ts, :user_id, :file_json,"
-        " :options, :now, :now, :response_url)"
+        " :options, :now, :now, :response_url, :speaker)"
         " ON CONFLICT (dedupe_key) DO NOTHING RETURNING id"
     ),
     get=Query("SELECT * FROM jobs WHERE id = :id"),
-    # One writer at a time: the sub-select and the UPDATE cannot interleave with another claim.
+    # One writer at a time: the sub-select and the UPDATE cannot interleave with another claim. Fair: among due
+    # jobs, the workspace with the fewest running goes first, then the user with the fewest running in it, then the
+    # oldest; so a heavy user's backlog never delays a light user's one job by more than one worker's turn.
     claim_next=Query(
         "UPDATE jobs SET status = :running, attempts = attempts + 1, lease_owner = :owner, lease_until = :until,"
         " updated_at = :now"
-        " WHERE id = (SELECT id FROM jobs WHERE (status = :queued AND run_at <= :now)"
-        " OR (status = :running AND COALESCE(lease_until, 0) < :now)"
-        " ORDER BY priority DESC, id LIMIT 1)"
+        " WHERE id = (SELECT j.id FROM jobs j WHERE (j.status = :queued AND j.run_at <= :now)"
+        " OR (j.status = :running AND COALESCE(j.lease_until, 0) < :now)"
+        " ORDER BY j.priority DESC,"
+        " (SELECT COUNT(*) FROM jobs r WHERE r.status = :running AND r.team_id IS j.team_id),"
+        " (SELECT COUNT(*) FROM jobs r WHERE r.status = :running AND r.team_id IS j.team_id"
+        " AND r.user_id IS j.user_id),"
+        " j.id LIMIT 1)"
         " RETURNING *"
     ),
     claim=Query(
@@ -147,19 +155,31 @@ JOBS = JobsSQL(
     ),
     share_statuses=Query("SELECT status FROM jobs WHERE channel = :channel AND share_ts = :share_ts ORDER BY id"),
     counts=Query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status"),
-    of_user=Query("SELECT id FROM jobs WHERE user_id = :user AND (team_id = :team OR team_id IS NULL)"),
+    # Asked for by the user, or of their recording (forget-me).
+    of_user=Query(
+        "SELECT id FROM jobs WHERE (user_id = :user OR speaker = :user) AND (team_id = :team OR team_id IS NULL)"
+    ),
     of_team=Query("SELECT id FROM jobs WHERE team_id = :team"),
     delete=Command("DELETE FROM jobs WHERE id = :id"),
     delete_team=Command("DELETE FROM jobs WHERE team_id = :team"),
+    active=Query(
+        "SELECT COALESCE(SUM(CASE WHEN user_id = :user THEN 1 ELSE 0 END), 0) AS mine, NULL AS mine_oldest,"
+        " COUNT(*) AS n, NULL AS oldest FROM jobs WHERE status IN (:queued, :running) AND team_id IS :team"
+    ),
+    says_since=Query(
+        "SELECT COALESCE(SUM(CASE WHEN user_id = :user THEN 1 ELSE 0 END), 0) AS mine,"
+        " MIN(CASE WHEN user_id = :user THEN created_at END) AS mine_oldest, COUNT(*) AS n,"
+        " MIN(created_at) AS oldest FROM jobs WHERE kind = :say AND team_id IS :team AND created_at >= :since"
+    ),
 )
 
 # -- outbox ----------------------------------------------------------------------------------------------
 
 _OUTBOX_INSERT = (
     "INSERT INTO outbox (key, kind, job_id, team_id, channel, thread_ts, thread_key, ts, payload, fallback,"
-    " expires_at, created_at, updated_at, after_key)"
+    " expires_at, created_at, updated_at, after_key, user_id)"
     " VALUES (:key, :kind, :job_id, :team_id, :channel, :thread_ts, :thread_key, :ts, :payload, :fallback,"
-    " :expires_at, :now, :now, :after_key)"
+    " :expires_at, :now, :now, :after_key, :user_id)"
 )
 
 OUTBOX = OutboxSQL(
@@ -192,6 +212,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 );
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
 """,
+        # The user a record serves (put_ephemeral: its recipient): the sender keeps order per (channel, user).
+        added={"user_id": "TEXT"},
     ),
     # A newer desired state bumps the version; a record waiting out a backoff keeps its next_at.
     upsert=Command(
@@ -201,15 +223,21 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
         " WHERE outbox.payload != excluded.payload"
     ),
     insert_once=Command(_OUTBOX_INSERT + " ON CONFLICT (key) DO NOTHING"),
+    # Each lane's (a channel and the user served there) first due record, then each one's second, ...: a light
+    # user's record is among the first rows however long another user's backlog in the channel is. Ranked on ids
+    # only; the rows read are the few chosen.
     due=Query(
-        "SELECT o.*, p.ts AS parent_ts, p.state AS parent_state FROM outbox o"
+        "WITH d AS (SELECT o.id, ROW_NUMBER() OVER (PARTITION BY o.channel, o.user_id ORDER BY o.id) AS lane_rank"
+        " FROM outbox o"
         " LEFT JOIN outbox p ON p.key = o.thread_key"
         " LEFT JOIN outbox a ON a.key = o.after_key"
         " WHERE o.state = 'pending' AND o.next_at <= :now"
         " AND (o.thread_key IS NULL OR p.ts IS NOT NULL OR p.state = 'dead' OR p.id IS NULL)"
         " AND (o.after_key IS NULL OR a.id IS NULL OR a.state != 'pending')"
         " AND (o.team_id IS NULL OR o.team_id NOT IN (SELECT value FROM json_each(:skip_teams)))"
-        " ORDER BY o.id LIMIT :limit"
+        " ORDER BY lane_rank, o.id LIMIT :limit)"
+        " SELECT o.*, p.ts AS parent_ts, p.state AS parent_state FROM d JOIN outbox o ON o.id = d.id"
+        " LEFT JOIN outbox p ON p.key = o.thread_key ORDER BY d.lane_rank, o.id"
     ),
     next_due_at=Query("SELECT MIN(next_at) AS t FROM outbox WHERE state = 'pending'"),
     get=Query("SELECT * FROM outbox WHERE key = :key"),
@@ -294,13 +322,19 @@ CREATE INDEX IF NOT EXISTS voices_owner ON voices(team_id, owner);
     forget=Query("DELETE FROM voices WHERE team_id = :team AND voice_id = :voice_id RETURNING *"),
     forget_owner=Query("DELETE FROM voices WHERE team_id = :team AND owner = :owner RETURNING *"),
     delete_team=Command("DELETE FROM voices WHERE team_id = :team"),
+    # One writer at a time: nothing can delete the job between this and the voice's INSERT.
+    job_alive=Query("SELECT id FROM jobs WHERE id = :id"),
+    held=Query(
+        "SELECT COALESCE(SUM(CASE WHEN owner = :owner THEN 1 ELSE 0 END), 0) AS mine, NULL AS mine_oldest,"
+        " COUNT(*) AS n, NULL AS oldest FROM voices WHERE team_id = :team"
+    ),
 )
 
 # -- audit -----------------------------------------------------------------------------------------------
 
 _AUDIT_COLUMNS = (
     "at, team_id, user_id, consent, job_id, file_id, file_name, audio_sha256, seconds, voice_name, voice_id,"
-    " request_id, outcome"
+    " request_id, outcome, requester"
 )
 
 AUDIT = AuditSQL(
@@ -328,14 +362,16 @@ BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
 BEGIN SELECT RAISE(ABORT, 'the audit is append-only'); END;
 """,
+        added={"requester": "TEXT"},
     ),
     record=Command(
         f"INSERT INTO audit ({_AUDIT_COLUMNS}) VALUES (:at, :team_id, :user_id, :consent, :job_id, :file_id,"
-        " :file_name, :audio_sha256, :seconds, :voice_name, :voice_id, :request_id, :outcome)"
+        " :file_name, :audio_sha256, :seconds, :voice_name, :voice_id, :request_id, :outcome, :requester)"
     ),
     entries=Query(
         f"SELECT {_AUDIT_COLUMNS} FROM audit WHERE at >= :since AND (:team IS NULL OR team_id = :team) ORDER BY id"
     ),
+    voices_made=Query("SELECT COUNT(DISTINCT voice_id) AS n FROM audit WHERE voice_id IS NOT NULL"),
 )
 
 
