@@ -15,6 +15,7 @@ import contextvars
 import logging
 import re
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -270,3 +271,28 @@ def configure_logging(level: str | int = "INFO", secrets: Iterable[str] = (), *,
     for name in _CHATTY:
         logging.getLogger(name).setLevel(max(logging.INFO, root.level))
     return _filter
+
+
+class Throttle:
+    """At most one line per key every `interval` seconds; the next line says how many were held back. For what a
+    stranger can make happen at will (refused requests): one line each would let a flood of them flood the log."""
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.interval = interval
+        self.clock = clock
+        self._state: dict[str, tuple[float, int]] = {}  # key -> (when last logged, held back since)
+
+    def warning(self, logger: logging.Logger, key: str, msg: str, *args: object) -> None:
+        """logger.warning(msg, *args), unless a line of this key went out less than `interval` ago."""
+        now = self.clock()
+        last, held = self._state.get(key, (None, 0))
+        if last is not None and now - last < self.interval:
+            self._state[key] = (last, held + 1)
+            return
+        if held:
+            msg += " (and %d more like it in the last %.0f s, not logged)"
+            args = (*args, held, now - last if last is not None else 0.0)
+        if len(self._state) > 1000:  # keys are the callers' fixed phrases; this only guards against a misuse
+            self._state.clear()
+        self._state[key] = (now, 0)
+        logger.warning(msg, *args)

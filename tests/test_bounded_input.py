@@ -6,6 +6,7 @@ traceback; Slack's own signed requests, up to the limit, still work."""
 from __future__ import annotations
 
 import json
+import logging
 import select
 import socket
 import threading
@@ -19,6 +20,7 @@ import pytest
 from support.driving import BotProcess, standins
 from support.harness import SIGNING_SECRET
 
+from bot.logs import Throttle
 from bot.testing.standin_slack import sign
 
 MB = 1024 * 1024
@@ -30,6 +32,18 @@ def process(tmp_path_factory: pytest.TempPathFactory):
     """The bot as `python -m bot run --http`, against the stand-ins."""
     with standins() as (slack, trtc):
         bot = BotProcess(slack, trtc, tmp_path_factory.mktemp("bounded")).start()
+        try:
+            yield bot
+        finally:
+            bot.close()
+
+
+@pytest.fixture
+def fresh_process(tmp_path: Path):
+    """A bot process of this test's own: its refusal log lines are not held back by another test's (a refused
+    request logs one line per reason every 10 s at most)."""
+    with standins() as (slack, trtc):
+        bot = BotProcess(slack, trtc, tmp_path).start()
         try:
             yield bot
         finally:
@@ -140,7 +154,8 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
-def test_malformed_signature_headers_get_401_and_one_warning_without_a_traceback(process, case):
+def test_malformed_signature_headers_get_401_and_one_warning_without_a_traceback(fresh_process, case):
+    process = fresh_process
     headers, reason = MALFORMED[case]
     offset = _log_size(process)
     response = httpx.post(process.url, content=b'{"type": "event_callback"', timeout=10,
@@ -155,7 +170,8 @@ def test_malformed_signature_headers_get_401_and_one_warning_without_a_traceback
     assert " ERROR " not in logged
 
 
-def test_an_unsigned_body_that_is_not_json_gets_401_without_a_traceback(process):
+def test_an_unsigned_body_that_is_not_json_gets_401_without_a_traceback(fresh_process):
+    process = fresh_process
     offset = _log_size(process)
     stamp = str(int(time.time()))
     response = httpx.post(process.url, content=b"\xff\xfe{not json", timeout=10, headers={
@@ -191,3 +207,28 @@ def test_slacks_signed_requests_still_work_up_to_the_limit(process):
     assert len(content) > MB
     response = httpx.post(process.url, content=content, headers=headers, timeout=10)
     assert response.status_code == 413
+
+
+def test_a_flood_of_unsigned_requests_logs_one_line_not_one_per_request(process):
+    offset = _log_size(process)
+    headers = {"Content-Type": "application/json", "X-Slack-Request-Timestamp": str(int(time.time())),
+               "X-Slack-Signature": "v0=beef"}
+    with httpx.Client(timeout=10) as client:
+        statuses = {client.post(process.url, content=b"{}", headers=headers).status_code for _ in range(200)}
+    assert statuses == {401}
+    logged = _log_after(process, offset)
+    assert len([line for line in logged.splitlines() if " WARNING " in line]) <= 1, logged
+
+
+def test_the_throttle_says_how_many_lines_it_held_back(caplog):
+    now = [100.0]
+    throttle = Throttle(10.0, clock=lambda: now[0])
+    logger = logging.getLogger("test.throttle")
+    caplog.set_level(logging.WARNING, logger="test.throttle")
+    for step in (0.0, 1.0, 1.0, 1.0, 8.0, 0.5):
+        now[0] += step
+        throttle.warning(logger, "bad", "refused: %s", "bad signature")
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused: bad signature",
+        "refused: bad signature (and 3 more like it in the last 11 s, not logged)",
+    ]

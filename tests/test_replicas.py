@@ -185,3 +185,29 @@ def test_the_web_role_only_stores_and_acks_and_a_worker_does_the_rest(
         assert web.terminate() == 0 and worker.terminate() == 0
     statuses = sorted(status for (status,) in _rows(postgres_url, "SELECT status FROM jobs"))
     assert statuses == ["awaiting_consent", "awaiting_consent", "done"]
+
+
+def test_two_web_replicas_share_the_replay_keys(tmp_path: Path, postgres_url: str):
+    """The same signed `/clone` delivered to one web replica and replayed to another runs once: the replay keys live
+    in the database they share, not in either process."""
+    from urllib.parse import urlencode
+
+    from support.harness import SIGNING_SECRET
+
+    from bot.testing.standin_slack import sign
+
+    env = {"DATABASE_URL": postgres_url}
+    with (
+        standins() as (slack, trtc),
+        BotProcess(slack, trtc, tmp_path / "a", role="web", **env) as first,
+        BotProcess(slack, trtc, tmp_path / "b", role="web", **env) as second,
+    ):
+        first.start()
+        second.start()
+        content = urlencode(slack.slash_command("/clone", "", channel_id="C0REPLICAS")).encode()
+        headers = {"Content-Type": "application/x-www-form-urlencoded", **sign(content, SIGNING_SECRET)}
+        answers = [httpx.post(url, content=content, headers=headers, timeout=10)
+                   for url in (first.url, second.url, first.url)]
+        assert [(a.status_code, a.content) for a in answers] == [(200, b""), (200, b""), (200, b"")]
+        assert len(slack.calls_to("views.open")) == 1
+        assert _rows(postgres_url, "SELECT COUNT(*) FROM replays") == [(1,)]

@@ -32,7 +32,7 @@ from starlette.routing import Route
 import handlers
 from bot import metrics
 from bot.settings import Settings
-from bot.slack.guard import MAX_REQUEST_BYTES, BodyLimit, signature_problem
+from bot.slack.guard import MAX_REQUEST_BYTES, REFUSALS, BodyLimit, signature_problem
 from bot.store.replays import Replays
 from handlers import Services
 
@@ -214,7 +214,7 @@ def create_asgi(runtime: Served, *, slack: bool = True, max_body: int = MAX_REQU
             problem = signature_problem(request.headers, await request.body(), signing_secret, time.time())
             if problem is not None:
                 client = request.client.host if request.client else "?"
-                log.warning("refused a request to /slack/events from %s: %s", client, problem)
+                REFUSALS.warning(log, problem, "refused a request to /slack/events from %s: %s", client, problem)
                 return JSONResponse({"error": "invalid request"}, status_code=401)
             return await handler.handle(request)  # Bolt reads the same body again (Starlette keeps it)
 

@@ -19,7 +19,11 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
+from bot.logs import Throttle
+
 log = logging.getLogger(__name__)
+# Refused requests log one line per reason every 10 s at most: anyone on the internet can send them.
+REFUSALS = Throttle(10.0)
 
 # Slack's requests are a few kB (a view submission with its state is the largest); 1 MB is far above any of them.
 MAX_REQUEST_BYTES = 1024 * 1024
@@ -49,8 +53,8 @@ class BodyLimit:
             await _refuse(send, 400, b"Bad Content-Length\n")
             return
         if declared is not None and declared > self.max_bytes:
-            log.warning("refused a body of %d bytes (Content-Length) for %s: the limit is %d",
-                        declared, scope.get("path", ""), self.max_bytes)
+            REFUSALS.warning(log, "too large", "refused a body of %d bytes (Content-Length) for %s: the limit is %d",
+                             declared, scope.get("path", ""), self.max_bytes)
             await _refuse(send, 413, b"Request body too large\n")
             return
         chunks: list[bytes] = []
@@ -62,8 +66,8 @@ class BodyLimit:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_bytes:
-                log.warning("refused a streamed body for %s at %d bytes (the limit is %d)",
-                            scope.get("path", ""), size, self.max_bytes)
+                REFUSALS.warning(log, "too large", "refused a streamed body for %s at %d bytes (the limit is %d)",
+                                 scope.get("path", ""), size, self.max_bytes)
                 await _refuse(send, 413, b"Request body too large\n")
                 return
             if chunk:
