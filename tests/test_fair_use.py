@@ -153,7 +153,7 @@ def test_requests_past_the_jobs_limit_are_refused_with_the_limit(bot, speech_wav
         taken = command(bot, "F0NOTREAL2", BOB)
         assert taken == "Got it: cloning `F0NOTREAL2`. I'll answer in a thread in this channel."
     finally:
-        bot.sql("DELETE FROM jobs WHERE dedupe_key LIKE 'waiting:%'")
+        bot.sql("DELETE FROM jobs WHERE dedupe_key LIKE ?", ("waiting:%",))
 
 
 def test_a_drop_past_the_voices_limit_is_refused_and_says_how_to_make_room(bot, speech_wav):
@@ -173,4 +173,4 @@ def test_a_drop_past_the_voices_limit_is_refused_and_says_how_to_make_room(bot, 
         )
         assert bot.sql("SELECT COUNT(*) FROM jobs WHERE share_ts = ?", (body["event"]["ts"],))[0][0] == 0
     finally:
-        bot.sql("DELETE FROM voices WHERE voice_id LIKE 'held_%'")
+        bot.sql("DELETE FROM voices WHERE voice_id LIKE ?", ("held_%",))

@@ -123,17 +123,19 @@ JOBS = JobsSQL(
     get=Query("SELECT * FROM jobs WHERE id = %(id)s"),
     # SKIP LOCKED: two replicas claiming at once take different jobs instead of queueing on one row lock. Fair:
     # among due jobs, the workspace with the fewest running goes first, then the user with the fewest running in
-    # it, then the oldest; so a heavy user's backlog never delays a light user's one job by more than a turn.
+    # it, then the oldest; so a heavy user's backlog never delays a light user's one job by more than a turn. The
+    # running counts are read once (a few rows: at most the workers'), not per due job.
     claim_next=Query(
-        "UPDATE jobs SET status = %(running)s, attempts = attempts + 1, lease_owner = %(owner)s,"
+        "WITH busy AS (SELECT team_id, user_id, COUNT(*) AS n FROM jobs WHERE status = %(running)s"
+        " GROUP BY team_id, user_id),"
+        " teams AS (SELECT team_id, SUM(n) AS n FROM busy GROUP BY team_id)"
+        " UPDATE jobs SET status = %(running)s, attempts = attempts + 1, lease_owner = %(owner)s,"
         " lease_until = %(until)s, updated_at = %(now)s"
-        " WHERE id = (SELECT j.id FROM jobs j WHERE (j.status = %(queued)s AND j.run_at <= %(now)s)"
+        " WHERE id = (SELECT j.id FROM jobs j LEFT JOIN teams t ON t.team_id IS NOT DISTINCT FROM j.team_id"
+        " LEFT JOIN busy b ON b.team_id IS NOT DISTINCT FROM j.team_id AND b.user_id IS NOT DISTINCT FROM j.user_id"
+        " WHERE (j.status = %(queued)s AND j.run_at <= %(now)s)"
         " OR (j.status = %(running)s AND COALESCE(j.lease_until, 0) < %(now)s)"
-        " ORDER BY j.priority DESC,"
-        " (SELECT COUNT(*) FROM jobs r WHERE r.status = %(running)s AND r.team_id IS NOT DISTINCT FROM j.team_id),"
-        " (SELECT COUNT(*) FROM jobs r WHERE r.status = %(running)s AND r.team_id IS NOT DISTINCT FROM j.team_id"
-        " AND r.user_id IS NOT DISTINCT FROM j.user_id),"
-        " j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)"
+        " ORDER BY j.priority DESC, COALESCE(t.n, 0), COALESCE(b.n, 0), j.id LIMIT 1 FOR UPDATE OF j SKIP LOCKED)"
         " RETURNING *"
     ),
     claim=Query(
