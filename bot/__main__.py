@@ -207,7 +207,7 @@ def _check(args: argparse.Namespace) -> int:
         print(f"Cannot read {args.file}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_INPUT
     summary, *warnings = report_lines(prepared.report, option_hint="--denoise on")
-    print(f"{args.file.name}: usable ({prepared.duration:.1f} s would be sent)")
+    print(f"{args.file.name}: usable")  # the card below says how much would be sent: one figure, not two
     print(summary)
     for warning in warnings:
         print(f"Warning: {warning}")
@@ -307,7 +307,7 @@ def _clone(args: argparse.Namespace, env_file: str) -> int:
                 print(f"Warning: {warning}")
         if result.text_dropped:
             print("Note: the transcript was not sent, because it no longer matches the trimmed audio.")
-        print(f"Voice name: {result.name}; audio used: {result.seconds:.1f} s; RequestId: {result.request_id}")
+        print(f"Voice name: {result.name}; RequestId: {result.request_id}")
         print(result.voice_id)
         return EXIT_OK
 

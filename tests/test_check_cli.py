@@ -21,7 +21,8 @@ def test_usable_recording_prints_the_card_and_exits_0(media: MediaCache, tmp_pat
     path = media.get("cli-pauses.wav", lambda p: make_speech_with(p, media.speech(30), parts, "-c:a", "pcm_s16le"))
     done = check(path, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "usable" in done.stdout and "from a 45 s recording" in done.stdout and "of silence" in done.stdout
+    assert "usable" in done.stdout and "of the 45 s recording" in done.stdout
+    assert "silence and long pauses cut" in done.stdout
     assert ":" + "warning:" not in done.stdout and "*" not in done.stdout and "`" not in done.stdout
 
 

@@ -21,5 +21,9 @@ def test_bare_command_without_credentials_runs_the_demo(tmp_path):
     # Plain text at a terminal: no emoji codes, no mrkdwn.
     assert "check mark (done)" in out and ":white_check_mark:" not in out
     assert "`" not in out and not re.search(r"\*[A-Za-z][^*\n]*\*", out)
+    # The clip's Slack transcript went as the PromptText and the Language; the answer says so, with one length.
+    assert "Language en, PromptText: Hello, this is a short recording of my voice," in out
+    assert "Transcript: Slack, English" in out and "Sent all 22 s of the recording" in out
+    assert "Audio used" not in out and "of speech" not in out
     assert "Traceback" not in result.stderr
     assert not list(tmp_path.iterdir()), "the demo left files behind"

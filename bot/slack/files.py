@@ -1,4 +1,5 @@
-"""Fetching a file shared in Slack: decide whether it may be media, resolve stubs, download it safely.
+"""Fetching a file shared in Slack: decide whether it may be media, resolve stubs, download it safely; the
+transcript Slack made of a clip (`transcription`, and its `vtt` fetched with the same rules as the file).
 
 Safety rules (see FIELD-NOTES "Slack"):
 - the bot token goes only to Slack's file host over https (or to the API origin the bot already trusts);
@@ -15,9 +16,11 @@ sign-in page) is a FileAccessError and other documents (PDF, images, archives, t
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +38,8 @@ from bot.errors import (
 )
 
 SLACK_FILE_HOST = "files.slack.com"
+# A clip's WebVTT transcript is a few kilobytes a minute: far more than this is not one.
+MAX_TRANSCRIPT_BYTES = 1024 * 1024
 
 AUDIO_FILETYPES = frozenset(
     {"m4a", "mp3", "mpga", "ogg", "oga", "opus", "wav", "flac", "aac", "amr", "aiff", "aif", "caf", "wma"}
@@ -65,6 +70,45 @@ _CHUNK = 64 * 1024
 def is_stub(file: dict[str, Any]) -> bool:
     """True for a Slack Connect stub (`file_access: "check_file_info"`) that only files.info can fill in."""
     return file.get("file_access") == "check_file_info"
+
+
+def is_clip(file: dict[str, Any]) -> bool:
+    """True for an audio or video clip recorded in Slack (the kind Slack transcribes)."""
+    subtype = str(file.get("subtype") or "").lower()
+    return subtype in SLACK_MEDIA_SUBTYPES or file.get("media_display_type") in ("audio", "video")
+
+
+@dataclass(frozen=True)
+class Transcription:
+    """Slack's transcript of a clip, as its file object describes it (`transcription` and `vtt`)."""
+
+    status: str  # "complete" once done; "processing" (or another word) while Slack is still at it
+    locale: str | None  # "en-US"
+    vtt: str | None  # private URL of the whole transcript as WebVTT (timed cues), fetched like url_private
+    preview: str | None  # the transcript's start as plain text
+    has_more: bool  # the preview is not all of it
+
+    @property
+    def complete(self) -> bool:
+        return self.status == "complete"
+
+
+def transcription(file: dict[str, Any]) -> Transcription | None:
+    """The file's Slack transcript, or None when the file object carries none."""
+    found = file.get("transcription")
+    if not isinstance(found, dict):
+        return None
+    preview = found.get("preview") if isinstance(found.get("preview"), dict) else {}
+    content = preview.get("content")
+    vtt = file.get("vtt")
+    locale = found.get("locale")
+    return Transcription(
+        status=str(found.get("status") or ""),
+        locale=locale if isinstance(locale, str) and locale else None,
+        vtt=vtt if isinstance(vtt, str) and vtt else None,
+        preview=content if isinstance(content, str) and content.strip() else None,
+        has_more=bool(preview.get("has_more", True)),
+    )
 
 
 def looks_like_media(file: dict[str, Any]) -> bool:
@@ -214,6 +258,11 @@ async def resolve_file(client: AsyncWebClient, file: dict[str, Any]) -> dict[str
         raise FileAccessError("the file was deleted")
     if file.get("mode") == "hidden_by_limit" or file.get("file_access") == "access_denied":
         raise FileAccessError("Slack does not let the bot see this file")
+    return await file_info(client, file)
+
+
+async def file_info(client: AsyncWebClient, file: dict[str, Any]) -> dict[str, Any]:
+    """The file object as files.info tells it now (a clip's transcript may have finished since the share)."""
     file_id = file.get("id")
     if not file_id:
         raise DownloadError("the file object has no id")
@@ -283,6 +332,24 @@ async def download_file(
             raise FileAccessError("Slack answered with a web page instead of the file")
         raise NotAudioError(f"the file is {'empty' if kind == 'empty' else 'a ' + kind + ' document'}")
     return path
+
+
+async def download_text(http: httpx.AsyncClient, url: str, *, token: str, api_url: str, max_bytes: int) -> str:
+    """A small private text file of Slack's (a clip's `vtt` transcript), fetched as url_private is: from Slack's
+    file host only, with the bot token, never following a redirect. Raises UnsafeURLError for another host,
+    FileAccessError (sign-in page, redirect, 401/403/404), TooLargeError, DownloadError (other HTTP errors,
+    network trouble, bytes that are not UTF-8 text)."""
+    if not token_may_go_to(url, api_url):
+        host = urlsplit(url).hostname or "?"
+        raise UnsafeURLError(f"refusing to send the bot token to {host}")
+    out = io.BytesIO()
+    head = await _stream_into(http, url, token, out, max_bytes)
+    if sniff_document(head) == "html":
+        raise FileAccessError("Slack answered with a web page instead of the file")
+    try:
+        return out.getvalue().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise DownloadError("the file is not UTF-8 text") from None
 
 
 async def _stream_into(http: httpx.AsyncClient, url: str, token: str, out: Any, max_bytes: int) -> bytes:

@@ -12,11 +12,12 @@ from typing import Any
 
 from bot.settings import TRTC_KEYS, load_settings
 from bot.testing.driver import InProcessBot, bot_environ
-from bot.testing.speech import make_speech
+from bot.testing.speech import make_speech, transcript
 from bot.testing.standin_slack import SlackStandIn, post_signed
 from bot.testing.standin_trtc import TrtcStandIn
 from bot.ui.consent_blocks import CONFIRM_ACTION, STATEMENT
 from bot.ui.texts import plain_text
+from bot.voice.transcript import clip_cues, parse_vtt, write_vtt
 
 CHANNEL = "C0DEMO"
 USER = "U0DEMO"
@@ -83,7 +84,7 @@ def render_blocks(blocks: list[dict[str, Any]]) -> list[str]:
     return [plain_text(line) for line in lines]
 
 
-def run_demo(seconds: float = 24.0) -> int:
+def run_demo(seconds: float = 22.4) -> int:
     """Run the demo end to end; return 0 when the thread ends with a VoiceId."""
     with (
         tempfile.TemporaryDirectory(prefix="voiceclone-demo-") as tmp,
@@ -92,22 +93,27 @@ def run_demo(seconds: float = 24.0) -> int:
     ):
         environ = bot_environ(slack, trtc, Path(tmp) / "demo.db", LOG_LEVEL="WARNING")
         settings = load_settings(TRTC_KEYS, environ=environ)
-        _say("Making a voice memo from the recording shipped with the bot...")
-        clip = make_speech(Path(tmp) / "Voice Memo 1.m4a", seconds, codec_args=("-c:a", "aac", "-b:a", "64k"))
-        return asyncio.run(_drive(settings, slack, clip))
+        _say("Recording a voice clip in Slack (from the speech shipped with the bot)...")
+        clip = make_speech(Path(tmp) / "audio_message.m4a", seconds, codec_args=("-c:a", "aac", "-b:a", "64k"))
+        # A clip recorded in Slack carries Slack's own transcript (the sentences of the shipped one it holds whole),
+        # which becomes the PromptText and the Language: no `text=` or `lang=` to type.
+        words = write_vtt(clip_cues(parse_vtt(transcript().read_text()), 0.0, seconds))
+        return asyncio.run(_drive(settings, slack, trtc, clip, words))
 
 
-async def _drive(settings: Any, slack: SlackStandIn, clip: Path) -> int:
+async def _drive(settings: Any, slack: SlackStandIn, trtc: TrtcStandIn, clip: Path, words: str) -> int:
     async with InProcessBot(settings) as bot:
-        return await _converse(bot.url, slack, clip)
+        return await _converse(bot.url, slack, trtc, clip, words)
 
 
-async def _converse(app_url: str, slack: SlackStandIn, clip: Path) -> int:
-    """Share the memo as a user would, press the consent button when asked, and print the thread."""
-    file = slack.add_file(clip.read_bytes(), clip.name, "audio/x-m4a", "m4a")
-    text = 'name=demo_voice lang=en text="Hello! This is a short recording for the voice clone demo."'
+async def _converse(app_url: str, slack: SlackStandIn, trtc: TrtcStandIn, clip: Path, words: str) -> int:
+    """Share the clip as a user would, press the consent button when asked, and print the thread."""
+    file = slack.add_file(
+        clip.read_bytes(), clip.name, "audio/mp4", "m4a", user=USER, subtype="slack_audio", transcript=words
+    )
+    text = "name=demo_voice"
     body = slack.user_message(CHANNEL, USER, [file], text=text)
-    _say(f"\n#demo  you: [{clip.name}, {len(clip.read_bytes()) // 1024} KB] {text}")
+    _say(f"\n#demo  you: [a voice clip, {len(clip.read_bytes()) // 1024} KB, transcribed by Slack] {text}")
     started = time.monotonic()
     response = await asyncio.to_thread(post_signed, app_url, body, kind="event", signing_secret=SIGNING_SECRET)
     _say(f"  (Slack got HTTP {response.status_code} in {(time.monotonic() - started) * 1000:.0f} ms)")
@@ -138,6 +144,9 @@ async def _converse(app_url: str, slack: SlackStandIn, clip: Path) -> int:
         if answered and answered_at is None:
             answered_at = time.monotonic()
         done = answered and (previewed or time.monotonic() - answered_at > 10)
+    for sent in trtc.requests_of("VoiceClone"):
+        _say(f"\nTencent Cloud's VoiceClone received {sent.audio_seconds:.1f} s of audio, Language "
+             f"{sent.language or '(detect)'}, PromptText: {sent.prompt_text or '(none)'}")  # fmt: skip
     _say("\nThe thread now reads:")
     for message in slack.thread(CHANNEL, share_ts)[1:]:
         _say("  voiceclone:")

@@ -9,9 +9,10 @@ from bot.settings import MODELS
 from bot.ui.texts import escape
 from bot.ui.voice_blocks import USAGE as VOICE_USAGE
 from bot.ui.voice_blocks import say_button
+from bot.vocabulary import LANGUAGE_NAMES
 from bot.voice.analysis import AudioReport
 from bot.voice.pipeline import CloneResult
-from bot.voice.report_card import summary, warnings
+from bot.voice.report_card import summary, transcript_source, warnings
 
 Blocks = list[dict[str, Any]]
 
@@ -96,17 +97,23 @@ def build_report_card(report: AudioReport) -> dict[str, Any]:
 def build_success(result: CloneResult, file_name: str) -> tuple[str, Blocks]:
     """The final answer for a cloned voice; the fallback text holds the VoiceId verbatim."""
     report = result.report
-    used = _seconds(result.seconds)
-    if result.trimmed and report is None:  # a result stored before the report card existed
-        source = f" of {_seconds(result.source_seconds)}" if result.source_seconds else ""
-        used += f" (the first 3 minutes{source}; the rest was cut)"
-    fields = [
-        f"*Voice ID*\n`{result.voice_id}`",
-        f"*Name*\n{escape(result.name)}",
-        f"*Audio used*\n{used}",
-        f"*Model*\n{result.model or 'default'}",
-        f"*Language*\n{LANGUAGES.get(result.language or '', result.language) or 'auto'}",
-    ]
+    use = result.transcript_use
+    fields = [f"*Voice ID*\n`{result.voice_id}`", f"*Name*\n{escape(result.name)}"]
+    if report is None:
+        # A result stored before the report card existed: its one length is here. Otherwise the card's summary
+        # gives it (one length in the answer, not two that seem to disagree).
+        sent = _seconds(result.seconds)
+        if result.trimmed:
+            source = f" of {_seconds(result.source_seconds)}" if result.source_seconds else ""
+            sent += f" (the first 3 minutes{source}; the rest was cut)"
+        fields.append(f"*Audio sent*\n{sent}")
+    language = LANGUAGES.get(result.language or "") or LANGUAGE_NAMES.get(result.language or "", result.language)
+    if use is not None and use.language and use.language == result.language:
+        language = f"{language} (from Slack's transcript)"
+    fields += [f"*Model*\n{result.model or 'default'}", f"*Language*\n{language or 'auto'}"]
+    source = transcript_source(use, text_sent=result.text_sent)
+    if source is not None:
+        fields.append(f"*Transcript*\n{escape(source)}")
     notes = []
     if result.text_dropped:
         notes.append(

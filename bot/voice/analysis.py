@@ -202,10 +202,20 @@ class PromptPlan:
     speech: np.ndarray  # bool per frame of the prompt (the pieces joined): speech or not
     noise_db: float  # the recording's noise floor, dBFS
     report: AudioReport
+    # The widest span of the recording, in seconds, around the pieces that lost no speech: what it holds outside
+    # the pieces is silence (trimmed, or pauses shortened), so words spoken inside it are all in the prompt. From
+    # the end of the speech left out before the window (0.0: none) to the start of the speech left out after it
+    # (None: none, to the end of the recording). A timed transcript is matched to the prompt with it.
+    span: tuple[float, float | None] = (0.0, None)
 
     @property
     def byte_ranges(self) -> list[tuple[int, int]]:
         return [(start * FRAME_BYTES, end * FRAME_BYTES) for start, end in self.pieces]
+
+    @property
+    def kept_seconds(self) -> list[tuple[float, float]]:
+        """The pieces as [start, end) in seconds of the recording."""
+        return [(round(start * FRAME_SECONDS, 3), round(end * FRAME_SECONDS, 3)) for start, end in self.pieces]
 
 
 def _db(power: np.ndarray | float) -> Any:
@@ -370,7 +380,12 @@ def plan_prompt(
         snr_db=None if snr is None else round(snr, 1),
     )
     prompt_speech = np.concatenate([speech[a:b] for a, b in ranges])
-    return PromptPlan(pieces=ranges, speech=prompt_speech, noise_db=noise_db, report=report)
+    # Speech left out lies in the units outside the window; past the decoded part of a capped recording, anything.
+    span_start = round(units[first - 1][1] * FRAME_SECONDS, 3) if first > 0 else 0.0
+    span_end = round(units[last][0] * FRAME_SECONDS, 3) if last < n else (round(recording, 3) if capped else None)
+    return PromptPlan(
+        pieces=ranges, speech=prompt_speech, noise_db=noise_db, report=report, span=(span_start, span_end)
+    )
 
 
 def _span_of_dropped(units: list[tuple[int, int]], chosen: list[tuple[int, int]], gaps: list[int]) -> float:

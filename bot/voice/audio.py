@@ -116,6 +116,10 @@ class PreparedAudio:
     trimmed: bool  # some speech of the recording is not in `wav` (it did not fit max_seconds)
     gain_db: float  # loudness gain applied (0.0 when none)
     report: AudioReport = field(default_factory=AudioReport)
+    # Which parts of the recording `wav` is made of: [start, end) in seconds of the decoded recording, in order;
+    # and the span around them that lost no speech (bot.voice.analysis.PromptPlan.span).
+    kept: list[tuple[float, float]] = field(default_factory=list)
+    kept_span: tuple[float, float | None] = (0.0, None)
 
 
 @functools.cache
@@ -194,6 +198,8 @@ async def prepare_audio(
         trimmed=report.speech_dropped,
         gain_db=round(gain, 2),
         report=report,
+        kept=plan.kept_seconds,
+        kept_span=plan.span,
     )
 
 

@@ -15,6 +15,7 @@ from bot.errors import ApiError, PromptTextError
 from bot.tencent.voiceclone import MAX_PROMPT_TEXT, VoiceCloneClient, validate_voice_name
 from bot.voice.analysis import AudioReport
 from bot.voice.audio import AudioLimits, prepare_audio
+from bot.voice.transcript import TranscriptUse
 
 StageCallback = Callable[[str], Awaitable[None]]
 
@@ -28,6 +29,9 @@ class CloneRequest:
     model: str | None = None
     language: str | None = None
     denoise: bool | None = None  # None: decided from the measured noise
+    # Set when `text` or `language` came from a transcript the platform made (Slack's, bot.work.transcripts): its
+    # text is then only the words of the audio sent, so it is sent even when the prompt is trimmed.
+    transcript: TranscriptUse | None = None
 
 
 @dataclass(frozen=True)
@@ -47,11 +51,18 @@ class CloneResult:
     gain_db: float = 0.0
     # AudioReport.to_dict() of what was found and done (None in results stored before it existed).
     audio: dict[str, Any] | None = None
+    # TranscriptUse.to_dict(): what Slack's transcript gave (None: it had none, or the result is older).
+    transcript: dict[str, Any] | None = None
 
     @property
     def report(self) -> AudioReport | None:
         """The audio report card's data, when the result has one."""
         return AudioReport.from_dict(self.audio) if self.audio is not None else None
+
+    @property
+    def transcript_use(self) -> TranscriptUse | None:
+        """What Slack's transcript gave, when there was one."""
+        return TranscriptUse.from_dict(self.transcript) if self.transcript is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
@@ -81,6 +92,10 @@ class Prompt:
     trimmed: bool
     gain_db: float
     audio: dict[str, Any] | None
+    # Which parts of the recording the audio is made of: [start, end] in seconds, in order; and the span around them
+    # in which only silence was cut ([start, end], end None: to the end). None in prompts stored before they existed.
+    kept: list[list[float]] | None = None
+    kept_span: list[float | None] | None = None
 
     def meta(self) -> dict[str, Any]:
         """Everything but the audio, JSON-ready (stored while the prompt waits for consent)."""
@@ -121,6 +136,8 @@ async def prepare_prompt(
         trimmed=prepared.trimmed,
         gain_db=round(prepared.gain_db, 1),
         audio=prepared.report.to_dict(),
+        kept=[[start, end] for start, end in prepared.kept],
+        kept_span=list(prepared.kept_span),
     )
 
 
@@ -128,9 +145,12 @@ async def clone_prompt(
     prompt: Prompt, request: CloneRequest, client: VoiceCloneClient, *, on_stage: StageCallback | None = None
 ) -> CloneResult:
     """Send a prepared prompt to VoiceClone; raise ApiError on a refusal."""
-    # A transcript describes the whole recording. Cutting silence keeps every word, so it still matches; a
-    # window that leaves speech out (prompt.trimmed) does not.
-    text = request.text if request.text and not prompt.trimmed else None
+    # A transcript the user typed describes the whole recording. Cutting silence keeps every word, so it still
+    # matches; a window that leaves speech out (prompt.trimmed) does not. Slack's is cut to the audio sent.
+    if request.transcript is not None and request.transcript.text:
+        text = request.text or None
+    else:
+        text = request.text if request.text and not prompt.trimmed else None
     if on_stage:
         await on_stage("cloning")
     started = time.monotonic()
@@ -160,6 +180,7 @@ async def clone_prompt(
         language=request.language or client.settings.voiceclone_language,
         gain_db=prompt.gain_db,
         audio=prompt.audio,
+        transcript=request.transcript.to_dict() if request.transcript is not None else None,
     )
 
 

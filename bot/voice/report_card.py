@@ -2,11 +2,26 @@
 
 Pure functions from an AudioReport to text. `report_lines` gives the summary and the warnings as plain text
 (for the terminal: `python -m bot check`); bot.ui.job_blocks.build_report_card wraps the same in a Block Kit context.
+The summary gives one length, the audio sent, against the recording's when part of it was left out: the seconds
+of "speech" the analysis counts leave out every gap between words, so next to the audio sent they read as a
+contradiction, and they appear only in the advice about too little speech. `transcript_source` says where the
+PromptText came from.
 """
 
 from __future__ import annotations
 
+from bot.vocabulary import LANGUAGE_NAMES, language_of_locale
 from bot.voice.analysis import AudioReport
+from bot.voice.transcript import TranscriptUse
+
+# Why Slack's transcript was not sent (TranscriptUse.why_not), after "none sent: Slack's (English)".
+_NOT_SENT = {
+    "too_long": "is too long to send as the transcript",
+    "none_inside": "has no line wholly inside the audio sent",
+    "unreadable": "could not be read",
+    "unavailable": "could not be fetched",
+    "untimed": "has no timing, and only part of the speech was sent",
+}
 
 
 def duration(seconds: float) -> str:
@@ -20,11 +35,15 @@ def duration(seconds: float) -> str:
 
 
 def summary(report: AudioReport) -> str:
-    """One line: what was used and what was done."""
+    """One line: how much audio was sent (the one length the answer gives), and what was done to it."""
     length = report.source_seconds if report.source_seconds else report.recording_seconds
-    parts = [f"Used {duration(report.used_speech_seconds)} of speech from a {duration(length)} recording"]
+    sent = report.sent_seconds or report.recording_seconds
+    if length - sent < 1 and not report.capped:
+        parts = [f"Sent all {duration(length)} of the recording"]
+    else:
+        parts = [f"Sent {duration(sent)} of the {duration(length)} recording"]
     if report.silence_removed >= 1:
-        parts.append(f"removed {duration(report.silence_removed)} of silence")
+        parts.append("silence and long pauses cut")
     if report.gain_db >= 1:
         parts.append(f"level raised {report.gain_db:.0f} dB")
     elif report.gain_db <= -1:
@@ -65,6 +84,22 @@ def warnings(report: AudioReport, *, option_hint: str = "denoise=on") -> list[st
             "gives a better clone."
         )
     return found
+
+
+def transcript_source(use: TranscriptUse | None, *, text_sent: bool) -> str | None:
+    """Where the PromptText came from, in a few words ("Slack, English", "yours"); None when none was sent and
+    Slack had no transcript."""
+    if use is None or (text_sent and not use.text):
+        return "yours" if text_sent else None
+    if use.why_not == "yours":
+        return "none sent (yours no longer matched the audio sent)"
+    code = language_of_locale(use.locale)
+    language = LANGUAGE_NAMES.get(code or "", use.locale or "language unknown")
+    if not use.text:
+        return f"none sent: Slack's ({language}) {_NOT_SENT.get(use.why_not or '', 'was not used')}"
+    if use.total and use.cues < use.total:
+        return f"Slack, {language} ({use.cues} of its {use.total} lines: those wholly in the audio sent)"
+    return f"Slack, {language}"
 
 
 def report_lines(report: AudioReport, *, option_hint: str = "denoise=on") -> list[str]:

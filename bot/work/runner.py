@@ -48,6 +48,7 @@ from bot.voice.pipeline import CloneRequest, CloneResult, Prompt, check_request,
 from bot.work.fetch import Fetcher, Waiting
 from bot.work.pool import JobQueue, LeaseLost, WorkerPool
 from bot.work.quotas import Quotas
+from bot.work.transcripts import with_transcript
 
 
 def _limiter_errors() -> tuple[type[BaseException], ...]:
@@ -213,6 +214,8 @@ class JobRunner(WorkerPool):
             if refusal is not None:
                 self.prepared.delete(job.id)
                 raise QuotaError(refusal.text)
+        # Slack's own transcript (a clip's), mapped through the cuts, when the user typed no text= or lang=.
+        request = await with_transcript(request, prompt, job.file, self._fetcher(job))
         if not await self.store.holds(job.id, self.owner):
             # The one call that must never be made twice: only while the lease is still ours.
             raise LeaseLost()

@@ -6,11 +6,17 @@ import copy
 import hashlib
 import secrets
 from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
 from typing import Any
+from urllib.parse import quote
 
 from bot.testing.standin_slack.common import DEFAULT_USER_ID, JsonDict, _channel_object, _kind_from_id
 from bot.testing.standin_slack.core import StandInCore
 from bot.testing.standin_slack.payloads import message_event
+from bot.voice.transcript import parse_vtt
+
+# How much of a transcript a clip's `transcription.preview` shows (Slack's own cut is not documented).
+PREVIEW_CHARS = 150
 
 
 class Content(StandInCore):
@@ -62,13 +68,18 @@ class Content(StandInCore):
         visible_to_bot: bool = True,
         chunked: bool = False,
         extra: Mapping[str, Any] | None = None,
+        transcript: str | None = None,
+        transcript_locale: str = "en-US",
+        transcript_status: str = "complete",
     ) -> JsonDict:
         """Store a private file; returns the file object as an event would carry it.
 
         size: the announced size (default: the real length). slack_connect_stub: the event carries only
         Slack Connect's stub and files.info reveals the rest. visible_to_bot=False: files.info says
         file_not_found and the file host redirects even with the right token. chunked: served without a
-        Content-Length (chunked transfer encoding), so only the bytes reveal the real size.
+        Content-Length (chunked transfer encoding), so only the bytes reveal the real size. transcript: Slack's
+        transcript of a clip as WebVTT, served from the file host (see transcribe()); transcript_status
+        "processing": Slack is still at it, until transcribe() is called again.
         """
         file_id = "F" + secrets.token_hex(5).upper()
         obj = self._file_object(file_id, content, name, mimetype, filetype, user, size, extra)
@@ -86,6 +97,8 @@ class Content(StandInCore):
                 "chunked": chunked,
                 "team": self.team_id,
             }
+        if transcript is not None:
+            obj = self.transcribe(file_id, transcript, locale=transcript_locale, status=transcript_status)
         if slack_connect_stub:
             # The exact stub Slack sends to Events API apps for files shared in Slack Connect channels.
             return {
@@ -97,6 +110,29 @@ class Content(StandInCore):
                 "user": "",
             }
         return copy.deepcopy(obj)
+
+    def transcribe(self, file_id: str, vtt: str, *, locale: str = "en-US", status: str = "complete") -> JsonDict:
+        """Give a stored file Slack's transcript of a clip (WebVTT text), as files.info then tells it: `transcription`
+        with status, locale and a preview, and once complete `vtt`, a private URL on the file host beside the file's
+        own (served only with the file's workspace's bot token, like url_private). Returns the file object.
+        Status "processing": what a clip says while Slack is still transcribing (no preview, no vtt yet)."""
+        with self._cond:
+            stored = self._files[file_id]
+            obj = stored["object"]
+            name = PurePosixPath(str(obj.get("name") or "clip")).stem or "clip"
+            stored["vtt"] = (f"{name}.vtt", vtt)
+            if status == "complete":
+                words = " ".join(cue.text for cue in parse_vtt(vtt))
+                obj["transcription"] = {
+                    "status": "complete",
+                    "locale": locale,
+                    "preview": {"content": words[:PREVIEW_CHARS], "has_more": len(words) > PREVIEW_CHARS},
+                }
+                obj["vtt"] = f"{self.url}/files-pri/{stored['team']}-{file_id}/{quote(name)}.vtt"
+            else:
+                obj["transcription"] = {"status": status}
+                obj.pop("vtt", None)
+            return copy.deepcopy(obj)
 
     def user_message(
         self,

@@ -39,7 +39,8 @@ _SIGN_IN_PAGE = """<!DOCTYPE html>
 
 
 class FileHost(StandInCore):
-    """url_private downloads (with stalls and failures from Faults), the sign-in page and upload URLs."""
+    """url_private downloads (with stalls and failures from Faults), a clip's `vtt` transcript, the sign-in page
+    and upload URLs."""
 
     def _file_object(
         self,
@@ -122,6 +123,10 @@ class FileHost(StandInCore):
             location = URL(f"{self.url}/?redir={quote(request.path_qs, safe='')}", encoded=True)
             raise web.HTTPFound(location)
         self._record_file_request(request.path, True, True, 200, sender)
+        transcript = stored.get("vtt")
+        if transcript is not None and "vtt" in stored["object"] and request.match_info["name"] == transcript[0]:
+            # The clip's transcript (Content.transcribe), beside the file as Slack serves it.
+            return web.Response(text=transcript[1], content_type="text/vtt", charset="utf-8")
         content: bytes = stored["content"]
         obj = stored["object"]
         headers = {"Content-Disposition": f'attachment; filename="{quote(obj["name"])}"'}
