@@ -26,7 +26,8 @@ from pythonjsonlogger.json import JsonFormatter
 
 MASK = "**********"
 # Token shapes, scrubbed even when they are not this bot's own (a pasted token in an error, say).
-_TOKEN_SHAPES = re.compile(r"\b(xox[abpre]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,})")
+# xwfp-: the short-lived token a Workflow Builder step's function_executed event carries.
+_TOKEN_SHAPES = re.compile(r"\b(xox[abpre]-[A-Za-z0-9-]{6,}|xapp-[A-Za-z0-9-]{6,}|xwfp-[A-Za-z0-9-]{6,})")
 # Libraries that log whole requests (headers with tokens, the audio) at DEBUG.
 _CHATTY = ("tencentcloud_sdk_common", "httpx", "httpcore", "websockets", "aiohttp.access")
 FORMATS = ("text", "json")

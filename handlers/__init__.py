@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from slack_bolt.async_app import AsyncApp
 
-from handlers import actions, commands, installs, messages, shortcuts, views
+from handlers import actions, commands, installs, messages, shortcuts, views, workflow
 from handlers import voices as voice_handlers
 from handlers.services import OnUninstalled, Services
 
@@ -20,5 +20,6 @@ def register(app: AsyncApp, *, uninstalls: bool = False) -> None:
     actions.register(app)
     voice_handlers.register(app)
     shortcuts.register(app)
+    workflow.register(app)
     if uninstalls:
         installs.register(app)

@@ -13,9 +13,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.errors import InputError
 from bot.slack.intake import command_job, file_reference
+from bot.store.jobs import Refused
 from bot.ui.job_blocks import build_command_ack, build_help, build_modal, build_usage_error
 from bot.ui.texts import describe
 from bot.voice.options import parse_options
+from bot.work.quotas import Quotas
 from handlers import voices as voice_commands
 from handlers.services import Services
 
@@ -69,12 +71,13 @@ async def handle_clone_command(
         await ack(text=fallback, blocks=blocks)
         return
     # Only the jobs limits here: the recording's speaker, whose voices count, is known once the file is looked up.
-    team = command.get("team_id")
-    async with services.quotas.admitting(team):
-        refusal = await services.quotas.jobs_refusal(team, command.get("user_id"))
-        if refusal is None:
-            await services.intake.accept([command_job(command, file_id, options)])
-    await ack(text=refusal.text if refusal is not None else build_command_ack(file_id))
+    admit = services.quotas.admission(Quotas.JOBS, command.get("team_id"), command.get("user_id"))
+    try:
+        await services.intake.accept([command_job(command, file_id, options)], admit=admit)
+    except Refused as refused:
+        await ack(text=str(refused.refusal))
+        return
+    await ack(text=build_command_ack(file_id))
 
 
 def register(app: AsyncApp) -> None:

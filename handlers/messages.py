@@ -8,7 +8,9 @@ from slack_bolt.async_app import AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.slack.intake import share_jobs
+from bot.store.jobs import Refused
 from bot.ui.job_blocks import build_dm_hint
+from bot.work.quotas import Quotas
 from handlers.services import Services
 
 
@@ -22,16 +24,15 @@ async def handle_file_share(body: dict[str, Any], context: AsyncBoltContext) -> 
     intake = services.intake
     share = share_jobs(body)
     user, team = event.get("user"), body.get("team_id")
-    async with services.quotas.admitting(team):
-        refusal = await services.quotas.clone_refusal(team, user, len(share.jobs)) if share.jobs else None
-        if refusal is None:
-            # Stored before this returns, and so before Slack gets its 200 (process_before_response).
-            await intake.accept(share.jobs, react=True)
-    if refusal is not None:
+    admit = services.quotas.admission(Quotas.CLONE, team, user, len(share.jobs))
+    try:
+        # Stored before this returns, and so before Slack gets its 200 (process_before_response).
+        await intake.accept(share.jobs, react=True, admit=admit)
+    except Refused as refused:
         if share.channel and user:
             await intake.ephemeral(
-                f"limit:{body.get('event_id') or share.thread_ts}", share.channel, user, refusal.text, share.thread_ts,
-                team,
+                f"limit:{body.get('event_id') or share.thread_ts}", share.channel, user, str(refused.refusal),
+                share.thread_ts, team,
             )
         return
     if share.is_dm and share.ignored and not share.jobs and share.channel:

@@ -16,6 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.readaloud import speakable
+from bot.store.jobs import Refused
 from bot.store.library import VoiceRecord
 from bot.tencent.tts import MAX_LONG_TEXT
 from bot.ui.speak_blocks import (
@@ -29,6 +30,7 @@ from bot.ui.speak_blocks import (
     read_voice_picker,
     too_long,
 )
+from bot.work.quotas import Quotas
 from handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -74,7 +76,9 @@ async def handle_speak_shortcut(
     if voice is None:  # forgotten meanwhile
         await _tell(services, body, NO_VOICE)
         return
-    await _speak(services, body, voice, user, text, channel, thread_ts)
+    refused = await _speak(services, body, voice, user, text, channel, thread_ts)
+    if refused is not None:
+        await _tell(services, body, refused)
 
 
 async def handle_speak_submission(
@@ -91,11 +95,10 @@ async def handle_speak_submission(
     if voice is None:
         await ack(response_action="errors", errors={VOICE_BLOCK: "Only the person who cloned it can use this voice."})
         return
-    refusal = await services.quotas.say_refusal(team, user)
-    if refusal is not None:
-        await ack(response_action="errors", errors={VOICE_BLOCK: refusal.text})
+    refused = await _speak(services, body, voice, user, values["text"], values["channel"], values["thread_ts"])
+    if refused is not None:
+        await ack(response_action="errors", errors={VOICE_BLOCK: refused})
         return
-    await _speak(services, body, voice, user, values["text"], values["channel"], values["thread_ts"])
     await ack()
 
 
@@ -111,10 +114,16 @@ def register(app: AsyncApp) -> None:
 async def _speak(
     services: Services, body: dict[str, Any], voice: VoiceRecord, user: str, text: str, channel: str,
     thread_ts: str | None,
-) -> None:
-    """Store the speech as a job (bot.work.voice_service), then tell the presser it is coming."""
-    await services.voices.request_say(voice, user, text, channel=channel, thread_ts=thread_ts)
+) -> str | None:
+    """Store the speech as a job (bot.work.voice_service) and tell the presser it is coming; or the fair-use
+    limit's sentence when it is refused (checked in the transaction that would store it)."""
+    admit = services.quotas.admission(Quotas.SAY, _team(body), user)
+    try:
+        await services.voices.request_say(voice, user, text, channel=channel, thread_ts=thread_ts, admit=admit)
+    except Refused as refused:
+        return str(refused.refusal)
     await _tell(services, body, on_it(voice), channel, thread_ts)
+    return None
 
 
 async def _tell(

@@ -8,7 +8,9 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.context.async_context import AsyncBoltContext
 
 from bot.slack.intake import modal_job, read_modal
+from bot.store.jobs import Refused
 from bot.ui.job_blocks import MODAL_CALLBACK
+from bot.work.quotas import Quotas
 from handlers.services import Services
 
 
@@ -23,12 +25,11 @@ async def handle_clone_submission(
     user = body.get("user", {})
     team_id = (body.get("team") or {}).get("id")
     services = Services.of(context)
-    async with services.quotas.admitting(team_id):
-        refusal = await services.quotas.clone_refusal(team_id, user.get("id"))
-        if refusal is None:
-            await services.intake.accept([modal_job(view, user.get("id"), team_id, form)])
-    if refusal is not None:
-        await ack(response_action="errors", errors={"audio": refusal.text})
+    admit = services.quotas.admission(Quotas.CLONE, team_id, user.get("id"))
+    try:
+        await services.intake.accept([modal_job(view, user.get("id"), team_id, form)], admit=admit)
+    except Refused as refused:
+        await ack(response_action="errors", errors={"audio": str(refused.refusal)})
         return
     await ack()
 

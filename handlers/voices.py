@@ -14,6 +14,7 @@ from slack_bolt.context.async_context import AsyncBoltContext
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.store.jobs import Refused
 from bot.store.library import VoiceRecord
 from bot.tencent.tts import SpeechParamError, Voice, check_speech
 from bot.ui.texts import escape
@@ -34,6 +35,7 @@ from bot.ui.voice_blocks import (
     build_voice_list,
     read_say_form,
 )
+from bot.work.quotas import Quotas
 from handlers.services import Services
 
 log = logging.getLogger(__name__)
@@ -93,13 +95,12 @@ async def answer_command(ack: AsyncAck, command: dict[str, Any], text: str, serv
         if voice is None:
             await ack(text=not_yours(ref))
             return
-        async with services.quotas.admitting(team):
-            refusal = await services.quotas.say_refusal(team, user)
-            if refusal is None:
-                await voices.request_say(voice, user, said, speed=spoken.speed, volume=spoken.volume,
-                                         pitch=spoken.pitch, channel=command.get("channel_id"))
-        if refusal is not None:
-            await ack(text=refusal.text)
+        try:
+            await voices.request_say(voice, user, said, speed=spoken.speed, volume=spoken.volume,
+                                     pitch=spoken.pitch, channel=command.get("channel_id"),
+                                     admit=services.quotas.admission(Quotas.SAY, team, user))
+        except Refused as refused:
+            await ack(text=str(refused.refusal))
             return
         await ack(text=f":speaking_head_in_silhouette: *{escape(voice.title)}* is on it; the clip follows here.")
     elif word == "rename":
@@ -197,14 +198,13 @@ async def handle_say_submission(
     if voice is None:
         await ack(response_action="errors", errors={"text": "Only the person who cloned it can use this voice."})
         return
-    async with services.quotas.admitting(_team(body)):
-        refusal = await services.quotas.say_refusal(_team(body), user)
-        if refusal is None:
-            await voices.request_say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
-                                     pitch=values["pitch"], channel=values.get("channel"),
-                                     thread_ts=values.get("thread_ts"))
-    if refusal is not None:
-        await ack(response_action="errors", errors={"text": refusal.text})
+    try:
+        await voices.request_say(voice, user, values["text"], speed=values["speed"], volume=values["volume"],
+                                 pitch=values["pitch"], channel=values.get("channel"),
+                                 thread_ts=values.get("thread_ts"),
+                                 admit=services.quotas.admission(Quotas.SAY, _team(body), user))
+    except Refused as refused:
+        await ack(response_action="errors", errors={"text": str(refused.refusal)})
         return
     await ack()
 

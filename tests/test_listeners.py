@@ -3,7 +3,6 @@ bot.slack.app's middleware would have put in the context."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from slack_bolt.context.async_context import AsyncBoltContext
@@ -31,7 +30,7 @@ class FakeIntake:
         self.accepted: list[tuple[list[NewJob], bool]] = []
         self.hints: list[tuple[Any, ...]] = []
 
-    async def accept(self, jobs: list[NewJob], *, react: bool = False) -> list[int]:
+    async def accept(self, jobs: list[NewJob], *, react: bool = False, admit: Any = None) -> list[int]:
         self.accepted.append((jobs, react))
         return list(range(1, len(jobs) + 1))
 
@@ -51,8 +50,8 @@ class FakeConsent:
 class OpenQuotas:
     """Admits everything: the limits themselves are tested end to end (tests/test_fair_use.py)."""
 
-    def admitting(self, team_id: str | None) -> asyncio.Lock:
-        return asyncio.Lock()
+    def admission(self, *args: Any) -> None:
+        return None
 
     async def clone_refusal(self, *args: Any) -> None:
         return None

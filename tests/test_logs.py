@@ -209,6 +209,16 @@ def test_secrets_added_to_the_returned_filter_are_scrubbed(stderr: Stderr):
     assert stderr.getvalue().endswith(f"WARNING test_logs.late: {MASK}\n")
 
 
+def test_token_shapes_never_configured_are_scrubbed_too(stderr: Stderr):
+    """A workspace's bot token from an installation, or a Workflow Builder step's own token from its event, is known
+    to no filter in advance: its shape is enough."""
+    configure_logging("INFO")
+    logging.getLogger("test_logs.shapes").warning(
+        "tokens %s %s %s", "xoxb-1234-5678-abcdefgh", "xapp-1-A0-99-ffffffff", "xwfp-7777-8888-abcdef"
+    )
+    assert stderr.getvalue().endswith(f"WARNING test_logs.shapes: tokens {MASK} {MASK} {MASK}\n")
+
+
 # -- text format ------------------------------------------------------------------------------------------
 
 

@@ -11,7 +11,15 @@ import jsonschema
 import pytest
 import yaml
 
-from bot.ui.speak_blocks import SPEAK_SHORTCUT
+from bot.ui.speak_blocks import (
+    SPEAK_SHORTCUT,
+    SPEAK_STEP,
+    STEP_CHANNEL,
+    STEP_PERMALINK,
+    STEP_TEXT,
+    STEP_USER,
+    STEP_VOICE,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT.parent / "shared" / "slack-manifest.schema.json"
@@ -43,6 +51,9 @@ METHOD_SCOPES: dict[str, str | None] = {
     "conversations.open": "im:write",
     "conversations.replies": "channels:history groups:history im:history mpim:history",
     "users.info": "users:read",
+    # A Workflow Builder step's end (no scope: the method takes the bot token as it is).
+    "functions.completeSuccess": None,
+    "functions.completeError": None,
 }
 # Slack's event types the app listens to -> the manifest's bot events -> the scopes they need.
 EVENT_SUBSCRIPTIONS = {
@@ -66,9 +77,9 @@ OTHER_USES = {
     r"\.shortcut\(": "commands",  # a shortcut listener (global or message)
 }
 # A Web API method on a Slack client (called, or passed on to be called): `client.chat_update(`, `self.slack.x_y`.
-_FAMILIES = "chat|reactions|files|views|conversations|users|auth|apps|pins|bookmarks"
+_FAMILIES = "chat|reactions|files|views|conversations|users|auth|apps|pins|bookmarks|functions"
 _CALL = re.compile(rf"(?:client|slack)\.({_FAMILIES})_(\w+)\b")
-_QUOTED = re.compile(r"[\"'](chat|reactions|files|views|conversations|users|pins|bookmarks)\.(\w+)[\"']")
+_QUOTED = re.compile(r"[\"'](chat|reactions|files|views|conversations|users|pins|bookmarks|functions)\.(\w+)[\"']")
 _EVENT = re.compile(r"\.event\(\s*(?:\{[^}]*[\"']type[\"']\s*:\s*)?[\"'](\w+)[\"']")
 
 
@@ -160,3 +171,24 @@ def test_message_shortcuts_are_exactly_the_ones_the_code_listens_for():
     assert SPEAK_SHORTCUT == "speak_in_my_voice"
     listened = {m for path in SOURCES for m in re.findall(r"\.shortcut\((\w+)\)", path.read_text())}
     assert listened == {"SPEAK_SHORTCUT"}
+
+
+def test_the_workflow_step_is_declared_as_the_code_runs_it():
+    manifest = _manifest()
+    # Custom steps need an org-ready app whose functions run here (Slack's docs for custom steps in Bolt apps).
+    assert manifest["settings"]["org_deploy_enabled"] is True
+    assert manifest["settings"]["function_runtime"] == "remote"
+    listened = {m for path in SOURCES for m in re.findall(r"\.function\((\w+)\)", path.read_text())}
+    assert listened == {"SPEAK_STEP"} and list(manifest["functions"]) == [SPEAK_STEP] == ["speak_with_cloned_voice"]
+    step = manifest["functions"][SPEAK_STEP]
+    assert step["title"] == "Speak text with a cloned voice"
+    assert {name: (p["type"], p["is_required"]) for name, p in step["input_parameters"].items()} == {
+        STEP_USER: ("slack#/types/user_context", True),
+        STEP_VOICE: ("string", True),
+        STEP_TEXT: ("string", True),
+        STEP_CHANNEL: ("slack#/types/channel_id", True),
+    }
+    assert {name: (p["type"], p["is_required"]) for name, p in step["output_parameters"].items()} == {
+        STEP_PERMALINK: ("string", True),
+    }
+    assert {"functions.completeSuccess", "functions.completeError"} <= methods_used()

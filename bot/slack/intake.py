@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from bot.errors import InvalidVoiceNameError, OptionError, PromptTextError
 from bot.slack.files import looks_like_media
 from bot.slack.replies import Replies
-from bot.store.jobs import NewJob
+from bot.store.jobs import Admission, NewJob
 from bot.tencent.voiceclone import MAX_PROMPT_TEXT, validate_voice_name
 from bot.voice.options import CloneOptions, parse_options
 
@@ -21,7 +21,7 @@ _FILE_LINK = re.compile(r"<?(https?://[^\s>|]+)(?:\|[^>]*)?>?")
 class Queue(Protocol):
     """Where jobs wait for the workers (bot.work.pool.JobQueue)."""
 
-    async def add(self, jobs: list[NewJob], *, wake: bool = True) -> list[int]: ...
+    async def add(self, jobs: list[NewJob], *, wake: bool = True, admit: Admission | None = None) -> list[int]: ...
 
     def wake(self) -> None: ...
 
@@ -34,9 +34,12 @@ class Intake:
         self.queue = queue
         self.replies = replies
 
-    async def accept(self, jobs: list[NewJob], *, react: bool = False) -> list[int]:
-        """Store jobs (deduplicated), show the user an hourglass through the outbox, and wake the workers."""
-        ids = await self.queue.add(jobs, wake=False)
+    async def accept(
+        self, jobs: list[NewJob], *, react: bool = False, admit: Admission | None = None
+    ) -> list[int]:
+        """Store jobs (deduplicated), show the user an hourglass through the outbox, and wake the workers. With
+        `admit` (a fair-use check), only if it admits them: else bot.store.jobs.Refused, and nothing is stored."""
+        ids = await self.queue.add(jobs, wake=False, admit=admit)
         if not ids:
             return ids
         first = jobs[0]

@@ -7,6 +7,12 @@ holds another user's answer back by more than a post or two. Failures are sorted
 Retry-After; network errors, 5xx and HTML pages back off (capped, jittered) until the record's time to live runs out;
 a message deleted in Slack is posted anew; a channel the bot cannot post in gets the answer in the user's DM; a
 revoked token stops sending to that workspace.
+
+Workflow Builder steps: an upload made for a step, once delivered, stores the step's end (the file's permalink) in the
+same transaction, and that record completes the step (functions.completeSuccess); an upload for a step that is given
+up ends it with the reason instead (functions.completeError). The completions go with the workspace's bot token, not
+the step's own `bot_access_token`: that one dies 15 minutes after the event or when the step completes, and the outbox
+may still be retrying hours later.
 """
 
 from __future__ import annotations
@@ -25,8 +31,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import metrics
 from bot.retry import jittered_delay
 from bot.slack.pacing import Pacer
-from bot.store.outbox import EPHEMERAL, MESSAGE, UPLOAD, Outbox, Record, discard_file
+from bot.store.outbox import COMPLETION, EPHEMERAL, MESSAGE, UPLOAD, Outbox, Record, StepEnd, discard_file
 from bot.ui.job_blocks import build_elsewhere_note
+from bot.ui.speak_blocks import STEP_CRASHED, STEP_EXPIRED, STEP_PERMALINK, step_not_posted, step_result_refused
 from bot.wake import Wakeup
 
 log = logging.getLogger(__name__)
@@ -37,6 +44,8 @@ TRANSIENT_ERRORS = frozenset({"internal_error", "fatal_error", "service_unavaila
 UNREACHABLE_ERRORS = frozenset({"not_in_channel", "channel_not_found", "is_archived"})
 # The workspace's token no longer works: every further call would fail the same way.
 AUTH_ERRORS = frozenset({"invalid_auth", "token_revoked", "account_inactive", "not_authed"})
+# A workflow step that can no longer be completed: it has ended (a completion went through already) or Slack forgot it.
+STEP_OVER_ERRORS = frozenset({"execution_not_in_running_state", "function_execution_not_found"})
 # Harmless on a retried reaction call: it is already (or no longer) there.
 REACTION_NOOPS = frozenset({"already_reacted", "no_reaction"})
 
@@ -191,6 +200,9 @@ class Sender:
                 "gave up on a Slack answer after %.0f h: %s in %s (job %s), last error %s",
                 (now - record.created_at) / 3600, record.key, record.channel, record.job_id, record.last_error,
             )
+            end = _step_failed(record, STEP_EXPIRED)
+            if end is not None:
+                await self.outbox.put_step_end(end)
         idle = 5.0
         busy_lanes: set[Lane] = set()
         self._ended_during_read = set()
@@ -239,6 +251,8 @@ class Sender:
                 await self._send_ephemeral(record)
             elif record.kind == UPLOAD:
                 await self._send_upload(record)
+            elif record.kind == COMPLETION:
+                await self._send_completion(record)
             else:
                 await self._send_reactions(record)
             if self._failing:
@@ -304,12 +318,18 @@ class Sender:
     async def _send_upload(self, record: Record) -> None:
         client = await self._client(record)
         payload = record.payload
+        step = payload.get("step")
+        if step and await self.outbox.step_ended(step):
+            # The step was answered meanwhile (a retried event refused): the workflow has moved on without this clip.
+            log.info("the workflow step of %s has ended already; not uploading it", record.key)
+            await self.outbox.give_up(record, "step ended")
+            return
         try:
             with open(payload["path"], "rb") as audio:
                 content = audio.read()
         except FileNotFoundError:
             log.warning("the file for %s is gone; not uploading it", record.key)
-            await self.outbox.give_up(record, "file gone")
+            await self.outbox.give_up(record, "file gone", then=_step_failed(record, STEP_CRASHED))
             return
         channel, thread_ts = record.channel, record.thread_ts
         if record.thread_key is not None and record.parent_state != "dead":
@@ -318,12 +338,36 @@ class Sender:
             if parent is not None and parent.ts:
                 channel, thread_ts = parent.channel, parent.ts
         # files_upload_v2: getUploadURLExternal, the bytes, completeUploadExternal (channel + the parent's ts).
-        await client.files_upload_v2(
+        response = await client.files_upload_v2(
             channel=channel, thread_ts=thread_ts, filename=payload["filename"], content=content,
             title=payload.get("title") or payload["filename"], initial_comment=payload.get("comment") or None,
         )
-        await self.outbox.delivered(record)
+        end = None
+        if step:
+            # completeUploadExternal answers with the file object, its permalink on it (else the completion looks
+            # it up with files.info): stored with the delivery, so a retry neither uploads again nor loses the end.
+            file = (response.get("files") or [{}])[0]
+            permalink = file.get("permalink")
+            end = StepEnd(step, record.channel, outputs={STEP_PERMALINK: permalink} if permalink else None,
+                          file_id=None if permalink else file.get("id"), team_id=record.team_id, user=record.user_id,
+                          job_id=record.job_id)
+        await self.outbox.delivered(record, then=end)
         discard_file(record)
+
+    async def _send_completion(self, record: Record) -> None:
+        """A workflow step's end: functions.completeSuccess with its outputs, or functions.completeError."""
+        client = await self._client(record)
+        payload = record.payload
+        execution = payload["execution_id"]
+        if "error" in payload:
+            await client.functions_completeError(function_execution_id=execution, error=payload["error"])
+        else:
+            outputs = payload.get("outputs")
+            if outputs is None:
+                info = await client.files_info(file=payload["file_id"])
+                outputs = {STEP_PERMALINK: info["file"]["permalink"]}
+            await client.functions_completeSuccess(function_execution_id=execution, outputs=outputs)
+        await self.outbox.delivered(record)
 
     async def _send_reactions(self, record: Record) -> None:
         client = await self._client(record)
@@ -378,9 +422,15 @@ class Sender:
         elif error == "invalid_blocks" and record.kind == MESSAGE and record.payload.get("blocks"):
             log.warning("Slack refused the blocks of %s; sending its text alone", record.key)
             await self.outbox.put_message(record.key, channel=record.channel, text=record.payload.get("text") or "")
+        elif record.kind == COMPLETION and "error" not in record.payload and error not in STEP_OVER_ERRORS:
+            # The step's result was refused (its outputs, or the clip gone before its permalink was read): the step
+            # still ends, with why, rather than waiting in the workflow until Slack times it out.
+            log.warning("Slack refused the result of %s with %s; ending the step with the reason", record.key, error)
+            await self.outbox.fail_step_end(record, step_result_refused(str(error)))
         else:
             log.warning("Slack refused %s for %s with %s; not retrying", method, record.key, error)
-            await self.outbox.give_up(record, str(error))
+            end = _step_failed(record, step_not_posted(record.channel, str(error)))
+            await self.outbox.give_up(record, str(error), then=end)
 
     async def _back_off(self, record: Record, error: str, reason: str) -> None:
         if not self._failing:
@@ -399,8 +449,13 @@ class Sender:
             log.info("cannot post in %s (%s): answering %s in a DM instead", record.channel, error, record.key)
             await self.outbox.redirect(record, channel=user, note=note, note_block=note_block)
         else:
-            log.warning("cannot post in %s (%s) and nobody to tell: dropped %s", record.channel, error, record.key)
-            await self.outbox.give_up(record, error)
+            end = _step_failed(record, step_not_posted(record.channel, error))
+            if end is None:
+                log.warning("cannot post in %s (%s) and nobody to tell: dropped %s", record.channel, error, record.key)
+            else:
+                log.info("cannot post in %s (%s): the workflow step of %s ends with why", record.channel, error,
+                         record.key)
+            await self.outbox.give_up(record, error, then=end)
 
 
 class NotInstalled(Exception):
@@ -423,8 +478,18 @@ async def _reaction(call: Any, record: Record, name: str) -> None:
             raise
 
 
+def _step_failed(record: Record, reason: str) -> StepEnd | None:
+    """The failure of the workflow step an upload was made for (None: the record serves no step)."""
+    step = record.payload.get("step") if record.kind == UPLOAD else None
+    if not step:
+        return None
+    return StepEnd(step, record.channel, error=reason, team_id=record.team_id, user=record.user_id,
+                   job_id=record.job_id)
+
+
 def _pace_key(record: Record) -> tuple[str, str]:
-    if record.kind == EPHEMERAL:
+    if record.kind in (EPHEMERAL, COMPLETION):
+        # functions.complete* are Tier 3 per workspace, like chat.postEphemeral: unpaced, a 429 blocks them.
         return "update", record.team_id or ""
     if record.kind == MESSAGE:
         return ("post", record.channel) if record.ts is None else ("update", record.team_id or "")
@@ -440,6 +505,8 @@ def _method(record: Record) -> str:
         return "chat.postMessage" if record.ts is None else "chat.update"
     if record.kind == UPLOAD:
         return "files.completeUploadExternal"
+    if record.kind == COMPLETION:
+        return "functions.completeError" if "error" in record.payload else "functions.completeSuccess"
     return "reactions"
 
 

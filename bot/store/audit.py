@@ -72,9 +72,9 @@ class Audit:
         """record() for code without an event loop (the CLI)."""
         self.db.call(self._append(entry))
 
-    async def voices_made(self) -> int:
+    def voices_made_in(self, conn: Connection) -> int:
         """Distinct VoiceIds cloned on the Tencent account, forgotten ones included (Tencent cannot delete them)."""
-        row = await self.db.run(lambda conn: conn.one(self.sql.voices_made, {}))
+        row = conn.one(self.sql.voices_made, {})
         return row["n"] if row else 0
 
     def entries(self, since: float | None = None, team_id: str | None = None) -> list[AuditEntry]:

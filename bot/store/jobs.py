@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,19 @@ FINISHED = (DONE, FAILED, CANCELLED, EXPIRED)
 
 # Wakes the workers of every replica (PostgreSQL NOTIFY; one process needs no message).
 JOBS_CHANNEL = "voiceclone_jobs"
+
+# Decides, inside the transaction that would store the jobs, whether they may be stored: None, or why not (opaque
+# here: bot.work.quotas's Refusal). One database call, so a burst of acknowledgements is checked exactly and without
+# a lock held across trips to the database thread.
+Admission = Callable[[Connection], object | None]
+
+
+class Refused(Exception):
+    """An admission check said no: nothing was stored. `refusal` is what it said."""
+
+    def __init__(self, refusal: object):
+        super().__init__("refused by an admission check")
+        self.refusal = refusal
 
 
 @dataclass
@@ -104,8 +117,9 @@ class JobStore:
         running job may be another one's: its lease decides. Returns how many were given back."""
         return 0 if self.db.shared else await self.release()
 
-    async def add(self, jobs: Iterable[NewJob]) -> list[int]:
-        """Store new jobs in one transaction; return the ids of those not seen before (dedupe on key)."""
+    async def add(self, jobs: Iterable[NewJob], admit: Admission | None = None) -> list[int]:
+        """Store new jobs in one transaction; return the ids of those not seen before (dedupe on key). With `admit`,
+        only if it says None in that same transaction; else raise Refused with what it said."""
         now = time.time()
         rows = [
             {
@@ -120,9 +134,12 @@ class JobStore:
             return []
         statement = self.sql.add
 
-        def insert(conn: Connection) -> list[int]:
+        def insert(conn: Connection) -> list[int] | Refused:
             ids: list[int] = []
             with conn.transaction():
+                refusal = admit(conn) if admit is not None else None
+                if refusal is not None:
+                    return Refused(refusal)
                 for params in rows:
                     row = conn.one(statement, params)
                     if row is not None:
@@ -131,7 +148,24 @@ class JobStore:
                     conn.notify(JOBS_CHANNEL)
             return ids
 
-        return await self.db.run_batched(insert)
+        outcome = await self.db.run_batched(insert)
+        if isinstance(outcome, Refused):
+            raise outcome
+        return outcome
+
+    def active_in(self, conn: Connection, team_id: str | None, user_id: str | None) -> tuple[int, int]:
+        """Jobs queued or running: (the user's, the workspace's); on the database thread, in a caller's transaction."""
+        row = conn.one(self.sql.active, {**_STATUSES, "team": team_id, "user": user_id})
+        return (row["mine"], row["n"]) if row else (0, 0)
+
+    def says_in(
+        self, conn: Connection, team_id: str | None, user_id: str | None, since: float
+    ) -> tuple[int, float | None, int, float | None]:
+        """Speech jobs asked for since `since`: (the user's, the oldest of them, the workspace's, the oldest)."""
+        row = conn.one(self.sql.says_since, {"say": SAY, "team": team_id, "user": user_id, "since": since})
+        if row is None:
+            return 0, None, 0, None
+        return row["mine"], row["mine_oldest"], row["n"], row["oldest"]
 
     async def get(self, job_id: int) -> Job | None:
         """One job by id."""
@@ -281,22 +315,6 @@ class JobStore:
         """The status of every job from one shared message (one job per file in it)."""
         params = {"channel": channel, "share_ts": share_ts}
         return await self._run(lambda conn: [row["status"] for row in conn.all(self.sql.share_statuses, params)])
-
-    async def active_counts(self, team_id: str | None, user_id: str | None) -> tuple[int, int]:
-        """Jobs queued or running: (the user's, the workspace's)."""
-        params = {**_STATUSES, "team": team_id, "user": user_id}
-        row = await self._run(lambda conn: conn.one(self.sql.active, params))
-        return (row["mine"], row["n"]) if row else (0, 0)
-
-    async def says_since(
-        self, team_id: str | None, user_id: str | None, since: float
-    ) -> tuple[int, float | None, int, float | None]:
-        """Speech jobs asked for since `since`: (the user's, the oldest of them, the workspace's, the oldest)."""
-        params = {"say": SAY, "team": team_id, "user": user_id, "since": since}
-        row = await self._run(lambda conn: conn.one(self.sql.says_since, params))
-        if row is None:
-            return 0, None, 0, None
-        return row["mine"], row["mine_oldest"], row["n"], row["oldest"]
 
     async def counts(self) -> dict[str, int]:
         """Jobs per status."""

@@ -97,10 +97,9 @@ class VoiceLibrary:
 
         return await self.db.run(insert)
 
-    async def held(self, team_id: str | None, owner: str | None) -> tuple[int, int]:
-        """Voices kept: (`owner`'s, the workspace's)."""
-        params = {"team": team_id or "", "owner": owner}
-        row = await self.db.run(lambda conn: conn.one(self.sql.held, params))
+    def held_in(self, conn: Connection, team_id: str | None, owner: str | None) -> tuple[int, int]:
+        """Voices kept: (`owner`'s, the workspace's); on the database thread, in a caller's transaction."""
+        row = conn.one(self.sql.held, {"team": team_id or "", "owner": owner})
         return (row["mine"], row["n"]) if row else (0, 0)
 
     async def get(self, team_id: str | None, voice_id: str) -> VoiceRecord | None:

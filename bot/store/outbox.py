@@ -1,7 +1,8 @@
 """The outbox: every Slack side effect a job needs, stored before it is sent, so nothing is lost when Slack is down.
 
 A record is one thing the user should see: a message (posted once, then edited), the set of reactions on a
-message, or an audio file uploaded into a thread (its bytes wait in a private file, deleted once sent or given up).
+message, an audio file uploaded into a thread (its bytes wait in a private file, deleted once sent or given up), or
+the end of a Workflow Builder step (functions.completeSuccess or completeError: StepEnd, one per execution).
 Writers only ever store the newest *desired* state and bump its version; the sender (bot.slack.sender) makes
 Slack match it. So an out-of-date status edit is never sent: only the newest version of a record goes out.
 
@@ -27,6 +28,11 @@ MESSAGE = "message"
 REACTIONS = "reactions"
 EPHEMERAL = "ephemeral"  # seen only by one user (payload "user"); never edited
 UPLOAD = "upload"  # a file (payload "path", "filename", "title", "comment") shared into a channel or thread; once
+# A workflow step's end, sent once per execution (key step_key()): payload "execution_id" and one of "outputs"
+# (success), "file_id" (success: the outputs are that uploaded file's permalink) or "error" (completeError). An upload
+# made for a step carries payload "step" (the execution id): once delivered, its StepEnd is stored in the same
+# transaction.
+COMPLETION = "completion"
 
 # Wakes the sender, whichever replica leads it (PostgreSQL NOTIFY; one process calls on_change).
 OUTBOX_CHANNEL = "voiceclone_outbox"
@@ -34,6 +40,28 @@ OUTBOX_CHANNEL = "voiceclone_outbox"
 PENDING = "pending"
 SENT = "sent"
 DEAD = "dead"
+
+
+def step_key(execution_id: str) -> str:
+    """The key of a workflow step's end: one record per execution, whoever stores it first (the acknowledgement's
+    refusal, the worker's failure or the upload's success), so Slack hears exactly one completion."""
+    return f"step:{execution_id}"
+
+
+@dataclass(frozen=True)
+class StepEnd:
+    """How a workflow step (a `function_executed` execution) ends: `outputs` or `file_id` (success; the output
+    "permalink" is that file's) or `error` (a plain sentence). `channel` and `user` place it in a lane."""
+
+    execution_id: str
+    channel: str
+    outputs: dict[str, Any] | None = None
+    file_id: str | None = None
+    error: str | None = None
+    team_id: str | None = None
+    user: str | None = None
+    job_id: int | None = None
+
 
 @dataclass
 class Record:
@@ -155,14 +183,18 @@ class Outbox:
     async def put_upload(
         self, key: str, *, channel: str, path: str | os.PathLike[str], filename: str, title: str = "",
         comment: str = "", thread_ts: str | None = None, thread_key: str | None = None, after_key: str | None = None,
-        team_id: str | None = None, job_id: int | None = None, user: str | None = None,
+        team_id: str | None = None, job_id: int | None = None, user: str | None = None, step: str | None = None,
     ) -> None:
         """Upload the file at `path` (files_upload_v2) once per key, then delete it.
 
         `thread_key`: into the thread of that record once it is posted; `after_key`: only after that record went;
-        `user`: whom it serves (its lane).
+        `user`: whom it serves (its lane); `step`: the workflow step execution this clip answers (its StepEnd is
+        stored once the upload is delivered).
         """
-        payload = json.dumps({"path": str(path), "filename": filename, "title": title, "comment": comment})
+        body: dict[str, Any] = {"path": str(path), "filename": filename, "title": title, "comment": comment}
+        if step:
+            body["step"] = step
+        payload = json.dumps(body)
         await self._upsert(
             key, UPLOAD, channel, payload, thread_ts, thread_key, None, team_id, job_id, None, True, after_key, user
         )
@@ -180,6 +212,50 @@ class Outbox:
         await self._upsert(
             key, REACTIONS, channel, payload, None, None, ts, team_id, job_id, None, False, after_key, user
         )
+
+    async def put_step_end(self, end: StepEnd) -> bool:
+        """Store how a workflow step ends, unless its end is stored already; True when this one was stored."""
+
+        def write(conn: Connection) -> bool:
+            stored = self._insert_step_end(conn, end)
+            if stored:
+                conn.notify(OUTBOX_CHANNEL)
+            return stored
+
+        # On the acknowledgement path (a refused step): shares a transaction with other writes of the moment.
+        stored = await self.db.run_batched(write)
+        if stored:
+            self._changed()
+        return stored
+
+    async def fail_step_end(self, record: Record, error: str) -> None:
+        """Slack refused a step's success for good: the same record (the step's one end) now says why it failed."""
+        body = json.dumps({"execution_id": record.payload["execution_id"], "error": error})
+        await self._upsert(
+            record.key, COMPLETION, record.channel, body, None, None, None, record.team_id, record.job_id, None, False,
+            None, record.user_id,
+        )
+
+    async def step_ended(self, execution_id: str) -> bool:
+        """Whether the step's end (success or failure) is stored already."""
+        return await self.get(step_key(execution_id)) is not None
+
+    def _insert_step_end(self, conn: Connection, end: StepEnd) -> bool:
+        body: dict[str, Any] = {"execution_id": end.execution_id}
+        if end.error is not None:
+            body["error"] = end.error
+        elif end.file_id is not None:
+            body["file_id"] = end.file_id
+        else:
+            body["outputs"] = end.outputs or {}
+        now = time.time()
+        params = {
+            "key": step_key(end.execution_id), "kind": COMPLETION, "job_id": end.job_id, "team_id": end.team_id,
+            "channel": end.channel, "thread_ts": None, "thread_key": None, "ts": None, "payload": json.dumps(body),
+            "fallback": None, "after_key": None, "user_id": end.user, "now": now,
+            "expires_at": now + self.ttl_seconds,
+        }
+        return conn.run(self.sql.insert_once, params) > 0
 
     async def _upsert(
         self,
@@ -240,10 +316,27 @@ class Outbox:
 
         return await self.db.run(select)
 
-    async def delivered(self, record: Record, *, ts: str | None = None, channel: str | None = None) -> None:
-        """Slack now shows `record` at the version that was read; a newer version stays pending."""
+    async def delivered(
+        self, record: Record, *, ts: str | None = None, channel: str | None = None, then: StepEnd | None = None
+    ) -> None:
+        """Slack now shows `record` at the version that was read; a newer version stays pending. `then`: the
+        workflow step's end this delivery makes, stored in the same transaction (never lost, never sent twice)."""
         params = {"version": record.version, "ts": ts, "channel": channel, "id": record.id}
-        await self.db.run(lambda conn: conn.run(self.sql.delivered, {**params, "now": time.time()}))
+        await self._write_then(lambda conn: conn.run(self.sql.delivered, {**params, "now": time.time()}), then)
+
+    async def _write_then(self, write: Callable[[Connection], object], then: StepEnd | None) -> None:
+        if then is None:
+            await self.db.run(write)
+            return
+
+        def both(conn: Connection) -> None:
+            with conn.transaction():
+                write(conn)
+                self._insert_step_end(conn, then)
+                conn.notify(OUTBOX_CHANNEL)
+
+        await self.db.run(both)
+        self._changed()
 
     async def set_ts(self, record: Record, ts: str, channel: str | None = None) -> None:
         """The message was posted (its content may still need an edit to a newer version)."""
@@ -285,11 +378,12 @@ class Outbox:
         await self.db.run(write)
         self._changed()
 
-    async def give_up(self, record: Record, error: str) -> None:
-        """Never send this record (an upload's file is deleted)."""
+    async def give_up(self, record: Record, error: str, *, then: StepEnd | None = None) -> None:
+        """Never send this record (an upload's file is deleted); `then`: the workflow step's end this makes (its
+        failure), stored in the same transaction."""
         discard_file(record)
         params = {"error": error, "id": record.id}
-        await self.db.run(lambda conn: conn.run(self.sql.give_up, {**params, "now": time.time()}))
+        await self._write_then(lambda conn: conn.run(self.sql.give_up, {**params, "now": time.time()}), then)
 
     async def expire(self, now: float) -> list[Record]:
         """Give up on pending records older than the TTL; returns them (each gets one log line)."""

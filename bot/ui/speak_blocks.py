@@ -1,5 +1,7 @@
 """Block Kit and sentences for "Speak in my voice", the message shortcut that reads a message aloud in one of the
-presser's voices: the voice picker (for someone with several voices) and what they are told. Small pure builders."""
+presser's voices: the voice picker (for someone with several voices) and what they are told. Small pure builders.
+Also the sentences of the Workflow Builder step "Speak text with a cloned voice" (STEP_*): plain text, as Slack shows
+a step's error (functions.completeError) without formatting."""
 
 from __future__ import annotations
 
@@ -24,6 +26,60 @@ NO_VOICE = (
     "Then use *Speak in my voice* again."
 )
 NOTHING_TO_READ = "There is nothing in that message I can read aloud (no text, only files or attachments)."
+
+
+# The manifest's Workflow Builder step (functions.<callback_id>), its inputs and its output.
+SPEAK_STEP = "speak_with_cloned_voice"
+STEP_USER, STEP_VOICE, STEP_TEXT, STEP_CHANNEL = "user", "voice", "text", "channel"
+STEP_PERMALINK = "permalink"
+
+STEP_NO_USER = ("I can't tell who is running this workflow, so I can't choose a voice: start it with a person's action "
+                "(a link or a button).")
+STEP_NO_TEXT = "There is no text to speak: fill in the step's Text."
+STEP_NO_CHANNEL = "There is no channel to post the clip in: fill in the step's Channel."
+STEP_FORGOTTEN = "The voice was forgotten before it could speak, so nothing was posted."
+STEP_CRASHED = "Something went wrong while making the clip, so nothing was posted. Run the workflow again."
+STEP_EXPIRED = "Slack could not be reached long enough to post the clip, so nothing was posted."
+
+
+def step_not_yours(ref: str) -> str:
+    """The step names a voice the person running the workflow may not use (or none by that name): the same answer
+    either way, so nobody learns of others' voices."""
+    return (f"The voice \"{plain(ref)[:100]}\" is not yours: this step speaks only with a voice cloned by the person "
+            "running the workflow. /clone list shows yours.")
+
+
+def step_too_long(length: int) -> str:
+    """The step's text is over what one clip may read."""
+    return (f"The text is too long to speak: it has {length:,} characters, and one clip reads at most "
+            f"{MAX_LONG_TEXT:,}. Shorten it, or split it over several steps.")
+
+
+def step_say_failed(title: str, sentence: str, code: str | None, request_id: str | None) -> str:
+    """Tencent Cloud could not speak the text: its sentence, the error code and the RequestId support asks for."""
+    detail = ", ".join(part for part in (f"error {code}" if code else "", f"RequestId {request_id}"
+                                         if request_id else "") if part)
+    return f"I couldn't make {plain(title)} speak: {plain(sentence)}" + (f" ({detail})" if detail else "")
+
+
+def step_not_posted(channel: str, error: str) -> str:
+    """Slack would not take the clip in the step's channel."""
+    if error in ("not_in_channel", "channel_not_found"):
+        return (f"I can't post in the channel {channel} ({error}): add me to it (/invite @voiceclone), then run the "
+                "workflow again.")
+    if error == "is_archived":
+        return f"The channel {channel} is archived, so I can't post the clip there (is_archived)."
+    return f"Slack refused the clip ({error}), so nothing was posted."
+
+
+def step_result_refused(error: str) -> str:
+    """The clip went out, but Slack refused the step's result (its permalink)."""
+    return f"The clip was posted, but Slack refused the step's result ({error}), so the next steps cannot use its link."
+
+
+def plain(text: str) -> str:
+    """Slack formatting taken out of a sentence written for messages (a step's error shows as it is)."""
+    return text.replace("`", "").replace("*", "")
 
 
 def too_long(length: int) -> str:

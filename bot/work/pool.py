@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from bot.settings import Settings
-from bot.store.jobs import QUEUED, Job, JobStore, NewJob
+from bot.store.jobs import QUEUED, Admission, Job, JobStore, NewJob
 from bot.wake import Wakeup
 
 log = logging.getLogger(__name__)
@@ -36,12 +36,13 @@ class JobQueue:
         self.store = store
         self.wakeup = wakeup
 
-    async def add(self, jobs: list[NewJob], *, wake: bool = True) -> list[int]:
+    async def add(self, jobs: list[NewJob], *, wake: bool = True, admit: Admission | None = None) -> list[int]:
         """Store jobs (deduplicated on their key); return the ids of the new ones. `wake=False` leaves the ring to
-        the caller, for a caller that must write something else before any worker may see the jobs."""
+        the caller, for a caller that must write something else before any worker may see the jobs. `admit`: only
+        if it says so in the same transaction (bot.work.quotas), else bot.store.jobs.Refused."""
         if not jobs:
             return []
-        ids = await self.store.add(jobs)
+        ids = await self.store.add(jobs, admit)
         if ids and wake:
             self.wake()
         return ids

@@ -2,15 +2,14 @@
 nobody spends the Tencent account's voice cap (voices cannot be deleted) for everyone.
 
 Checked on the acknowledgement path (database reads only), before a request is stored; a refusal says which limit
-was hit and when it frees up. The counts come from the jobs and voices tables, which every replica shares. Within a
-process, `admitting(team)` makes check-then-store one step per workspace (concurrent acknowledgements would all pass
-the same check); across replicas no lock is taken on the acknowledgement path, so replicas acknowledging at the same
-instant can each let one request through past a limit: the overshoot is at most one request per replica.
+was hit and when it frees up. The counts come from the jobs and voices tables, which every replica shares, and are
+read in the transaction that stores the request: exact within a process. Across PostgreSQL replicas no lock is
+taken (READ COMMITTED), so replicas acknowledging at the same instant can each let one request through past a
+limit: the overshoot is at most one request per replica.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -18,7 +17,8 @@ from dataclasses import dataclass
 from bot import metrics
 from bot.settings import Settings
 from bot.store.audit import Audit
-from bot.store.jobs import JobStore
+from bot.store.connection import Connection
+from bot.store.jobs import Admission, JobStore
 from bot.store.library import VoiceLibrary
 
 log = logging.getLogger(__name__)
@@ -36,28 +36,73 @@ class Refusal:
     # Seconds until the limit frees up, when that can be known (a per-minute limit); None: when something ends.
     retry_after: float | None = None
 
+    def __str__(self) -> str:
+        return self.text
+
 
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 class Quotas:
-    """The per-user and per-workspace limits of settings (MAX_JOBS_PER_USER ... ACCOUNT_VOICE_CAP)."""
+    """The per-user and per-workspace limits of settings (MAX_JOBS_PER_USER ... ACCOUNT_VOICE_CAP).
+
+    `admission(...)` is what the acknowledgement path stores requests with (JobQueue.add(admit=...)): the counts are
+    read and the jobs written in one transaction, one trip to the database thread, so a burst is neither let past a
+    limit nor queued behind a lock. The `*_refusal` coroutines ask the same question without storing anything."""
+
+    CLONE, JOBS, SAY = "clone", "jobs", "say"
 
     def __init__(self, settings: Settings, jobs: JobStore, library: VoiceLibrary, audit: Audit):
         self.settings = settings
         self.jobs = jobs
         self.library = library
         self.audit = audit
-        metrics.ACCOUNT_VOICE_CAP.set(settings.account_voice_cap)
         self._warned_at = 0
-        self._admitting: dict[str | None, asyncio.Lock] = {}
+        metrics.ACCOUNT_VOICE_CAP.set(settings.account_voice_cap)
 
-    async def _jobs(self, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
-        """Refuse `adding` more jobs (clones or `say`s) when the user or the workspace already has the most
-        allowed waiting or running."""
+    def admission(self, kind: str, team_id: str | None, user_id: str | None, adding: int = 1) -> Admission:
+        """The check for storing `adding` requests of `kind` (CLONE: of the user's own recordings; JOBS: anything;
+        SAY: speech), run inside the storing transaction; a refusal is counted and logged once."""
+        return lambda conn: _counted(self.check(conn, kind, team_id, user_id, adding))
+
+    def check(
+        self, conn: Connection, kind: str, team_id: str | None, user_id: str | None, adding: int = 1
+    ) -> Refusal | None:
+        """Which limit, if any, refuses `adding` more requests of `kind` (on the database thread)."""
+        if kind == self.SAY:
+            refusal = self._says(conn, team_id, user_id)
+            if refusal is not None:
+                return refusal
+        refusal = self._jobs(conn, team_id, user_id, adding)
+        if refusal is None and kind == self.CLONE:
+            refusal = self._voices(conn, team_id, user_id)
+        return refusal
+
+    async def _ask(self, kind: str, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
+        return _counted(await self.jobs.db.run(lambda conn: self.check(conn, kind, team_id, user_id, adding)))
+
+    async def jobs_refusal(self, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
+        """Would `adding` more jobs (clones or speech) pass MAX_JOBS_PER_USER and MAX_JOBS_PER_WORKSPACE?"""
+        return await self._ask(self.JOBS, team_id, user_id, adding)
+
+    async def clone_refusal(self, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
+        """Would new clones of `user_id`'s own recordings pass the jobs limits and the voices held?"""
+        return await self._ask(self.CLONE, team_id, user_id, adding)
+
+    async def say_refusal(self, team_id: str | None, user_id: str | None) -> Refusal | None:
+        """Would one more speech request pass the per-minute limits and the jobs limits?"""
+        return await self._ask(self.SAY, team_id, user_id)
+
+    async def voices_refusal(self, team_id: str | None, speaker: str | None) -> Refusal | None:
+        """Refuse a new voice for `speaker` (checked again just before VoiceClone is called)."""
+        return _counted(await self.jobs.db.run(lambda conn: self._voices(conn, team_id, speaker)))
+
+    # -- the limits, on the database thread --------------------------------------------------------------
+
+    def _jobs(self, conn: Connection, team_id: str | None, user_id: str | None, adding: int) -> Refusal | None:
         s = self.settings
-        user, team = await self.jobs.active_counts(team_id, user_id)
+        user, team = self.jobs.active_in(conn, team_id, user_id)
         if s.max_jobs_per_user and user_id and user + adding > s.max_jobs_per_user:
             return Refusal(
                 "MAX_JOBS_PER_USER",
@@ -72,11 +117,12 @@ class Quotas:
             )
         return None
 
-    async def _says(self, team_id: str | None, user_id: str | None) -> Refusal | None:
-        """Refuse one more `say` (or any speech) past the per-minute limits, or past the jobs limits."""
+    def _says(self, conn: Connection, team_id: str | None, user_id: str | None) -> Refusal | None:
         s = self.settings
+        if not (s.says_per_minute_per_user or s.says_per_minute_per_workspace):
+            return None
         now = time.time()
-        user, user_oldest, team, team_oldest = await self.jobs.says_since(team_id, user_id, now - 60)
+        user, user_oldest, team, team_oldest = self.jobs.says_in(conn, team_id, user_id, now - 60)
         if s.says_per_minute_per_user and user_id and user >= s.says_per_minute_per_user:
             wait = _frees_in(user_oldest, now)
             return Refusal(
@@ -93,26 +139,25 @@ class Quotas:
                 f"The next one can be asked for in {wait} s.",
                 float(wait),
             )
-        return await self._jobs(team_id, user_id)
+        return None
 
-    async def _voices(self, team_id: str | None, speaker: str | None) -> Refusal | None:
-        """Refuse a new voice for `speaker` when they or the workspace already hold the most allowed, or when the
-        Tencent account has reached ACCOUNT_VOICE_CAP."""
+    def _voices(self, conn: Connection, team_id: str | None, speaker: str | None) -> Refusal | None:
         s = self.settings
-        user, team = await self.library.held(team_id, speaker)
-        if s.max_voices_per_user and speaker and user >= s.max_voices_per_user:
-            return Refusal(
-                "MAX_VOICES_PER_USER",
-                f"You already have {_plural(user, 'voice')}, the most one person may keep here "
-                f"({s.max_voices_per_user}). Forget one with `/clone forget <voice>` to make room.",
-            )
-        if s.max_voices_per_workspace and team >= s.max_voices_per_workspace:
-            return Refusal(
-                "MAX_VOICES_PER_WORKSPACE",
-                f"This workspace already has {_plural(team, 'voice')}, the most it may keep "
-                f"({s.max_voices_per_workspace}). A voice frees up when its owner forgets it.",
-            )
-        if s.account_voice_cap and await self.account_voices() >= s.account_voice_cap:
+        if s.max_voices_per_user or s.max_voices_per_workspace:
+            user, team = self.library.held_in(conn, team_id, speaker)
+            if s.max_voices_per_user and speaker and user >= s.max_voices_per_user:
+                return Refusal(
+                    "MAX_VOICES_PER_USER",
+                    f"You already have {_plural(user, 'voice')}, the most one person may keep here "
+                    f"({s.max_voices_per_user}). Forget one with `/clone forget <voice>` to make room.",
+                )
+            if s.max_voices_per_workspace and team >= s.max_voices_per_workspace:
+                return Refusal(
+                    "MAX_VOICES_PER_WORKSPACE",
+                    f"This workspace already has {_plural(team, 'voice')}, the most it may keep "
+                    f"({s.max_voices_per_workspace}). A voice frees up when its owner forgets it.",
+                )
+        if s.account_voice_cap and self._account_voices(conn) >= s.account_voice_cap:
             return Refusal(
                 "ACCOUNT_VOICE_CAP",
                 "The bot's Tencent Cloud account has made all the voices it may. "
@@ -120,34 +165,10 @@ class Quotas:
             )
         return None
 
-    def admitting(self, team_id: str | None) -> asyncio.Lock:
-        """Hold while checking a limit and storing what it admits: one workspace's requests one at a time."""
-        lock = self._admitting.get(team_id)
-        if lock is None:
-            lock = self._admitting[team_id] = asyncio.Lock()
-        return lock
-
-    async def jobs_refusal(self, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
-        """Refuse `adding` more jobs (clones or speech) past MAX_JOBS_PER_USER or MAX_JOBS_PER_WORKSPACE."""
-        return _counted(await self._jobs(team_id, user_id, adding))
-
-    async def clone_refusal(self, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
-        """Refuse new clones of `user_id`'s own recordings: past the jobs limits, or when they, their workspace or
-        the account hold the most voices allowed."""
-        return _counted(await self._jobs(team_id, user_id, adding) or await self._voices(team_id, user_id))
-
-    async def say_refusal(self, team_id: str | None, user_id: str | None) -> Refusal | None:
-        """Refuse one more speech request past the per-minute limits or the jobs limits."""
-        return _counted(await self._says(team_id, user_id))
-
-    async def voices_refusal(self, team_id: str | None, speaker: str | None) -> Refusal | None:
-        """Refuse a new voice for `speaker` (checked again just before VoiceClone is called)."""
-        return _counted(await self._voices(team_id, speaker))
-
-    async def account_voices(self) -> int:
+    def _account_voices(self, conn: Connection) -> int:
         """Voices the Tencent account has made, forgotten ones included (Tencent cannot delete them); updates the
         gauge and warns the operator, once per new count, from WARN_SHARE of ACCOUNT_VOICE_CAP."""
-        count = await self.audit.voices_made()
+        count = self.audit.voices_made_in(conn)
         metrics.ACCOUNT_VOICES.set(count)
         cap = self.settings.account_voice_cap
         if cap and count >= cap * WARN_SHARE and count > self._warned_at:

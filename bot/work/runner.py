@@ -61,6 +61,11 @@ log = logging.getLogger(__name__)
 
 # A job that crashed the process or timed out this many times is answered "could not process" and ends.
 MAX_ATTEMPTS = 3
+# What a Workflow Builder step whose speech was given up ends with (functions.completeError: plain text).
+STEP_GAVE_UP = (
+    "The clip could not be made: three attempts failed (the bot stopped or ran out of time). Try again, or ask your "
+    "Slack admin to check the bot's logs."
+)
 
 
 class Voices(Protocol):
@@ -71,6 +76,12 @@ class Voices(Protocol):
 
     async def say_job(self, job: Job) -> None:
         """Run a "say" job (stored by the library's own request_say)."""
+
+    async def fail_step(
+        self, step: str, reason: str, *, team_id: str | None, channel: str | None, user: str | None,
+        job_id: int | None = None,
+    ) -> bool:
+        """End a Workflow Builder step with `reason`, unless it has ended already."""
 
 
 class JobRunner(WorkerPool):
@@ -381,6 +392,14 @@ class JobRunner(WorkerPool):
     ) -> None:
         text, blocks = build_failure(message, file_name(job))
         await self.replies.final(job, text, blocks)
+        step = job.options.get("step") if job.kind == SAY else None
+        if step and self.voices is not None:
+            # A Workflow Builder step's speech given up (timed out or crashed 3 times): the workflow must not wait
+            # for Slack's own time-out to learn it.
+            reason = STEP_GAVE_UP if outcome == "given_up" else message
+            await self.voices.fail_step(
+                str(step), reason, team_id=job.team_id, channel=job.channel, user=job.user_id, job_id=job.id
+            )
         detail: dict[str, Any] = {"type": type(error).__name__ if error else outcome}
         if isinstance(error, ApiError):
             detail["code"] = error.code

@@ -1,5 +1,10 @@
 """The voice lifecycle behind the Slack handlers: remember each clone, preview it in its thread, make it speak,
-list, rename and forget it. Everything the user sees goes through the outbox (uploads included)."""
+list, rename and forget it. Everything the user sees goes through the outbox (uploads included).
+
+Speech for a Workflow Builder step (`step=` the function execution id) takes the same path: a `say` job, the clip
+uploaded by the outbox; the upload carries the execution id and its delivery stores the step's end (the permalink),
+while a refusal or failure stores the step's end with its reason instead of a note to the user. The end is keyed by
+the execution (bot.store.outbox.step_key): whichever comes first is the one Slack hears."""
 
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ from bot.errors import ApiError, InputError
 from bot.settings import Settings
 from bot.slack.replies import Replies, file_name
 from bot.slack.workspaces import Workspaces
-from bot.store.jobs import SAY, Job, NewJob
+from bot.store.jobs import SAY, Admission, Job, NewJob
 from bot.store.library import VoiceLibrary, VoiceRecord, may_reach
-from bot.store.outbox import Outbox
+from bot.store.outbox import Outbox, StepEnd
 from bot.tencent.tts import SpeechParamError, TextToSpeechClient, Voice
+from bot.ui.speak_blocks import STEP_CRASHED, STEP_FORGOTTEN, step_say_failed
 from bot.ui.voice_blocks import (
     build_home,
     build_preview_failed,
@@ -186,38 +192,69 @@ class VoiceService:
 
     async def request_say(
         self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,
-        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None,
+        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None, step: str | None = None,
+        admit: Admission | None = None,
     ) -> None:
         """Ask a worker to `say()` this: stored as a job before the acknowledgement (a stop loses nothing, and a web
-        replica makes no TRTC call); without a queue it is spoken here in the background."""
+        replica makes no TRTC call); without a queue it is spoken here in the background. `step`: the Workflow
+        Builder execution it answers (one job per execution, however often Slack sends the event). `admit`: the
+        fair-use check it is stored with (bot.work.quotas); a refusal raises bot.store.jobs.Refused."""
         if self.queue is None:
             self.spawn(self.say(voice, user, text, speed=speed, volume=volume, pitch=pitch, channel=channel,
-                                thread_ts=thread_ts), "say")
+                                thread_ts=thread_ts, step=step), "say")
             return
-        options = {"voice_id": voice.voice_id, "text": text, "speed": speed, "volume": volume, "pitch": pitch}
+        options: dict[str, Any] = {"voice_id": voice.voice_id, "text": text, "speed": speed, "volume": volume,
+                                   "pitch": pitch}
+        if step:
+            options["step"] = step
         await self.queue.add([NewJob(
-            dedupe_key=f"say:{secrets.token_hex(8)}", kind=SAY, file={}, options=options, channel=channel,
-            thread_ts=thread_ts, user_id=user, team_id=voice.team_id or None,
-        )])
+            dedupe_key=f"step:{step}" if step else f"say:{secrets.token_hex(8)}", kind=SAY, file={}, options=options,
+            channel=channel, thread_ts=thread_ts, user_id=user, team_id=voice.team_id or None,
+        )], admit=admit)
 
     async def say_job(self, job: Job) -> None:
         """A worker's side of request_say()."""
         options = job.options
+        step = str(options.get("step") or "") or None
+        if step and (await self.outbox.step_ended(step) or await self.outbox.get(_clip_key(step)) is not None):
+            log.info("job %s: its workflow step has ended, or its clip is made, already; not speaking", job.id)
+            return
         voice = await self.library.get(job.team_id or "", str(options.get("voice_id")))
         if voice is None:
             log.info("job %s: the voice to speak with was forgotten meanwhile", job.id)
+            if step:
+                await self.fail_step(step, STEP_FORGOTTEN, team_id=job.team_id, channel=job.channel, user=job.user_id,
+                                     job_id=job.id)
             return
-        await self.say(
-            voice, job.user_id, str(options.get("text") or ""), speed=float(options.get("speed", 1.0)),
-            volume=float(options.get("volume", 1.0)), pitch=int(options.get("pitch", 0)), channel=job.channel,
-            thread_ts=job.thread_ts,
-        )
+        try:
+            await self.say(
+                voice, job.user_id, str(options.get("text") or ""), speed=float(options.get("speed", 1.0)),
+                volume=float(options.get("volume", 1.0)), pitch=int(options.get("pitch", 0)), channel=job.channel,
+                thread_ts=job.thread_ts, step=step,
+            )
+        except Exception:
+            if step:
+                # The step ends here, with a reason: a workflow must not wait for a clip that will not come (the
+                # runner's retry then finds the step ended and stops).
+                await self.fail_step(step, STEP_CRASHED, team_id=job.team_id, channel=job.channel, user=job.user_id,
+                                     job_id=job.id)
+            raise
+
+    async def fail_step(
+        self, step: str, reason: str, *, team_id: str | None, channel: str | None, user: str | None,
+        job_id: int | None = None,
+    ) -> bool:
+        """End the Workflow Builder step `step` with `reason` (functions.completeError, sent by the outbox), unless
+        it has ended already; True when this is its end."""
+        end = StepEnd(step, channel or user or "-", error=reason, team_id=team_id or None, user=user, job_id=job_id)
+        return await self.outbox.put_step_end(end)
 
     async def say(
         self, voice: VoiceRecord, user: str | None, text: str, *, speed: float = 1.0, volume: float = 1.0,
-        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None,
+        pitch: int = 0, channel: str | None = None, thread_ts: str | None = None, step: str | None = None,
     ) -> None:
-        """Speak `text` and post it (in `channel`/`thread_ts`, else the voice's own thread); errors go to `user`."""
+        """Speak `text` and post it (in `channel`/`thread_ts`, else the voice's own thread); errors go to `user`,
+        or end the workflow step `step`."""
         if channel is None:
             channel, thread_ts = voice.channel, voice.thread_ts
             if thread_ts is None and voice.job_id is not None:
@@ -233,6 +270,11 @@ class VoiceService:
                 sentence, code, rid = describe_tts_error(exc, voice.model), exc.code, exc.request_id
             else:
                 sentence, code, rid = f"the {exc.field} must be {exc.allowed}.", None, None
+            if step:
+                log.info("workflow step %s: no speech (%s, RequestId %s)", step, code, rid)
+                await self.fail_step(step, step_say_failed(voice.title, sentence, code, rid),
+                                     team_id=voice.team_id, channel=channel, user=user)
+                return
             note = build_say_failed(voice.title, sentence, code, rid)
             if user:
                 await self.outbox.put_ephemeral(
@@ -242,9 +284,10 @@ class VoiceService:
             return
         path = self._save(speech.audio)
         await self.outbox.put_upload(
-            f"say:{secrets.token_hex(8)}", channel=channel, thread_ts=thread_ts, path=path,
-            filename=f"{voice.voice_name}-says.mp3", title=f"{voice.title} says",
+            _clip_key(step) if step else f"say:{secrets.token_hex(8)}", channel=channel, thread_ts=thread_ts,
+            path=path, filename=f"{voice.voice_name}-says.mp3", title=f"{voice.title} says",
             comment=speech_comment(user, voice, text, preview=False), team_id=voice.team_id or None, user=user,
+            step=step,
         )
 
     # -- App Home ----------------------------------------------------------------------------------------
@@ -255,3 +298,8 @@ class VoiceService:
         client = await self.workspaces.client(team_id)
         if client is not None:
             await client.views_publish(user_id=user, view=build_home(voices))
+
+
+def _clip_key(step: str) -> str:
+    """The outbox key of a workflow step's clip: one upload per execution."""
+    return f"step:{step}:clip"

@@ -1,4 +1,5 @@
-"""A local Slack on 127.0.0.1: Web API, private files, Socket Mode and signed event delivery.
+"""A local Slack on 127.0.0.1: Web API, private files, Socket Mode, signed event delivery and Workflow Builder steps
+(`function_executed`, then functions.completeSuccess / completeError: bot.testing.standin_slack.functions).
 
 Shapes and error strings follow Slack's documentation and real payloads (see /work/shared/FIELD-NOTES.md).
 Where Slack's behaviour is undocumented the stand-in picks the plausible answer and says so in a comment.
@@ -52,6 +53,7 @@ from bot.testing.standin_slack.common import (
 from bot.testing.standin_slack.content import Content
 from bot.testing.standin_slack.faults import Faults
 from bot.testing.standin_slack.filehost import FileHost
+from bot.testing.standin_slack.functions import FUNCTION_TOKEN_TTL, function_executed_event, user_context
 from bot.testing.standin_slack.interactions import Interactions, message_action
 from bot.testing.standin_slack.oauth_flow import OAuth
 from bot.testing.standin_slack.payloads import (
@@ -93,6 +95,7 @@ __all__ = [
     "DEFAULT_TEAM_ID",
     "DEFAULT_TEAM_NAME",
     "DEFAULT_USER_ID",
+    "FUNCTION_TOKEN_TTL",
     "OUTAGE_MODES",
     "RESPONSE_URL_TTL",
     "RESPONSE_URL_USES",
@@ -110,6 +113,7 @@ __all__ = [
     "block_actions",
     "event_callback",
     "file_shared_event",
+    "function_executed_event",
     "message_action",
     "message_event",
     "new_event_id",
@@ -118,5 +122,6 @@ __all__ = [
     "post_signed_async",
     "sign",
     "slash_command",
+    "user_context",
     "view_submission",
 ]

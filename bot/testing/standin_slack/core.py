@@ -180,7 +180,8 @@ class StandInCore:
             return copy.deepcopy(ws)
 
     def _team_of(self, token: str) -> str | None:
-        return self._token_teams.get(token)
+        step = self._function_tokens.get(token)  # a Workflow Builder step's own token (functions.py)
+        return self._token_teams.get(token) or (step["team"] if step else None)
 
     def _clear_recordings(self) -> None:
         self.calls: list[Call] = []
@@ -200,6 +201,13 @@ class StandInCore:
         self._response_urls: dict[str, JsonDict] = {}
         self._uploads: dict[str, JsonDict] = {}
         self._tickets: set[str] = set()
+        # Workflow Builder steps (functions.py): executions by id, the steps' own tokens, completions accepted.
+        self._executions: dict[str, JsonDict] = {}
+        self._function_tokens: dict[str, JsonDict] = {}
+        self.completions: list[JsonDict] = []
+        # files.completeUploadExternal answering each file with its id and title only (as Slack's reference once
+        # showed it) instead of the whole file object: a client needing the permalink must ask files.info.
+        self.brief_upload_answers = False
         self._failures: dict[str, list[_Failure]] = {}
         self._pending: list[JsonDict] = []
         self._stalls: dict[str, int] = {}

@@ -1,4 +1,5 @@
-"""The Web API (/api/{method}): auth, chat, reactions, files, views and conversations.
+"""The Web API (/api/{method}): auth, chat, reactions, files, views, conversations and functions (a Workflow Builder
+step's completion: bot.testing.standin_slack.functions).
 
 Each call is answered for the workspace of the token it carries, after injected failures and holds (faults).
 """
@@ -25,10 +26,10 @@ from bot.testing.standin_slack.common import (
     _Throttled,
     new_ts,
 )
-from bot.testing.standin_slack.core import StandInCore
+from bot.testing.standin_slack.functions import Functions
 
 
-class WebApi(StandInCore):
+class WebApi(Functions):
     """Slack's Web API methods, with Slack's error strings and their order of checks."""
 
     async def _api(self, request: web.Request) -> web.Response:
@@ -64,7 +65,8 @@ class WebApi(StandInCore):
             return web.json_response({"ok": False, "error": "not_authed"})
         with self._cond:
             team = self._team_of(token) if token != self.app_token else self._default_team
-            dead = self._dead_tokens.get(token) or ("token_revoked" if token in self._uninstalled_tokens else None)
+            dead = (self._dead_tokens.get(token) or ("token_revoked" if token in self._uninstalled_tokens else None)
+                    or self._function_token_error(token))
         if team is None:
             return web.json_response({"ok": False, "error": "invalid_auth"})
         if dead is not None:
@@ -76,10 +78,12 @@ class WebApi(StandInCore):
             with self._cond:
                 # Every answer is the token's workspace's: its team id, bot user, files and channels.
                 self._acting.team = team
+                self._acting.token = token
                 try:
                     result = handler(params)
                 finally:
                     self._acting.team = None
+                    self._acting.token = None
         except _SlackError as exc:
             return web.json_response({"ok": False, "error": exc.error, **exc.extra})
         except _Throttled as exc:
@@ -106,6 +110,8 @@ class WebApi(StandInCore):
             "views.publish": self._views_publish,
             "conversations.info": self._conversations_info,
             "apps.connections.open": self._apps_connections_open,
+            "functions.completeSuccess": self._functions_complete_success,
+            "functions.completeError": self._functions_complete_error,
         }
 
     def _auth_test(self, params: JsonDict) -> JsonDict:
@@ -320,6 +326,8 @@ class WebApi(StandInCore):
                 if params.get("thread_ts"):
                     share["thread_ts"] = params["thread_ts"]
                 obj["shares"] = {where: {channel: [share]}}
+        if self.brief_upload_answers:
+            return {"files": [{"id": obj["id"], "title": obj["title"]} for obj in objects]}
         return {"files": copy.deepcopy(objects)}
 
     # views --------------------------------------------------------------------------------------------
