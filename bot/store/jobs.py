@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +28,9 @@ FINISHED = (DONE, FAILED, CANCELLED, EXPIRED)
 
 # Wakes the workers of every replica (PostgreSQL NOTIFY; one process needs no message).
 JOBS_CHANNEL = "voiceclone_jobs"
+
+# The admission lock's key (a PostgreSQL advisory lock; any fixed number the bot uses for nothing else).
+_ADMISSION_KEY = zlib.crc32(b"voiceclone-bot admission")
 
 # Decides, inside the transaction that would store the jobs, whether they may be stored: None, or why not (opaque
 # here: bot.work.quotas's Refusal). One database call, so a burst of acknowledgements is checked exactly and without
@@ -152,6 +156,11 @@ class JobStore:
         if isinstance(outcome, Refused):
             raise outcome
         return outcome
+
+    def hold_admission(self, conn: Connection) -> None:
+        """In a transaction that checks a fair-use limit and then stores: hold the admission lock until it ends, so
+        that checks on other connections (and replicas) count what this one stores."""
+        conn.run(self.sql.admission_lock, {"key": _ADMISSION_KEY})
 
     def active_in(self, conn: Connection, team_id: str | None, user_id: str | None) -> tuple[int, int]:
         """Jobs queued or running: (the user's, the workspace's); on the database thread, in a caller's transaction."""

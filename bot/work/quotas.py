@@ -69,7 +69,13 @@ class Quotas:
     def check(
         self, conn: Connection, kind: str, team_id: str | None, user_id: str | None, adding: int = 1
     ) -> Refusal | None:
-        """Which limit, if any, refuses `adding` more requests of `kind` (on the database thread)."""
+        """Which limit, if any, refuses `adding` more requests of `kind` (on the database thread, in the transaction
+        that stores them when there is one)."""
+        s = self.settings
+        if any((s.max_jobs_per_user, s.max_jobs_per_workspace, s.says_per_minute_per_user,
+                s.says_per_minute_per_workspace, s.max_voices_per_user, s.max_voices_per_workspace,
+                s.account_voice_cap)):
+            self.jobs.hold_admission(conn)
         if kind == self.SAY:
             refusal = self._says(conn, team_id, user_id)
             if refusal is not None:

@@ -237,6 +237,8 @@ class JobsSQL:
     # Fair use (bot.work.quotas): a user's and their workspace's jobs queued or running; their `say`s since a time.
     active: Query[QuotaRow]
     says_since: Query[QuotaRow]
+    # Taken by a transaction that checks a fair-use limit and then stores: such transactions go one at a time.
+    admission_lock: Command
 
 
 @dataclass(frozen=True)

@@ -194,6 +194,9 @@ JOBS = JobsSQL(
         " NULL::float8 AS mine_oldest, COUNT(*)::int AS n, NULL::float8 AS oldest FROM jobs"
         " WHERE status IN (%(queued)s, %(running)s) AND team_id IS NOT DISTINCT FROM %(team)s::text"
     ),
+    # Held until the transaction ends: another connection's (or replica's) check waits, then counts what this one
+    # stored. One key for every workspace: a batch holding two keys could deadlock with another holding them reversed.
+    admission_lock=Command("SELECT pg_advisory_xact_lock(%(key)s)"),
     says_since=Query(
         "SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
         " MIN(CASE WHEN user_id = %(user)s::text THEN created_at END) AS mine_oldest, COUNT(*)::int AS n,"

@@ -168,6 +168,8 @@ JOBS = JobsSQL(
         "SELECT COALESCE(SUM(CASE WHEN user_id = :user THEN 1 ELSE 0 END), 0) AS mine, NULL AS mine_oldest,"
         " COUNT(*) AS n, NULL AS oldest FROM jobs WHERE status IN (:queued, :running) AND team_id IS :team"
     ),
+    # BEGIN IMMEDIATE already lets one writer in at a time: nothing more to take.
+    admission_lock=Command("SELECT :key"),
     says_since=Query(
         "SELECT COALESCE(SUM(CASE WHEN user_id = :user THEN 1 ELSE 0 END), 0) AS mine,"
         " MIN(CASE WHEN user_id = :user THEN created_at END) AS mine_oldest, COUNT(*) AS n,"
