@@ -3,9 +3,8 @@ nobody spends the Tencent account's voice cap (voices cannot be deleted) for eve
 
 Checked on the acknowledgement path (database reads only), before a request is stored; a refusal says which limit
 was hit and when it frees up. The counts come from the jobs and voices tables, which every replica shares, and are
-read in the transaction that stores the request: exact within a process. Across PostgreSQL replicas no lock is
-taken (READ COMMITTED), so replicas acknowledging at the same instant can each let one request through past a
-limit: the overshoot is at most one request per replica.
+read in the transaction that stores the request, under the admission lock (JobStore.hold_admission): exact,
+across connections and replicas too.
 """
 
 from __future__ import annotations
