@@ -20,8 +20,9 @@ import pytest
 from support.driving import where
 from support.harness import BotHarness, _raw_sql, wanted_database
 
+from bot.slack.lanes import Lanes
 from bot.slack.pacing import Pacer, Rate
-from bot.slack.sender import Lanes, Sender
+from bot.slack.sender import Sender
 from bot.store.database import Database, SqliteDatabase
 from bot.store.outbox import MESSAGE, Outbox, Record
 from bot.store.sql import Table
