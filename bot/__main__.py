@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -29,6 +30,8 @@ from bot.vocabulary import MODELS, check_language, check_model
 
 EXIT_OK, EXIT_API, EXIT_INPUT, EXIT_STARTUP, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 DEFAULT_ENV_FILE = ".env"
+# How much lower a --role worker process runs than the web replicas it shares a machine with (nice(2)).
+WORKER_NICENESS = 10
 
 EXIT_CODES = """exit status:
   0    done (the bot stopped on SIGTERM/SIGINT, or the command succeeded)
@@ -346,6 +349,10 @@ def _run(args: argparse.Namespace, env_file: str) -> int:
         # A worker takes no Slack requests: no signing secret, no Socket Mode connection.
         socket_mode = False
         required = tuple(k for k in required if k not in ("SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN"))
+        # Conversions yield the cores to a web replica beside it on the machine: Slack wants its answer within 3 s,
+        # a clone can wait a few milliseconds. (Children, ffmpeg included, inherit it.)
+        with contextlib.suppress(OSError):
+            os.nice(WORKER_NICENESS)
     settings = load_settings(required, environ=env)
     from bot.store.database import serves_many_processes
 

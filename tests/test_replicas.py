@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
 from support.driving import (
@@ -157,6 +158,11 @@ def test_the_web_role_only_stores_and_acks_and_a_worker_does_the_rest(
         worker_starting, worker_starting_monotonic = time.time(), time.monotonic()
         worker.start()
         assert httpx.post(worker.url, content=b"{}").status_code == 404
+        # The worker's conversions yield the cores to the web replica's acknowledgements.
+        ours = psutil.Process().nice()
+        assert web.proc is not None and worker.proc is not None
+        assert psutil.Process(web.proc.pid).nice() == ours
+        assert psutil.Process(worker.proc.pid).nice() == min(ours + 10, 19)
 
         def questions() -> list[dict]:
             found = []
