@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.cost import CpuResult, MixedBurstResult, cost_checks, cost_details, cost_method
 from bench.scenarios import (
     MEMORY_TIMEOUT,
     SLACK_POST_LIMIT,
@@ -61,6 +62,8 @@ class Results:
     preview: PreviewResult | None = None
     web_bursts: list[BurstResult] = field(default_factory=list)  # item 9: --role web + 1 worker
     worker_bursts: list[BurstResult] = field(default_factory=list)  # item 10: --role web + N workers, every N
+    cpu: CpuResult | None = None  # item 11 (issue 21): CPU per share against the ffmpeg command line
+    mixed: MixedBurstResult | None = None  # item 12 (issue 21): peak memory under a mixed burst
 
 
 @dataclass(frozen=True)
@@ -134,7 +137,8 @@ def checks(results: Results) -> list[Check]:
         out += [
             Check(4, f"Answered, {minutes}", answer, ":white_check_mark:", run.outcome == "white_check_mark"),
             Check(4, f"Bot peak RSS, {minutes}", _mb(peak), f"<= {_mb(BOT_PEAK)}", peak <= BOT_PEAK),
-            Check(4, f"ffmpeg peak RSS, {minutes}", _mb(run.peaks.children), "", None),
+            Check(4, f"Largest child peak RSS (decoder process or ffmpeg), {minutes}", _mb(run.peaks.children), "",
+                  None),
         ]
     if len(memory) == 2:
         low, high = sorted(run.peaks.bot_hwm for run in memory)
@@ -198,6 +202,7 @@ def checks(results: Results) -> list[Check]:
         out += web_checks(results.web_bursts)
     if results.worker_bursts:
         out += worker_checks(results.worker_bursts)
+    out += cost_checks(results.cpu, results.mixed, Check)
     return out
 
 
@@ -407,8 +412,9 @@ scripts/bench
 One command ({seconds:.0f} s for the run below). It installs the `test,bench` extras into `.venv` when
 needed, builds the test recordings once (the speech shipped in `bot/testing/data`, looped, in
 `bench/out/media/`), starts the Slack and TRTC stand-ins in the bench process and runs the real bot as a
-separate process (`python -m bot run --http`: Slack pacing on, as by default) aimed at them. Items 1 to 8 run
-one bot process with the default `--role all` on a SQLite file of its own. Items 9 and 10 (issue 13) run the bot
+separate process (`python -m bot run --http`: Slack pacing on, as by default) aimed at them. Items 1 to 8, 11
+and 12 run one bot process with the default `--role all` on a SQLite file of its own (it decodes in child
+processes of its own, bot.voice.preparers: "children" below). Items 9 and 10 (issue 13) run the bot
 as several processes on one PostgreSQL database that the bench creates for each run on the machine's server
 (`postgresql://postgres@127.0.0.1:5432`, database `bench_<pid>_<random>`, dropped after the run) and one
 `DATA_DIR`, with `REDIS_URL` (`redis://127.0.0.1:6379/11`, a Redis database of the bench's own; the bot's
@@ -430,14 +436,16 @@ the times leave out real network latency. It rewrites this file, `docs/ack-laten
 `docs/clones-over-time.png` and `docs/one-channel.png`; raw numbers go to `bench/out/results.json`, the bot's
 logs to `bench/out/*/bot.log` (items 9 and 10: the web process's; each worker's in `worker-N.log` beside it).
 `scripts/bench --help` lists the options (fewer shares or repetitions, one scenario at a time with `--only`,
-e.g. `--only web` or `--only workers --workers 1,2`: such partial runs leave `docs/` alone).
+e.g. `--only web`, `--only workers --workers 1,2`, `--only cpu` or `--only mixed`: such partial runs leave
+`docs/` alone).
 
 Stand-in limits that were on:
 
 {limits}
 
-The numbers are wall-clock times on a shared machine: anything else running on the cores shows up in
-them, so the machine section says how busy it was.
+The numbers are wall-clock times on a shared machine, but for item 11's, which are CPU times (the kernel's
+counters, not the clock): anything else running on the cores shows up in them, so the machine section says how
+busy it was.
 """
 
 
@@ -661,9 +669,11 @@ def _method(results: Results) -> list[str]:
             "**4: memory.** For each recording a fresh bot process handles that one share, its preview"
             " included (sampled until the preview mp3 is in the thread). The bot's peak"
             " RSS is the kernel's high-water mark (`VmHWM` in `/proc/PID/status`, read before it stops);"
-            " its children (ffmpeg) are polled every 20 ms with psutil, keeping the largest `VmHWM` seen.",
+            " its children (its decoder processes, bot.voice.preparers, and any ffmpeg) are polled every 20 ms with"
+            " psutil, keeping the largest `VmHWM` seen.",
             "",
         ]
+    lines += cost_method(results.cpu, results.mixed)
     return lines
 
 
@@ -740,7 +750,7 @@ def _details(results: Results) -> list[str]:
     if results.memory:
         lines += [
             "",
-            "| Recording | Bot idle RSS | Bot peak RSS | Bot peak (polled) | ffmpeg peak | Answer | Time |",
+            "| Recording | Bot idle RSS | Bot peak RSS | Bot peak (polled) | Largest child peak | Answer | Time |",
             "|---|---|---|---|---|---|---|",
         ]
         for run in results.memory:
@@ -752,6 +762,7 @@ def _details(results: Results) -> list[str]:
                 f"| {run.recording} | {_mb(run.baseline)} | {_mb(peaks.bot_hwm)} | {_mb(peaks.bot_sampled)} |"
                 f" {_mb(peaks.children)} ({peaks.children_seen} seen) | {answer} | {took} |"
             )
+    lines += cost_details(results.cpu, results.mixed)
     return lines
 
 

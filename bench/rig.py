@@ -247,13 +247,14 @@ class Rig:
 
     def cpu_seconds(self, web_only: bool = False) -> tuple[float, float]:
         """CPU seconds used so far by the bot processes (`web_only`: the one Slack's requests go to), and by
-        their finished children (ffmpeg)."""
+        every process below them: finished ones (ffmpeg runs, reaped) and ones still running (helper processes
+        that live as long as the bot), see tree_cpu."""
         assert self.process is not None
         own = children = 0.0
         for process in [self.process] if web_only else self.processes:
-            times = psutil.Process(process.pid).cpu_times()
-            own += times.user + times.system
-            children += times.children_user + times.children_system
+            mine, below = tree_cpu(process.pid)
+            own += mine
+            children += below
         return own, children
 
     # -- driving --------------------------------------------------------------------------------------
@@ -376,6 +377,7 @@ class MemoryPeaks:
     children: int = 0  # largest VmHWM of any child, polled (a child's final read is close to its peak)
     children_seen: int = 0
     samples: int = 0
+    tree_sampled: int = 0  # largest RSS of the bot and its children together, polled (helpers that live long count)
 
 
 class MemorySampler:
@@ -407,10 +409,33 @@ class MemorySampler:
                 children = self.process.children(recursive=True)
             except psutil.NoSuchProcess:
                 return
+            tree = status_bytes(self.process.pid, "VmRSS")
             for child in children:
                 self._seen.add(child.pid)
                 peaks.children = max(peaks.children, status_bytes(child.pid, "VmHWM"))
+                tree += status_bytes(child.pid, "VmRSS")
+            peaks.tree_sampled = max(peaks.tree_sampled, tree)
             peaks.children_seen = len(self._seen)
+
+
+def tree_cpu(pid: int) -> tuple[float, float]:
+    """CPU seconds of process `pid` itself, and of every process below it: the ones it has reaped (the kernel adds
+    them to its children's times) plus the ones still alive (a pool of helpers never exits during a run), each
+    alive one with what it reaped in turn. A process is in exactly one of those places at any moment."""
+    root = psutil.Process(pid)
+    try:
+        children = root.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0.0, 0.0
+    below = 0.0
+    for child in children:
+        try:
+            times = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue  # reaped meanwhile: counted in its parent's children's times below
+        below += times.user + times.system + times.children_user + times.children_system
+    times = root.cpu_times()
+    return times.user + times.system, below + times.children_user + times.children_system
 
 
 def status_bytes(pid: int, key: str) -> int:

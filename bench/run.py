@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.cost import run_mixed_burst, run_share_cpu
 from bench.recordings import MediaCache
 from bench.report import Results, checks, plot_ack, plot_channel, plot_clones, write_markdown
 from bench.scenarios import (
@@ -28,7 +29,7 @@ from bench.scenarios import (
 )
 
 ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS = ("burst", "channel", "conversion", "memory", "press", "preview", "web", "workers")
+SCENARIOS = ("burst", "channel", "conversion", "memory", "press", "preview", "web", "workers", "cpu", "mixed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--worker-runs", type=int, default=2, help="item 10: burst runs per worker count (default 2)"
     )
     parser.add_argument(
+        "--cpu-reps", type=int, default=7, help="item 11: shares of each recording timed for CPU (default 7)"
+    )
+    parser.add_argument(
+        "--mixed",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[40, 10],
+        help="item 12: voice memos and long recordings in the mixed burst, with one hour-long MP3 (default 40,10)",
+    )
+    parser.add_argument(
         "--only", choices=SCENARIOS, action="append", help="run only this scenario (repeatable)"
     )
     parser.add_argument(
@@ -93,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     defaults = build_parser().parse_args([])
     options = (
         "shares", "bursts", "channel_shares", "max_rps", "reps", "presses", "preview_shares", "web_bursts", "workers",
-        "worker_runs",
+        "worker_runs", "cpu_reps", "mixed",
     )  # fmt: skip
     tuned = any(getattr(args, key) != getattr(defaults, key) for key in options)
     full = set(only) == set(SCENARIOS) and not tuned
@@ -168,6 +178,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                         redis=True,
                     )
                 )
+    if "cpu" in only:
+        _say(
+            f"cpu: a 22 s voice memo and a 180 s recording (AAC m4a), {args.cpu_reps} shares each (PREVIEW=on),"
+            " CPU of the bot and its children per share against the ffmpeg command line's"
+        )
+        results.cpu = run_share_cpu(args.out / "cpu", [media.m4a(22), media.m4a(180)], reps=args.cpu_reps)
+    if "mixed" in only:
+        memos, longs = args.mixed
+        _say(
+            f"mixed: {memos} voice memos (22 s), {longs} recordings of 180 s and one 60 min MP3 at once, one channel"
+            f" each, TRTC at {args.max_rps}/s; the bot's peak memory"
+        )
+        results.mixed = run_mixed_burst(
+            args.out / "mixed", media.m4a(22), media.m4a(180), media.mp3(3600), memos=memos, longs=longs,
+            max_rps=args.max_rps,
+        )
     results.seconds = time.monotonic() - began
     busy_after, own_after = _cpu_seconds()
     results.other_cpu = max(0.0, (busy_after - busy) - (own_after - own))

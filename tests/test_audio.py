@@ -46,21 +46,41 @@ OPUS = (".ogg", "-c:a", "libopus", "-b:a", "24k")
 FLAC = (".flac", "-c:a", "flac")
 
 
-# The bundled ffmpeg always; a system one too where the machine has it (a bare machine has none).
-FFMPEG_VARIANTS = ["bundled", "system"] if shutil.which("ffmpeg") else ["bundled"]
+# FFmpeg's libraries in-process first (bot.voice.libav, the bot's own way: the bundled ffmpeg judges whatever they do
+# not vouch for), then the ffmpeg command line alone: the bundled binary always, a system one too where the machine
+# has it (a bare machine has none).
+FFMPEG_VARIANTS = ["libav", "bundled", *(["system"] if shutil.which("ffmpeg") else [])]
 
 
 @pytest.fixture(params=FFMPEG_VARIANTS)
 def which_ffmpeg(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> Iterator[str]:
-    """Run the test with no ffmpeg on PATH (imageio-ffmpeg's binary), and with the system ffmpeg if any."""
-    if request.param == "bundled":
+    """Run the test through the libraries (ffmpeg hidden from PATH for what they leave to it), then through the
+    command line alone: imageio-ffmpeg's binary (no ffmpeg on PATH), and the system ffmpeg if any."""
+    monkeypatch.setattr(audio, "FAST_DECODE", request.param == "libav")
+    if request.param in ("libav", "bundled"):
         monkeypatch.setenv("PATH", str(tmp_path))  # an empty directory: no ffmpeg, no ffprobe
         monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
     find_ffmpeg.cache_clear()
     yield request.param
     find_ffmpeg.cache_clear()
+
+
+@pytest.fixture(params=["libav", "ffmpeg"])
+def decoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Decode with FFmpeg's libraries in-process (the bot's way), or with the ffmpeg command line alone."""
+    monkeypatch.setattr(audio, "FAST_DECODE", request.param == "libav")
+    return str(request.param)
+
+
+async def fast_path(path: Path) -> float | None:
+    """Seconds the libraries decode from `path` when they vouch for it; None when they leave it to ffmpeg."""
+    decoded = await audio._decode_fast(str(path), path.read_bytes()[:16], AudioLimits())
+    if decoded is None:
+        return None
+    decoded.pcm.close()
+    return decoded.seconds
 
 
 def speech(media: MediaCache, seconds: float = 15) -> Path:
@@ -122,7 +142,7 @@ async def test_cover_art_is_ignored(media: MediaCache, suffix: str) -> None:
 
 
 @pytest.mark.parametrize("kind", FORMATS)
-async def test_audio_formats_become_16k_mono_s16_wav(media: MediaCache, kind: str) -> None:
+async def test_audio_formats_become_16k_mono_s16_wav(media: MediaCache, decoder: str, kind: str) -> None:
     suffix, *args = FORMATS[kind]
     result = await prepare_audio(media.speech(15, suffix, *args))
     check_wav(result.wav, 15.0)
@@ -197,6 +217,38 @@ def test_find_ffmpeg_prefers_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
         find_ffmpeg.cache_clear()
 
 
+@pytest.mark.parametrize("kind", FORMATS)
+async def test_the_libraries_vouch_for_every_format_and_match_the_command_line(
+    media: MediaCache, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    # Every good format takes the fast path (none falls back to a process start), and what it makes is the
+    # command line's prompt: the same libswresample at its defaults, so the same samples but for the very end.
+    suffix, *args = FORMATS[kind]
+    source = media.speech(15, suffix, *args)
+    assert await fast_path(source) == pytest.approx(15.0, abs=0.1)
+    fast = await prepare_audio(source)
+    monkeypatch.setattr(audio, "FAST_DECODE", False)
+    slow = await prepare_audio(source)
+    assert fast.duration == pytest.approx(slow.duration, abs=0.05)
+    assert fast.gain_db == pytest.approx(slow.gain_db, abs=0.2)
+    assert fast.report.speech_seconds == pytest.approx(slow.report.speech_seconds, abs=0.2)
+    assert fast.source_duration == pytest.approx(slow.source_duration, abs=0.006)  # ffmpeg prints 2 decimals
+
+
+async def test_the_libraries_vouch_for_cover_art_video_and_slack_clips(media: MediaCache) -> None:
+    art = media.get("cover-art.m4a", lambda p: encode(
+        speech(media), p, "-i", str(media.get("cover.png", make_image)), "-map", "0:a", "-map", "1:v",
+        "-c:v", "png", "-disposition:v", "attached_pic", "-b:a", "32k",
+    ))  # fmt: skip
+    video = media.get("video.mp4", lambda p: make_video(p, 15, speech(media)))
+    clip = media.get(
+        "audio_message.m4a",
+        lambda p: encode(speech(media), p, "-c:a", "aac", "-ar", "48000", "-b:a", "64k", "-movflags", "+faststart"),
+    )
+    for source in (art, video, clip):
+        assert await fast_path(source) == pytest.approx(15.0, abs=0.1), source.name
+
+
 def test_sync_wrapper(media: MediaCache) -> None:
     result = prepare_audio_sync(speech(media))
     check_wav(result.wav, 15.0)
@@ -266,10 +318,12 @@ def test_an_hour_costs_what_the_decode_cap_does(media: MediaCache) -> None:
     hour, short = media.speech(3600, suffix, *args), media.speech(1260, suffix, *args)
 
     def child_cpu(path: Path) -> tuple[float, audio.PreparedAudio]:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        # This process (every thread: the libraries decode on one) and its children (a command-line ffmpeg).
+        before = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
         result = prepare_audio_sync(path)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, result
+        after = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+        used = sum(a.ru_utime + a.ru_stime - b.ru_utime - b.ru_stime for a, b in zip(after, before, strict=True))
+        return used, result
 
     hour_cpu, result = child_cpu(hour)
     short_cpu, _ = child_cpu(short)
@@ -372,6 +426,15 @@ async def test_not_audio(media: MediaCache, which_ffmpeg: str, name: str) -> Non
         await prepare_audio(media.get(name, NOT_AUDIO[name]))
 
 
+@pytest.mark.parametrize("name", [*NOT_AUDIO, "silent.mp4", "picture.png"])
+async def test_the_libraries_never_vouch_for_what_is_not_audio(media: MediaCache, name: str) -> None:
+    # They leave it to the command line, whose log says exactly what is wrong (the answers above).
+    build = {"silent.mp4": lambda p: make_video(p, 3), "picture.png": make_image}.get(name) or NOT_AUDIO[name]
+    path = media.get(name, build)
+    if path.stat().st_size:
+        assert await fast_path(path) is None
+
+
 async def test_silent_video_has_no_audio_stream(media: MediaCache, which_ffmpeg: str) -> None:
     with pytest.raises(NoAudioStreamError):
         await prepare_audio(media.get("silent.mp4", lambda p: make_video(p, 3)))
@@ -428,6 +491,13 @@ async def test_damaged(media: MediaCache, which_ffmpeg: str, name: str) -> None:
         await prepare_audio(media.get(name, lambda p: damage(intact, p)))
 
 
+@pytest.mark.parametrize("name", DAMAGED)
+async def test_the_libraries_never_vouch_for_a_damaged_file(media: MediaCache, name: str) -> None:
+    (suffix, *args), damage = DAMAGED[name]
+    intact = media.speech(15, suffix, *args)
+    assert await fast_path(media.get(name, lambda p: damage(intact, p))) is None
+
+
 def _children() -> list[int]:
     """Processes (zombies included) whose parent is this one."""
     children = []
@@ -443,7 +513,9 @@ def _children() -> list[int]:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
-async def test_timeout_kills_ffmpeg(media: MediaCache) -> None:
+async def test_timeout_kills_ffmpeg(media: MediaCache, decoder: str) -> None:
+    # The command line's ffmpeg is killed; the libraries stop at their deadline (checked between batches; a libav
+    # call that hangs is the decoder processes' to kill: tests/test_preparers.py).
     suffix, *args = AAC
     source = media.speech(200, suffix, *args)
     before = set(_children())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bench.cost import run_mixed_burst, run_share_cpu
 from bench.recordings import MediaCache
 from bench.report import Results, checks, plot_ack, write_markdown
 from bench.scenarios import run_burst
@@ -75,3 +76,29 @@ def test_a_preview_is_never_taken_for_the_answer_nor_for_a_second_one():
     assert _answered_once([{**preview, "ts": "1.000000"}, answer]) is False  # a preview before its answer
     assert _answered_once([answer], previews=False) is True
     assert _answered_once([answer, preview], previews=False) is False
+
+
+def test_cpu_per_share_and_memory_under_a_mixed_burst_are_measured_and_reported(tmp_path):
+    """Items 11 and 12 (issue 21), small: two shares of a memo against the command line, then a mixed burst."""
+    media = MediaCache(tmp_path / "media")
+    memo = media.m4a(15)
+    cpu = run_share_cpu(tmp_path / "cpu", [memo], reps=2)
+    [item] = cpu.items
+    assert len(item.per_share) == 2 and len(item.cli) == 2
+    assert item.bot_mean > 0 and all(0 < seconds < 5 for seconds in item.cli) and item.ratio > 0
+    # The bot's decoder processes are alive between shares: their CPU is counted all the same.
+    assert all(below > 0 for below in item.bot_children)
+
+    mixed = run_mixed_burst(tmp_path / "mixed", memo, media.m4a(20), media.mp3(60), memos=3, longs=1)
+    assert mixed.outcomes == {"white_check_mark": 5} and mixed.previews == 5
+    assert mixed.bot_peak >= mixed.baseline > 0 and mixed.tree_sampled > mixed.bot_sampled > 0
+    assert mixed.children_seen >= 1
+
+    results = Results(command="test", started=datetime.now(UTC), seconds=1.0, cpu=cpu, mixed=mixed)
+    measures = {check.measure for check in checks(results)}
+    assert {"CPU per share over the command line's, 15 s m4a", "Mixed burst: bot peak RSS"} <= measures
+    report = tmp_path / "benchmarks.md"
+    write_markdown(results, report, {})
+    text = report.read_text()
+    assert "| 11 | CPU per share over the command line's, 15 s m4a |" in text and "| 12 | Mixed burst" in text
+    assert "**11: CPU per share" in text and "- Mixed burst: bot RSS at rest" in text

@@ -1,8 +1,10 @@
 """ffmpeg reads only the uploaded bytes: no playlist, list, sequence or external track reaches another file.
 
-Every attack runs with both ffmpeg binaries on real speech. Each also has a control: with the guard loosened
-(the attack's demuxer allowed again, or mov external tracks on), the very same upload decodes to the other
-file's audio, so these tests fail if the guard goes, and the attacks stay real as ffmpeg changes.
+Every attack runs through FFmpeg's libraries in-process (bot.voice.libav, the bot's fast path) and through each
+ffmpeg binary on real speech. Each also has a control: with the guard loosened (the attack's demuxer allowed again,
+or mov external tracks on), the very same upload decodes to the other file's audio, through the libraries alone
+as through the command line, so these tests fail if the guard goes on either path, and the attacks stay real as
+ffmpeg changes.
 """
 
 from __future__ import annotations
@@ -30,21 +32,34 @@ REFUSED = (NotAudioError, DamagedAudioError)
 ATTACK_DEMUXERS = "hls,dash,concat,mpegts,image2"
 
 
-# The bundled ffmpeg always; a system one too where the machine has it (a bare machine has none).
-FFMPEG_VARIANTS = ["bundled", "system"] if shutil.which("ffmpeg") else ["bundled"]
+# FFmpeg's libraries in-process (the command line judging what they leave to it), then the command line alone:
+# the bundled ffmpeg always, a system one too where the machine has it (a bare machine has none).
+FFMPEG_VARIANTS = ["libav", "bundled", *(["system"] if shutil.which("ffmpeg") else [])]
 
 
 @pytest.fixture(params=FFMPEG_VARIANTS)
 def which_ffmpeg(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    """Run the test with no ffmpeg on PATH (imageio-ffmpeg's binary), and with the system ffmpeg if any."""
-    if request.param == "bundled":
+    """Run the test through the libraries, then with no ffmpeg on PATH (imageio-ffmpeg's binary) and the system
+    ffmpeg if any, the command line alone."""
+    monkeypatch.setattr(audio, "FAST_DECODE", request.param == "libav")
+    if request.param in ("libav", "bundled"):
         monkeypatch.setenv("PATH", str(tmp_path_factory.mktemp("empty-path")))
         monkeypatch.delenv("IMAGEIO_FFMPEG_EXE", raising=False)
     find_ffmpeg.cache_clear()
     yield find_ffmpeg()
     find_ffmpeg.cache_clear()
+
+
+async def libraries_decode(upload: Path) -> float | None:
+    """Seconds of audio FFmpeg's libraries alone (bot.voice.libav, with the guards of bot.voice.audio as they are
+    now) make of `upload`: None when they give nothing."""
+    decoded = await audio._decode_fast(str(upload), upload.read_bytes()[:16], AudioLimits())
+    if decoded is None:
+        return None
+    decoded.pcm.close()
+    return decoded.seconds
 
 
 def secret(media: MediaCache, suffix: str = ".wav", *args: str) -> Path:
@@ -61,13 +76,33 @@ async def assert_refused(upload: Path) -> None:
     pytest.fail(f"decoded {result.duration:.2f} s from {upload.name} (the referenced file is {SECRET_SECONDS} s)")
 
 
-async def assert_leaks_when_unguarded(monkeypatch: pytest.MonkeyPatch, upload: Path, **loosen: object) -> None:
-    """Control: with the guard loosened, `upload` decodes to the referenced recording."""
+def libraries_have(demuxer: str) -> bool:
+    """Whether the libraries in PyAV's wheel have this demuxer at all (its libavformat is built without dash)."""
+    import av
+
+    try:
+        av.format.ContainerFormat(demuxer, "r")
+    except ValueError:
+        return False
+    return True
+
+
+async def assert_leaks_when_unguarded(
+    monkeypatch: pytest.MonkeyPatch, upload: Path, demuxer: str | None = None, **loosen: object
+) -> None:
+    """Control: with the guard loosened, `upload` decodes to the referenced recording, and through the libraries
+    alone too (when they have the attack's `demuxer`); with the guard on, the libraries give nothing of it."""
     with monkeypatch.context() as patch:
         for name, value in loosen.items():
             patch.setattr(audio, name, value)
         result = await prepare_audio(upload)
+        alone = await libraries_decode(upload)
     assert result.duration == pytest.approx(SECRET_SECONDS, abs=0.15)
+    if demuxer is None or libraries_have(demuxer):
+        assert alone == pytest.approx(SECRET_SECONDS, abs=0.15)
+    else:
+        assert alone is None
+    assert await libraries_decode(upload) is None
 
 
 # --- playlists and lists naming another file -------------------------------------------------------------
@@ -107,7 +142,10 @@ async def test_playlist_naming_another_recording_is_refused(
     shutil.copy(secret(media, suffix, *args), target)
     upload = tmp_path / name
     upload.write_text(text(target))
-    await assert_leaks_when_unguarded(monkeypatch, upload, _DEMUXERS=audio._DEMUXERS + "," + ATTACK_DEMUXERS)
+    demuxer = {"playlist.m3u8": "hls", "manifest.mpd": "dash", "list.m4a": "concat"}[name]
+    await assert_leaks_when_unguarded(
+        monkeypatch, upload, demuxer, _DEMUXERS=audio._DEMUXERS + "," + ATTACK_DEMUXERS
+    )
     await assert_refused(upload)
 
 
@@ -294,6 +332,7 @@ async def test_timeout_kills_a_hung_ffmpeg(media: MediaCache, monkeypatch: pytes
         return process
 
     monkeypatch.setattr(asyncio, "create_subprocess_exec", recording_spawn)
+    monkeypatch.setattr(audio, "FAST_DECODE", False)  # the command line alone (the decoder processes: test_preparers)
     limits = AudioLimits(timeout=1.0)
     try:
         assert find_ffmpeg() == str(fake)

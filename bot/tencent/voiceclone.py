@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import logging
+import math
 import re
 import time
 import unicodedata
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -30,6 +30,11 @@ from bot.errors import ApiError, ConfigError, InvalidVoiceNameError, PromptTextE
 from bot.retry import jittered_delay, retrying
 from bot.settings import Settings
 from bot.tencent.limiter import PerActionLimiter, RateLimiter, limiter_for
+
+try:  # SIMD base64: a 180 s prompt's 5.8 MB in ~0.5 ms, against ~12 ms for the standard library's
+    from pybase64 import b64encode as _b64encode
+except ImportError:  # pragma: no cover - the standard library's gives the same bytes
+    from base64 import b64encode as _b64encode
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +189,34 @@ async def with_retries(
     )
 
 
+class _Body:
+    """A VoiceClone request body that is never held whole: JSON `prefix`, the WAV's base64 made slice by slice as it
+    is hashed and again as it is sent, JSON `suffix`. The one body-sized buffer is the WAV the caller holds anyway."""
+
+    SLICE = 3 * (1 << 16)  # WAV bytes encoded at a time (256 KiB of base64): a multiple of 3, so the pieces join up
+
+    def __init__(self, prefix: bytes, wav: bytes | bytearray, suffix: bytes):
+        self.prefix, self.wav, self.suffix = prefix, wav, suffix
+        self.size = len(prefix) + 4 * math.ceil(len(wav) / 3) + len(suffix)
+        digest = hashlib.sha256()
+        for piece in self.pieces():
+            digest.update(piece)
+        self.digest = digest.hexdigest()
+
+    def pieces(self) -> Iterator[bytes]:
+        yield self.prefix
+        view = memoryview(self.wav)
+        for start in range(0, len(view), self.SLICE):
+            yield _b64encode(view[start : start + self.SLICE])
+        yield self.suffix
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """pieces() for the HTTP client: it writes each and waits for the socket to drain before the next, as it
+        never does for one body-sized write (the event loop would buffer whatever the socket did not take)."""
+        for piece in self.pieces():
+            yield piece
+
+
 @dataclass(frozen=True)
 class CloneOutcome:
     """What VoiceClone returned."""
@@ -245,37 +278,40 @@ class VoiceCloneClient:
             "Model": model or self.settings.voiceclone_model,
             "Language": language or self.settings.voiceclone_language,
         }
-        built: list[tuple[bytes, str]] = []
+        built: list[_Body] = []
 
         async def attempt() -> CloneOutcome:
-            # Built once a rate-limit slot is ours (this runs inside it), not while waiting for one: a clone that
-            # queues behind the limit holds the WAV only, not the body's base64 copy as well. Kept for retries.
+            # Hashed once a rate-limit slot is ours (this runs inside it), not while waiting for one. Kept for retries
+            # (it holds no copy of the audio: see _Body).
             if not built:
-                built.append(self._body(wav, **fields))
-            body, digest = built[0]
-            return await self._attempt(body, digest)
+                built.append(self._parts(wav, **fields))
+            return await self._attempt(built[0])
 
         return await with_retries(
             ACTION, self.limiter, attempt, max_attempts=self.max_attempts,
             backoff_base=self.backoff_base, backoff_max=self.backoff_max,
         )
 
+    @classmethod
+    def _body(cls, wav: bytes | bytearray, **fields: object) -> tuple[bytes, str]:
+        """The whole JSON request body as sent (_Body's pieces joined), and its SHA-256 (hex)."""
+        body = cls._parts(wav, **fields)
+        return b"".join(body.pieces()), body.digest
+
     @staticmethod
-    def _body(wav: bytes, **fields: object) -> tuple[bytes, str]:
-        """The JSON request body and its SHA-256 (hex), with the audio's base64 written straight into it.
+    def _parts(wav: bytes | bytearray, **fields: object) -> _Body:
+        """The JSON request body (as a _Body) and its SHA-256, with the audio's base64 written straight in.
 
         Hand-built rather than through the SDK, whose VoiceClone() makes a str of the base64, json.dumps()es the
         whole body (scanning megabytes of base64 for characters to escape) and encodes that to bytes again: a
         fifth of the share -> request time and three body-sized copies. The base64 alphabet (A-Z a-z 0-9 + / =)
         needs no escaping in JSON, so the audio goes in as it is encoded; every other field still goes through
-        json.dumps. None fields are left out, as the SDK does.
+        json.dumps. None fields are left out, as the SDK does. Nothing body-sized is made at all (see _Body): with
+        SIMD base64 encoding the WAV twice (for the digest, then to send) costs less than a copy of it would.
         """
         head = json.dumps({key: value for key, value in fields.items() if value is not None})
         prefix = (head[:-1] + (', ' if len(head) > 2 else '') + '"PromptAudio": "').encode()
-        # Two body-sized buffers at the peak (the base64, then the body), the base64 freed on return; the
-        # SDK's way held the base64 str, the json.dumps str and its UTF-8 bytes.
-        data = b"".join((prefix, base64.b64encode(wav), b'"}'))
-        return data, hashlib.sha256(data).hexdigest()
+        return _Body(prefix, wav, b'"}')
 
     def _headers(self, digest: str) -> dict[str, str]:
         """The TC3-HMAC-SHA256 signed headers for a POST of a body whose SHA-256 is `digest`.
@@ -311,10 +347,11 @@ class VoiceCloneClient:
             headers["X-TC-Language"] = self._sdk.profile.language
         return headers
 
-    async def _attempt(self, body: bytes, digest: str) -> CloneOutcome:
+    async def _attempt(self, body: _Body) -> CloneOutcome:
         try:
             # Signed per attempt: the timestamp is part of the signature and a retry may come minutes later.
-            answer = await self._sdk.http_client.post(self._url, content=body, headers=self._headers(digest))
+            headers = {**self._headers(body.digest), "Content-Length": str(body.size)}
+            answer = await self._sdk.http_client.post(self._url, content=body.chunks(), headers=headers)
         except httpx.TimeoutException as exc:
             raise ApiError(
                 NETWORK_ERROR,

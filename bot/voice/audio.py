@@ -1,11 +1,17 @@
 """Any recording ffmpeg can decode, made into the prompt TRTC VoiceClone takes: 16 kHz mono s16 WAV, 10-180 s.
 
-One ffmpeg run per file (never ffprobe): it decodes only the first audio stream, at most its first
-max_decode_seconds (20 minutes), to raw PCM on a pipe; its log (`-loglevel level+info`) tells the container
-duration, the streams and any decode error. bot.voice.analysis looks at the PCM as it arrives (level, clipping, voice
-activity per 30 ms frame) while the PCM goes to a temporary file once it outgrows what one prompt needs, so
-memory stays flat whatever the length. Then the prompt is built from the best speech (bot.voice.analysis.plan_prompt),
-optionally denoised (a second ffmpeg on the chosen PCM only, `afftdn`), levelled and written as WAV.
+Decoding: FFmpeg's libraries in this process first (bot.voice.libav, PyAV), which answer only for a clean file; for
+anything else, and where PyAV is missing, one ffmpeg command-line run per file (never ffprobe): it decodes only the
+first audio stream, at most its first max_decode_seconds (20 minutes), to raw PCM on a pipe; its log (`-loglevel
+level+info`) tells the container duration, the streams and any decode error. Both read only the upload: the same
+demuxer whitelist (_DEMUXERS), the file protocol alone, mov external tracks off. bot.voice.frames looks at the PCM as
+it arrives (level, clipping, voice activity per 30 ms frame) while the PCM goes to a temporary file once it outgrows
+what one prompt needs, so memory stays flat whatever the length. Then the prompt is built from the best speech
+(bot.voice.frames.plan_prompt), optionally denoised (ffmpeg on the chosen PCM only, `afftdn`), levelled in place
+and written as WAV.
+
+The bot itself runs this in its decoder processes (bot.voice.preparers), which it kills when a file outlives its time
+limit; prepare_audio here is the in-process form (the command line, the tests, the decoder processes themselves).
 Needs the `level` log flag: ffmpeg 4.3 or newer (the imageio-ffmpeg fallback is much newer).
 """
 
@@ -21,7 +27,9 @@ import re
 import shutil
 import stat
 import tempfile
+import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bot.errors import (
     DamagedAudioError,
@@ -29,11 +37,19 @@ from bot.errors import (
     NotAudioError,
     TooLargeError,
 )
-from bot.voice.analysis import AudioReport, FrameAnalyzer, PromptPlan, level, plan_prompt
+from bot.voice import libav
+from bot.voice.analysis import AudioReport
+
+if TYPE_CHECKING:
+    from bot.voice.frames import PromptPlan
 
 SAMPLE_RATE = 16_000
 SAMPLE_WIDTH = 2  # bytes: s16
 BYTES_PER_SECOND = SAMPLE_RATE * SAMPLE_WIDTH
+WAV_HEADER = 44  # bytes before the samples in a RIFF/WAVE file of ours (bot.voice.frames.wav_header)
+# Whether prepare_audio tries FFmpeg's libraries in-process (bot.voice.libav) before the ffmpeg command line. The
+# command line alone when off, or when PyAV is not installed.
+FAST_DECODE = True
 
 # ffmpeg decodes this much past the maximum: enough to tell a long input from codec padding, no more.
 DECODE_MARGIN = 0.5
@@ -108,16 +124,17 @@ class AudioLimits:
 class PreparedAudio:
     """A prompt ready for VoiceClone."""
 
-    # Complete RIFF/WAVE file, 16 kHz mono s16. Out of repr: asyncio.run reprs its task's result when it
-    # restores the SIGINT handler (CPython 3.11), and a 6 MB repr costs 0.1 s; logs need no audio either.
-    wav: bytes = field(repr=False)
+    # Complete RIFF/WAVE file, 16 kHz mono s16 (levelled in place: a bytearray in-process). Out of repr:
+    # asyncio.run reprs its task's result when it restores the SIGINT handler (CPython 3.11), and a 6 MB repr
+    # costs 0.1 s; logs need no audio either.
+    wav: bytes | bytearray = field(repr=False)  # bytes from prepare_audio
     duration: float  # seconds in `wav`
     source_duration: float | None  # the input's container Duration when ffmpeg reports one
     trimmed: bool  # some speech of the recording is not in `wav` (it did not fit max_seconds)
     gain_db: float  # loudness gain applied (0.0 when none)
     report: AudioReport = field(default_factory=AudioReport)
     # Which parts of the recording `wav` is made of: [start, end) in seconds of the decoded recording, in order;
-    # and the span around them that lost no speech (bot.voice.analysis.PromptPlan.span).
+    # and the span around them that lost no speech (bot.voice.frames.PromptPlan.span).
     kept: list[tuple[float, float]] = field(default_factory=list)
     kept_span: tuple[float, float | None] = (0.0, None)
 
@@ -144,13 +161,25 @@ def _bundled_ffmpeg() -> str:
 async def prepare_audio(
     path: str | os.PathLike[str], limits: AudioLimits = AudioLimits(), *, denoise: bool | None = None
 ) -> PreparedAudio:
-    """Convert `path` to a VoiceClone prompt made of its best speech (see bot.voice.analysis.plan_prompt).
+    """Convert `path` to a VoiceClone prompt made of its best speech (see bot.voice.frames.plan_prompt).
 
     `denoise`: True or False forces ffmpeg's afftdn on or off; None lets denoise_default decide from the
     measured noise. Raises an AudioError subclass (NotAudioError, NoAudioStreamError, DamagedAudioError,
     NoVoiceError and its TooNoisyError, TooShortError and its NotEnoughSpeechError, TooLargeError); OSError when
     the file cannot be read, RuntimeError when there is no ffmpeg at all.
     """
+    prepared = await prepare_in_place(path, limits, denoise=denoise)
+    return dataclasses.replace(prepared, wav=bytes(prepared.wav))
+
+
+async def prepare_in_place(
+    path: str | os.PathLike[str], limits: AudioLimits = AudioLimits(), *, denoise: bool | None = None
+) -> PreparedAudio:
+    """prepare_audio, its WAV the bytearray it was levelled in (no copy): for the decoder processes."""
+    # Loaded here, not with this module: the bot's own process imports AudioLimits and find_ffmpeg from it and
+    # never decodes (bot.voice.preparers does), so numpy and the VAD stay out of it.
+    from bot.voice.frames import level_in_place, plan_prompt
+
     path = os.path.abspath(os.fspath(path))
     info = os.stat(path)
     if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
@@ -159,10 +188,13 @@ async def prepare_audio(
         raise TooLargeError(info.st_size, limits.max_input_bytes)
     head = _file_head(path)  # also surfaces a permission problem as itself, not as "not audio"
 
-    exe = find_ffmpeg()
-    decoded = await _decode(exe, path, head, limits)
+    decoded = await _decode_fast(path, head, limits) if FAST_DECODE else None
+    exe: str | None = None
+    if decoded is None:
+        exe = find_ffmpeg()
+        decoded = await _decode(exe, path, head, limits)
     try:
-        if decoded.silently_short:
+        if decoded.silently_short and exe is not None:
             # An old system ffmpeg can skip what it cannot decode without a word (5.1 outputs nothing for
             # 32-bit FLAC): ask the newer bundled one before calling the file damaged.
             with contextlib.suppress(RuntimeError):
@@ -178,22 +210,22 @@ async def prepare_audio(
             source_seconds=decoded.log.duration,
             capped=decoded.capped,
         )
-        pcm = decoded.pcm.read_ranges(plan.byte_ranges)
+        # The prompt's bytes with room for the WAV header before them: levelled and headed in place, no copy.
+        wav = decoded.pcm.read_ranges(plan.byte_ranges, room=WAV_HEADER)
     finally:
         decoded.pcm.close()
     report = plan.report
     if denoise is None:
         denoise = denoise_default(report)
     if denoise:
-        pcm = await _denoise(exe, pcm, plan, limits)
-    wav, gain = level(pcm, plan.speech)
-    del pcm
+        wav = await _denoise(exe or find_ffmpeg(), wav, plan, limits)
+    gain = level_in_place(wav, plan.speech)
     report = dataclasses.replace(
         report, gain_db=round(gain, 1), denoised=denoise, denoise_suggested=report.noisy and not denoise
     )
     return PreparedAudio(
         wav=wav,
-        duration=(len(wav) - 44) / BYTES_PER_SECOND,
+        duration=(len(wav) - WAV_HEADER) / BYTES_PER_SECOND,
         source_duration=decoded.log.duration,
         trimmed=report.speech_dropped,
         gain_db=round(gain, 2),
@@ -208,8 +240,10 @@ def denoise_default(report: AudioReport) -> bool:
     return report.snr_db is not None and report.snr_db < DENOISE_BELOW_SNR_DB
 
 
-async def _denoise(exe: str, pcm: bytearray, plan: PromptPlan, limits: AudioLimits) -> bytearray:
-    """ffmpeg's FFT denoiser over the chosen PCM (not the whole recording), noise floor from the analysis."""
+async def _denoise(exe: str, wav: bytearray, plan: PromptPlan, limits: AudioLimits) -> bytearray:
+    """ffmpeg's FFT denoiser over the chosen PCM (not the whole recording), noise floor from the analysis. `wav`
+    and the result: the PCM after WAV_HEADER bytes of room."""
+    pcm = memoryview(wav)[WAV_HEADER:]
     floor = min(max(round(plan.noise_db), -80), -20)  # afftdn takes -80..-20 dB
     args = [
         *("-nostdin", "-hide_banner", "-nostats", "-loglevel", "error"),
@@ -230,15 +264,16 @@ async def _denoise(exe: str, pcm: bytearray, plan: PromptPlan, limits: AudioLimi
             process.kill()
             await process.wait()
     if process.returncode or not out:
-        return pcm  # denoising is a nicety: the undenoised prompt is still good
+        return wav  # denoising is a nicety: the undenoised prompt is still good
     # afftdn delays its output (400 samples in ffmpeg 5.1 and 7): find the delay and take it back out.
     lag = _lag(pcm, out)
-    cleaned = bytearray(out[lag * SAMPLE_WIDTH : lag * SAMPLE_WIDTH + len(pcm)])
-    cleaned += bytes(len(pcm) - len(cleaned))  # the last `lag` samples: part of the closing pause
+    cleaned = bytearray(WAV_HEADER + len(pcm))
+    kept = out[lag * SAMPLE_WIDTH : lag * SAMPLE_WIDTH + len(pcm)]
+    cleaned[WAV_HEADER : WAV_HEADER + len(kept)] = kept  # the last `lag` samples stay 0: part of the closing pause
     return cleaned
 
 
-def _lag(original: bytearray, delayed: bytes, limit: int = 4096) -> int:
+def _lag(original: bytes | bytearray | memoryview, delayed: bytes, limit: int = 4096) -> int:
     """Samples by which `delayed` lags `original` (0..limit), by cross-correlating their first 4 s."""
     import numpy as np
 
@@ -378,6 +413,40 @@ class _Decoded:
             )
 
 
+async def _decode_fast(path: str, head: bytes, limits: AudioLimits) -> _Decoded | None:
+    """The PCM of `path` through FFmpeg's libraries in this process (bot.voice.libav, on a worker thread), with the
+    command line's guards; None when they do not vouch for the file (or PyAV is missing): ask the command line."""
+    pcm = _Pcm(math.ceil((limits.max_seconds + 2 * DECODE_MARGIN) * BYTES_PER_SECOND))
+    mov = dict(zip(_MOV_SAFETY[0::2], _MOV_SAFETY[1::2], strict=True)) if head[4:8] in _MOV_ATOMS else {}
+    try:
+        found = await asyncio.to_thread(
+            libav.decode,
+            path,
+            demuxers=_DEMUXERS,
+            mov_options={name.lstrip("-"): value for name, value in mov.items()},
+            max_samples=round((limits.max_decode_seconds + DECODE_MARGIN) * SAMPLE_RATE),
+            write=pcm.write,
+            deadline=time.monotonic() + limits.timeout,
+        )
+    except TimeoutError:
+        pcm.close()
+        raise DamagedAudioError(f"the decoder did not finish within {limits.timeout:g} s") from None
+    except BaseException:
+        pcm.close()
+        raise
+    if found is None:
+        pcm.close()
+        return None
+    pcm.finish()
+    log = _Log(opened=True, duration=found.duration, duration_estimated=found.duration_estimated)
+    log.streams = found.streams
+    decoded = _Decoded(pcm, log, limits.max_decode_seconds, errors_seen=0, crashed=None)
+    if decoded.shortfall:
+        pcm.close()  # less audio than the container promised: the command line says whether it is damaged
+        return None
+    return decoded
+
+
 async def _decode(exe: str, path: str, head: bytes, limits: AudioLimits) -> _Decoded:
     """Run ffmpeg on `path` and collect at most max_seconds + margin of 16 kHz mono s16 PCM."""
     args = [
@@ -440,6 +509,8 @@ class _Pcm:
     temporary file beyond (an hour-long upload must not cost more memory than a three-minute one)."""
 
     def __init__(self, memory_limit: int):
+        from bot.voice.frames import FrameAnalyzer  # see prepare_in_place
+
         self.analyzer = FrameAnalyzer()
         self._file = tempfile.SpooledTemporaryFile(max_size=memory_limit)  # noqa: SIM115 (closed by close())
         self.size = 0
@@ -455,11 +526,11 @@ class _Pcm:
             self.size -= 1
             self._file.truncate(self.size)
 
-    def read_ranges(self, ranges: list[tuple[int, int]]) -> bytearray:
-        """The bytes of each [start, end) range, joined."""
+    def read_ranges(self, ranges: list[tuple[int, int]], room: int = 0) -> bytearray:
+        """The bytes of each [start, end) range, joined, after `room` zero bytes."""
         ranges = [(start, min(end, self.size)) for start, end in ranges if start < self.size]
-        out = bytearray(sum(end - start for start, end in ranges))
-        view, at = memoryview(out), 0
+        out = bytearray(room + sum(end - start for start, end in ranges))
+        view, at = memoryview(out), room
         for start, end in ranges:
             self._file.seek(start)
             read = self._file.readinto(view[at : at + end - start])  # type: ignore[attr-defined]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import mmap
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -14,7 +16,8 @@ from bot import metrics
 from bot.errors import ApiError, PromptTextError
 from bot.tencent.voiceclone import MAX_PROMPT_TEXT, VoiceCloneClient, validate_voice_name
 from bot.voice.analysis import AudioReport
-from bot.voice.audio import AudioLimits, prepare_audio
+from bot.voice.audio import AudioLimits
+from bot.voice.preparers import Preparers, shared
 from bot.voice.transcript import TranscriptUse
 
 StageCallback = Callable[[str], Awaitable[None]]
@@ -86,7 +89,9 @@ def check_request(request: CloneRequest) -> None:
 class Prompt:
     """A recording made into what VoiceClone takes, plus what the user is told about it; not yet sent."""
 
-    wav: bytes
+    # An anonymous mapping as the decoder process sent it (bot.voice.preparers: no copy, its pages returned when
+    # dropped); bytes when loaded from disk or made in-process. Both are read as buffers (hashlib, base64, files).
+    wav: bytes | mmap.mmap
     seconds: float
     source_seconds: float | None
     trimmed: bool
@@ -99,7 +104,9 @@ class Prompt:
 
     def meta(self) -> dict[str, Any]:
         """Everything but the audio, JSON-ready (stored while the prompt waits for consent)."""
-        return {k: v for k, v in asdict(self).items() if k != "wav"}
+        # Not asdict(self) and then drop the audio: asdict deep-copies every field, the audio included (megabytes,
+        # and a mapping from the decoder processes cannot be copied at all).
+        return {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "wav"}
 
     @classmethod
     def from_meta(cls, meta: dict[str, Any], wav: bytes) -> Prompt:
@@ -120,15 +127,17 @@ async def prepare_prompt(
     limits: AudioLimits | None = None,
     ffmpeg_slots: asyncio.Semaphore | None = None,
     on_stage: StageCallback | None = None,
+    preparers: Preparers | None = None,
 ) -> Prompt:
-    """Convert and analyse the recording (no API call); raise an AudioError when it cannot be used."""
+    """Convert and analyse the recording (no API call) in one of the decoder processes (bot.voice.preparers; the
+    process's shared ones unless `preparers` says which); raise an AudioError when it cannot be used."""
     check_request(request)
     if on_stage:
         await on_stage("converting")
     async with AsyncExitStack() as stack:
         if ffmpeg_slots is not None:
             await stack.enter_async_context(ffmpeg_slots)
-        prepared = await prepare_audio(path, limits or AudioLimits(), denoise=request.denoise)
+        prepared = await (preparers or shared()).prepare(path, limits or AudioLimits(), denoise=request.denoise)
     return Prompt(
         wav=prepared.wav,
         seconds=round(prepared.duration, 2),
