@@ -59,11 +59,12 @@ async def handle_speak_shortcut(
     if len(text) > MAX_LONG_TEXT:
         await _tell(services, body, too_long(len(text)))
         return
-    refusal = await services.quotas.say_refusal(team, user)
-    if refusal is not None:
-        await _tell(services, body, refusal.text)
-        return
     if len(mine) > 1:
+        # Told now rather than after picking a voice (the submission is checked again as it is stored).
+        refusal = await services.quotas.say_refusal(team, user)
+        if refusal is not None:
+            await _tell(services, body, refusal.text)
+            return
         try:
             await client.views_open(trigger_id=body["trigger_id"], view=build_voice_picker(mine, channel, thread_ts,
                                                                                            text))

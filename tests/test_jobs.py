@@ -87,3 +87,22 @@ def test_a_database_that_cannot_be_opened_is_one_line(tmp_path):
         open_database(f"sqlite:///{blocker / 'jobs.db'}")
     message = str(caught.value)
     assert str(blocker / "jobs.db") in message and "DATABASE_URL" in message and "\n" not in message
+
+
+async def test_claims_are_fair_between_workspaces_and_users(tmp_path):
+    store = JobStore(tmp_path / "jobs.db")
+
+    def job(key: str, team: str, user: str) -> NewJob:
+        return NewJob(dedupe_key=key, kind="say", file={}, options={}, channel="C1", user_id=user, team_id=team)
+
+    # Alice (T1) has five waiting before anyone else asks; then Carol (T1) and Dan (T2) one each.
+    await store.add([job(f"alice{n}", "T1", "U0ALICE") for n in range(5)])
+    await store.add([job("carol", "T1", "U0CAROL"), job("dan", "T2", "U0DAN")])
+    claimed = []
+    for _ in range(4):  # four workers claim in turn; nothing finishes meanwhile
+        found = await store.claim_next("w", 60)
+        assert found is not None
+        claimed.append(found.dedupe_key)
+    # Alice's oldest first; then T2 (no job running) before T1; then Carol (none running) before Alice's second.
+    assert claimed == ["alice0", "dan", "carol", "alice1"]
+    store.close()

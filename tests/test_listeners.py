@@ -53,15 +53,6 @@ class OpenQuotas:
     def admission(self, *args: Any) -> None:
         return None
 
-    async def clone_refusal(self, *args: Any) -> None:
-        return None
-
-    async def jobs_refusal(self, *args: Any) -> None:
-        return None
-
-    async def say_refusal(self, *args: Any) -> None:
-        return None
-
 
 def context_with(**services: Any) -> AsyncBoltContext:
     """A Bolt context holding Services of fakes (what a listener does not use is None)."""

@@ -48,7 +48,7 @@ class Quotas:
 
     `admission(...)` is what the acknowledgement path stores requests with (JobQueue.add(admit=...)): the counts are
     read and the jobs written in one transaction, one trip to the database thread, so a burst is neither let past a
-    limit nor queued behind a lock. The `*_refusal` coroutines ask the same question without storing anything."""
+    limit nor queued behind a lock. `say_refusal` and `voices_refusal` ask without storing anything."""
 
     CLONE, JOBS, SAY = "clone", "jobs", "say"
 
@@ -84,20 +84,10 @@ class Quotas:
             refusal = self._voices(conn, team_id, user_id)
         return refusal
 
-    async def _ask(self, kind: str, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
-        return _counted(await self.jobs.db.run(lambda conn: self.check(conn, kind, team_id, user_id, adding)))
-
-    async def jobs_refusal(self, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
-        """Would `adding` more jobs (clones or speech) pass MAX_JOBS_PER_USER and MAX_JOBS_PER_WORKSPACE?"""
-        return await self._ask(self.JOBS, team_id, user_id, adding)
-
-    async def clone_refusal(self, team_id: str | None, user_id: str | None, adding: int = 1) -> Refusal | None:
-        """Would new clones of `user_id`'s own recordings pass the jobs limits and the voices held?"""
-        return await self._ask(self.CLONE, team_id, user_id, adding)
-
     async def say_refusal(self, team_id: str | None, user_id: str | None) -> Refusal | None:
-        """Would one more speech request pass the per-minute limits and the jobs limits?"""
-        return await self._ask(self.SAY, team_id, user_id)
+        """Would one more speech request pass the per-minute limits and the jobs limits? (Before a form opens:
+        what the form then submits is checked again as it is stored.)"""
+        return _counted(await self.jobs.db.run(lambda conn: self.check(conn, self.SAY, team_id, user_id)))
 
     async def voices_refusal(self, team_id: str | None, speaker: str | None) -> Refusal | None:
         """Refuse a new voice for `speaker` (checked again just before VoiceClone is called)."""
