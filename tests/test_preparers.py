@@ -228,3 +228,19 @@ def test_a_child_that_grew_asks_to_be_replaced(media: MediaCache, monkeypatch: p
     header, _, rest = out.getvalue().partition(b"\n")
     answer = json.loads(header)
     assert answer["recycle"] is True and len(rest) == answer["wav"]  # one answer, not two
+
+
+def test_a_prompt_held_for_ever_does_not_stall_the_next_one(monkeypatch, caplog):
+    # A prompt kept alive elsewhere (here: 8 MiB counted and never released) must not block every later prepare.
+    from bot.voice import preparers
+
+    monkeypatch.setattr(preparers, "BUDGET_WAIT", 0.2)
+    pool = preparers.Preparers(1, budget=8 * 1024 * 1024)
+    try:
+        pool.held = 8 * 1024 * 1024
+        pool._reserve(preparers._Job(), 6 * 1024 * 1024)
+        assert pool.held == 14 * 1024 * 1024
+        assert any("prompt budget of 8388608 bytes exceeded" in r.getMessage() for r in caplog.records)
+    finally:
+        pool.held = 0
+        pool.close()

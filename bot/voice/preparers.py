@@ -28,7 +28,9 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import gc
 import json
+import logging
 import mmap
 import os
 import select
@@ -50,7 +52,11 @@ IDLE_SECONDS = 300.0  # an idle child exits after this long (the next file start
 # The prompts handed to the bot and not yet dropped (a job holds its prompt until its clone is answered) may take up
 # this many bytes together: two 180 s prompts (5.76 MB each) or ~23 voice memos. Past it the next WAV waits in its
 # child (and that child's next file with it) until a prompt is dropped; one prompt alone always passes.
+log = logging.getLogger(__name__)
+
 PROMPT_BUDGET = 8 * 1024 * 1024
+# How long a prompt waits for the budget before it goes over it (see Preparers._reserve).
+BUDGET_WAIT = 10.0
 RECYCLE_RSS = 200 * 1024 * 1024  # a child above this RSS after a job is replaced by a fresh one
 # Children run this much nicer than the bot: decoding yields the cores to the bot's own work (acknowledging Slack
 # within its 3 s, the outbox) when both want them, and takes them all when the bot is idle. Their start-up (~0.3 s
@@ -301,10 +307,24 @@ class Preparers:
     def _reserve(self, job: _Job, size: int) -> None:
         """Count `size` bytes of prompt against the budget, waiting while it is spent (not while nothing is held)."""
         with self._lock:
+            # The budget is a soft bound: a prompt kept alive only by a reference cycle is freed by a collection,
+            # and past BUDGET_WAIT the prompt goes over budget rather than wait for ever on a reference that may
+            # never be dropped (a test suite's prompts, a caller holding one across a long wait).
+            deadline, collected = time.monotonic() + BUDGET_WAIT, False
             while self.held and self.held + size > self.budget:
                 if job.cancelled or self._closed:
                     raise _Died()
-                self._lock.wait()
+                left = deadline - time.monotonic()
+                if left > 0:
+                    self._lock.wait(min(left, 1.0))
+                    continue
+                if not collected:
+                    collected = True
+                    gc.collect()  # finalizers release under this (re-entrant) lock
+                    continue
+                log.warning("prompt budget of %d bytes exceeded (%d held) after %.0f s; going over it",
+                            self.budget, self.held, BUDGET_WAIT)
+                break
             self.held += size
             self.held_peak = max(self.held_peak, self.held)
 
