@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from bot.errors import InvalidVoiceNameError, OptionError, PromptTextError
 from bot.slack.files import looks_like_media
 from bot.slack.replies import Replies
+from bot.store.connection import Connection
 from bot.store.jobs import Admission, NewJob
 from bot.tencent.voiceclone import MAX_PROMPT_TEXT, validate_voice_name
 from bot.voice.options import CloneOptions, parse_options
@@ -21,7 +23,10 @@ _FILE_LINK = re.compile(r"<?(https?://[^\s>|]+)(?:\|[^>]*)?>?")
 class Queue(Protocol):
     """Where jobs wait for the workers (bot.work.pool.JobQueue)."""
 
-    async def add(self, jobs: list[NewJob], *, wake: bool = True, admit: Admission | None = None) -> list[int]: ...
+    async def add(
+        self, jobs: list[NewJob], *, wake: bool = True, admit: Admission | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> list[int]: ...
 
     def wake(self) -> None: ...
 
@@ -39,14 +44,17 @@ class Intake:
     ) -> list[int]:
         """Store jobs (deduplicated), show the user an hourglass through the outbox, and wake the workers. With
         `admit` (a fair-use check), only if it admits them: else bot.store.jobs.Refused, and nothing is stored."""
-        ids = await self.queue.add(jobs, wake=False, admit=admit)
+        first = jobs[0] if jobs else None
+        hourglass = None
+        if react and first is not None and first.channel and first.share_ts:
+            # In the job's own transaction, so before any worker may see the job: one that fails at once must not have
+            # its final reaction overwritten by this hourglass. (One commit, not two, for each share of a burst.)
+            hourglass = self.replies.working_write(first.channel, first.share_ts, first.team_id, user=first.user_id)
+        ids = await self.queue.add(jobs, wake=False, admit=admit, also=hourglass)
         if not ids:
             return ids
-        first = jobs[0]
-        if react and first.channel and first.share_ts:
-            # Written before any worker may see the job: one that fails at once must not have its final reaction
-            # overwritten by this hourglass.
-            await self.replies.working(first.channel, first.share_ts, first.team_id, user=first.user_id)
+        if hourglass is not None:
+            self.replies.committed()
         self.queue.wake()
         return ids
 

@@ -6,8 +6,10 @@ writing the same thing twice (a retried job, a restart) changes nothing in Slack
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from bot.store.connection import Connection
 from bot.store.jobs import DONE, FAILED, UNFINISHED, Job, JobStore
 from bot.store.outbox import Outbox
 from bot.ui.consent_blocks import build_consent_confirmed, build_consent_request
@@ -52,12 +54,19 @@ class Replies:
         """The key of the reactions on a shared message."""
         return f"share:{channel}:{share_ts}:reactions"
 
-    async def working(self, channel: str, share_ts: str, team_id: str | None, user: str | None = None) -> None:
-        """Show at once that a share was taken (an hourglass on `user`'s message)."""
-        await self.outbox.put_reactions(
+    def working_write(
+        self, channel: str, share_ts: str, team_id: str | None, user: str | None = None
+    ) -> Callable[[Connection], None]:
+        """Show that a share was taken (an hourglass on `user`'s message): a write for the transaction that stores
+        the share's job (JobStore.add's `also`); call committed() once it has committed."""
+        return self.outbox.reactions_write(
             self.reactions_key(channel, share_ts), channel=channel, ts=share_ts, names=[WORKING], team_id=team_id,
             user=user,
         )
+
+    def committed(self) -> None:
+        """What working_write wrote was committed: the sender looks at once."""
+        self.outbox.committed()
 
     async def stage(self, job: Job, stage: str) -> None:
         """Show the job's current stage."""

@@ -49,6 +49,11 @@ class Connection(ABC):
     def notify(self, channel: str) -> None:
         """Tell other processes `channel` has news once this commits (one process: nothing to tell)."""
 
+    @abstractmethod
+    def hold_lock(self, key: int) -> None:
+        """In a transaction: hold lock `key` until it ends, so that transactions on other connections (and replicas)
+        taking the same key go one at a time. Asking again in the same transaction costs nothing."""
+
 
 class Listener(Protocol):
     """Calls back on the event loop when another process notifies a channel (bot.store.wakeup)."""

@@ -79,6 +79,9 @@ class SqliteConnection(Connection):
     def notify(self, channel: str) -> None:
         pass  # one process: its own wake-ups are direct calls (Outbox.on_change, the job queue's)
 
+    def hold_lock(self, key: int) -> None:
+        pass  # BEGIN IMMEDIATE already lets one writer in at a time, whatever the key
+
 
 class SqliteDatabase(Database):
     """A SQLite file (or ':memory:') on one connection used only from its own thread."""

@@ -46,6 +46,21 @@ class Refused(Exception):
         self.refusal = refusal
 
 
+@dataclass(frozen=True)
+class AdmissionCounts:
+    """What JobStore.admission_counts read: (the user's, the workspace's) jobs queued or running, speech jobs asked
+    for in the window (with the oldest of each) and voices kept; 0 for what was not asked for."""
+
+    jobs_mine: int = 0
+    jobs_team: int = 0
+    says_mine: int = 0
+    says_mine_oldest: float | None = None
+    says_team: int = 0
+    says_team_oldest: float | None = None
+    voices_mine: int = 0
+    voices_team: int = 0
+
+
 @dataclass
 class NewJob:
     """A request to store: one file to clone, and where to answer."""
@@ -121,9 +136,13 @@ class JobStore:
         running job may be another one's: its lease decides. Returns how many were given back."""
         return 0 if self.db.shared else await self.release()
 
-    async def add(self, jobs: Iterable[NewJob], admit: Admission | None = None) -> list[int]:
+    async def add(
+        self, jobs: Iterable[NewJob], admit: Admission | None = None, also: Callable[[Connection], None] | None = None
+    ) -> list[int]:
         """Store new jobs in one transaction; return the ids of those not seen before (dedupe on key). With `admit`,
-        only if it says None in that same transaction; else raise Refused with what it said."""
+        only if it says None in that same transaction; else raise Refused with what it said. `also`: another write
+        for the same transaction when a job is new (a share's hourglass: one commit for both, and it is there before
+        any worker can see the job)."""
         now = time.time()
         rows = [
             {
@@ -149,6 +168,8 @@ class JobStore:
                     if row is not None:
                         ids.append(row["id"])
                 if ids:
+                    if also is not None:
+                        also(conn)
                     conn.notify(JOBS_CHANNEL)
             return ids
 
@@ -160,21 +181,28 @@ class JobStore:
     def hold_admission(self, conn: Connection) -> None:
         """In a transaction that checks a fair-use limit and then stores: hold the admission lock until it ends, so
         that checks on other connections (and replicas) count what this one stores."""
-        conn.run(self.sql.admission_lock, {"key": _ADMISSION_KEY})
+        conn.hold_lock(_ADMISSION_KEY)
 
-    def active_in(self, conn: Connection, team_id: str | None, user_id: str | None) -> tuple[int, int]:
-        """Jobs queued or running: (the user's, the workspace's); on the database thread, in a caller's transaction."""
-        row = conn.one(self.sql.active, {**_STATUSES, "team": team_id, "user": user_id})
-        return (row["mine"], row["n"]) if row else (0, 0)
-
-    def says_in(
-        self, conn: Connection, team_id: str | None, user_id: str | None, since: float
-    ) -> tuple[int, float | None, int, float | None]:
-        """Speech jobs asked for since `since`: (the user's, the oldest of them, the workspace's, the oldest)."""
-        row = conn.one(self.sql.says_since, {"say": SAY, "team": team_id, "user": user_id, "since": since})
+    def admission_counts(
+        self, conn: Connection, team_id: str | None, user_id: str | None, *, says_since: float | None = None,
+        voices: bool = False,
+    ) -> AdmissionCounts:
+        """What the fair-use limits count, in one statement (on the database thread, in a caller's transaction): the
+        user's and the workspace's jobs queued or running; with `says_since`, their speech jobs asked for since then;
+        with `voices`, the voices the user and the workspace keep."""
+        row = conn.one(
+            self.sql.admission,
+            {
+                **_STATUSES, "say": SAY, "team": team_id, "user": user_id, "says": says_since is not None,
+                "since": says_since or 0.0, "voices": voices, "voice_team": team_id or "",
+            },
+        )
         if row is None:
-            return 0, None, 0, None
-        return row["mine"], row["mine_oldest"], row["n"], row["oldest"]
+            return AdmissionCounts()
+        return AdmissionCounts(
+            row["jobs_mine"], row["jobs_n"], row["says_mine"], row["says_mine_oldest"], row["says_n"],
+            row["says_oldest"], row["voices_mine"], row["voices_n"],
+        )
 
     async def get(self, job_id: int) -> Job | None:
         """One job by id."""

@@ -165,10 +165,10 @@ class Outbox:
         """Store the newest content of message `key` (posted the first time, edited after); `once`: never edit;
         `after_key`: post only once that record has been delivered; `user`: whom it serves (its lane)."""
         payload = json.dumps({"text": text, "blocks": blocks})
-        await self._upsert(
+        await self._store(self._write(
             key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once, after_key,
             user,
-        )
+        ))
 
     async def put_ephemeral(
         self, key: str, *, channel: str, user: str, text: str, thread_ts: str | None = None,
@@ -176,9 +176,9 @@ class Outbox:
     ) -> None:
         """A message only `user` sees (chat.postEphemeral), sent once per key; it serves `user` (its lane)."""
         payload = json.dumps({"text": text, "user": user})
-        await self._upsert(
+        await self._store(self._write(
             key, EPHEMERAL, channel, payload, thread_ts, None, None, team_id, job_id, {"user": user}, True, None, user
-        )
+        ))
 
     async def put_upload(
         self, key: str, *, channel: str, path: str | os.PathLike[str], filename: str, title: str = "",
@@ -195,9 +195,9 @@ class Outbox:
         if step:
             body["step"] = step
         payload = json.dumps(body)
-        await self._upsert(
+        await self._store(self._write(
             key, UPLOAD, channel, payload, thread_ts, thread_key, None, team_id, job_id, None, True, after_key, user
-        )
+        ))
 
     async def put_reactions(
         self, key: str, *, channel: str, ts: str, names: Iterable[str], team_id: str | None = None,
@@ -208,10 +208,23 @@ class Outbox:
         `after_key`: send only once that record has been delivered (the answer before the check mark); `user`: whom
         it serves (its lane).
         """
+        await self._store(self.reactions_write(
+            key, channel=channel, ts=ts, names=names, team_id=team_id, job_id=job_id, after_key=after_key, user=user
+        ))
+
+    def reactions_write(
+        self, key: str, *, channel: str, ts: str, names: Iterable[str], team_id: str | None = None,
+        job_id: int | None = None, after_key: str | None = None, user: str | None = None,
+    ) -> Callable[[Connection], None]:
+        """put_reactions as a write for another store's transaction (JobStore.add's `also`: a share's hourglass is
+        stored with its job, one commit for both); call `committed()` once that transaction has committed."""
         payload = json.dumps({"names": sorted(set(names))})
-        await self._upsert(
-            key, REACTIONS, channel, payload, None, None, ts, team_id, job_id, None, False, after_key, user
-        )
+        return self._write(key, REACTIONS, channel, payload, None, None, ts, team_id, job_id, None, False, after_key,
+                           user)
+
+    def committed(self) -> None:
+        """Writes made by reactions_write were committed: the sender looks at once."""
+        self._changed()
 
     async def put_step_end(self, end: StepEnd) -> bool:
         """Store how a workflow step ends, unless its end is stored already; True when this one was stored."""
@@ -231,10 +244,10 @@ class Outbox:
     async def fail_step_end(self, record: Record, error: str) -> None:
         """Slack refused a step's success for good: the same record (the step's one end) now says why it failed."""
         body = json.dumps({"execution_id": record.payload["execution_id"], "error": error})
-        await self._upsert(
+        await self._store(self._write(
             record.key, COMPLETION, record.channel, body, None, None, None, record.team_id, record.job_id, None, False,
             None, record.user_id,
-        )
+        ))
 
     async def step_ended(self, execution_id: str) -> bool:
         """Whether the step's end (success or failure) is stored already."""
@@ -257,7 +270,11 @@ class Outbox:
         }
         return conn.run(self.sql.insert_once, params) > 0
 
-    async def _upsert(
+    async def _store(self, write: Callable[[Connection], None]) -> None:
+        await self.db.run_batched(write)
+        self._changed()
+
+    def _write(
         self,
         key: str,
         kind: str,
@@ -272,7 +289,7 @@ class Outbox:
         once: bool,
         after_key: str | None = None,
         user: str | None = None,
-    ) -> None:
+    ) -> Callable[[Connection], None]:
         # `user` is set when the record is first stored; a newer version keeps its lane (and so its place).
         params = {
             "key": key, "kind": kind, "job_id": job_id, "team_id": team_id, "channel": channel,
@@ -287,8 +304,7 @@ class Outbox:
             conn.run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds})
             conn.notify(OUTBOX_CHANNEL)
 
-        await self.db.run_batched(write)
-        self._changed()
+        return write
 
     # -- the sender's side ----------------------------------------------------------------------------
 

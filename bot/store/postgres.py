@@ -44,6 +44,9 @@ class PgConnection(Connection):
         self.raw = raw
         # Inside a batch: the channels to NOTIFY once at its end, not once per write.
         self._deferred: set[str] | None = None
+        # The advisory locks this connection's open transaction holds: in a batch, its first write takes one and the
+        # others save a round trip each (a transaction-level lock ends with the transaction).
+        self._locks: set[int] = set()
 
     def one(self, query: Query[R], params: Params = NO_PARAMS) -> R | None:
         # The statement's declared row type: the dict psycopg made has exactly its columns.
@@ -67,6 +70,7 @@ class PgConnection(Connection):
         self.raw.execute(pg_sql.BEGIN)
         try:
             yield
+            self._locks.clear()
             self.raw.execute(pg_sql.COMMIT)
         except BaseException:
             self.rollback()
@@ -74,6 +78,7 @@ class PgConnection(Connection):
 
     def rollback(self) -> None:
         """End a failed transaction (nothing to do when the connection broke: the server ended it)."""
+        self._locks.clear()
         if self.in_transaction and not self.raw.closed:
             self.raw.execute(pg_sql.ROLLBACK)
 
@@ -82,6 +87,13 @@ class PgConnection(Connection):
             self._deferred.add(channel)
         else:
             self.run(pg_sql.NOTIFY, {"channel": channel})
+
+    def hold_lock(self, key: int) -> None:
+        if key in self._locks:
+            return
+        self.run(pg_sql.TRANSACTION_LOCK, {"key": key})
+        if self.in_transaction:  # outside one, the lock ended with its statement
+            self._locks.add(key)
 
     def run_batch(self, batch: list[Callable[[Connection], Any]]) -> list[Outcome]:
         """Every write of `batch` in one transaction; if any fails, each again on its own so only it fails."""

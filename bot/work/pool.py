@@ -15,9 +15,11 @@ import os
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bot.settings import Settings
+from bot.store.connection import Connection
 from bot.store.jobs import QUEUED, Admission, Job, JobStore, NewJob
 from bot.wake import Wakeup
 
@@ -36,13 +38,17 @@ class JobQueue:
         self.store = store
         self.wakeup = wakeup
 
-    async def add(self, jobs: list[NewJob], *, wake: bool = True, admit: Admission | None = None) -> list[int]:
+    async def add(
+        self, jobs: list[NewJob], *, wake: bool = True, admit: Admission | None = None,
+        also: Callable[[Connection], None] | None = None,
+    ) -> list[int]:
         """Store jobs (deduplicated on their key); return the ids of the new ones. `wake=False` leaves the ring to
         the caller, for a caller that must write something else before any worker may see the jobs. `admit`: only
-        if it says so in the same transaction (bot.work.quotas), else bot.store.jobs.Refused."""
+        if it says so in the same transaction (bot.work.quotas), else bot.store.jobs.Refused; `also`: another write
+        for that transaction when a job is new (JobStore.add)."""
         if not jobs:
             return []
-        ids = await self.store.add(jobs, admit)
+        ids = await self.store.add(jobs, admit, also)
         if ids and wake:
             self.wake()
         return ids

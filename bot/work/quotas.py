@@ -17,7 +17,7 @@ from bot import metrics
 from bot.settings import Settings
 from bot.store.audit import Audit
 from bot.store.connection import Connection
-from bot.store.jobs import Admission, JobStore
+from bot.store.jobs import Admission, AdmissionCounts, JobStore
 from bot.store.library import VoiceLibrary
 
 log = logging.getLogger(__name__)
@@ -71,17 +71,20 @@ class Quotas:
         """Which limit, if any, refuses `adding` more requests of `kind` (on the database thread, in the transaction
         that stores them when there is one)."""
         s = self.settings
-        if any((s.max_jobs_per_user, s.max_jobs_per_workspace, s.says_per_minute_per_user,
-                s.says_per_minute_per_workspace, s.max_voices_per_user, s.max_voices_per_workspace,
-                s.account_voice_cap)):
-            self.jobs.hold_admission(conn)
-        if kind == self.SAY:
-            refusal = self._says(conn, team_id, user_id)
-            if refusal is not None:
-                return refusal
-        refusal = self._jobs(conn, team_id, user_id, adding)
+        says = kind == self.SAY and bool(s.says_per_minute_per_user or s.says_per_minute_per_workspace)
+        voices = kind == self.CLONE and bool(s.max_voices_per_user or s.max_voices_per_workspace)
+        if not (s.max_jobs_per_user or s.max_jobs_per_workspace or says or voices or s.account_voice_cap):
+            return None
+        self.jobs.hold_admission(conn)
+        now = time.time()
+        # One statement for every count: each acknowledgement of a burst pays for it.
+        since = now - 60 if says else None
+        counts = self.jobs.admission_counts(conn, team_id, user_id, says_since=since, voices=voices)
+        refusal = self._says(counts, now) if says else None
+        if refusal is None:
+            refusal = self._jobs(counts, user_id, adding)
         if refusal is None and kind == self.CLONE:
-            refusal = self._voices(conn, team_id, user_id)
+            refusal = self._voices(conn, counts if voices else None, user_id)
         return refusal
 
     async def say_refusal(self, team_id: str | None, user_id: str | None) -> Refusal | None:
@@ -91,13 +94,22 @@ class Quotas:
 
     async def voices_refusal(self, team_id: str | None, speaker: str | None) -> Refusal | None:
         """Refuse a new voice for `speaker` (checked again just before VoiceClone is called)."""
-        return _counted(await self.jobs.db.run(lambda conn: self._voices(conn, team_id, speaker)))
+
+        def check(conn: Connection) -> Refusal | None:
+            s = self.settings
+            counts = None
+            if s.max_voices_per_user or s.max_voices_per_workspace:
+                user, team = self.library.held_in(conn, team_id, speaker)
+                counts = AdmissionCounts(voices_mine=user, voices_team=team)
+            return self._voices(conn, counts, speaker)
+
+        return _counted(await self.jobs.db.run(check))
 
     # -- the limits, on the database thread --------------------------------------------------------------
 
-    def _jobs(self, conn: Connection, team_id: str | None, user_id: str | None, adding: int) -> Refusal | None:
+    def _jobs(self, counts: AdmissionCounts, user_id: str | None, adding: int) -> Refusal | None:
         s = self.settings
-        user, team = self.jobs.active_in(conn, team_id, user_id)
+        user, team = counts.jobs_mine, counts.jobs_team
         if s.max_jobs_per_user and user_id and user + adding > s.max_jobs_per_user:
             return Refusal(
                 "MAX_JOBS_PER_USER",
@@ -112,13 +124,11 @@ class Quotas:
             )
         return None
 
-    def _says(self, conn: Connection, team_id: str | None, user_id: str | None) -> Refusal | None:
+    def _says(self, counts: AdmissionCounts, now: float) -> Refusal | None:
         s = self.settings
-        if not (s.says_per_minute_per_user or s.says_per_minute_per_workspace):
-            return None
-        now = time.time()
-        user, user_oldest, team, team_oldest = self.jobs.says_in(conn, team_id, user_id, now - 60)
-        if s.says_per_minute_per_user and user_id and user >= s.says_per_minute_per_user:
+        user, user_oldest = counts.says_mine, counts.says_mine_oldest
+        team, team_oldest = counts.says_team, counts.says_team_oldest
+        if s.says_per_minute_per_user and user >= s.says_per_minute_per_user:
             wait = _frees_in(user_oldest, now)
             return Refusal(
                 "SAYS_PER_MINUTE_PER_USER",
@@ -136,10 +146,11 @@ class Quotas:
             )
         return None
 
-    def _voices(self, conn: Connection, team_id: str | None, speaker: str | None) -> Refusal | None:
+    def _voices(self, conn: Connection, counts: AdmissionCounts | None, speaker: str | None) -> Refusal | None:
+        """`counts`: the voices kept, read when a voices limit is on (None: none is)."""
         s = self.settings
-        if s.max_voices_per_user or s.max_voices_per_workspace:
-            user, team = self.library.held_in(conn, team_id, speaker)
+        if counts is not None:
+            user, team = counts.voices_mine, counts.voices_team
             if s.max_voices_per_user and speaker and user >= s.max_voices_per_user:
                 return Refusal(
                     "MAX_VOICES_PER_USER",

@@ -198,6 +198,17 @@ class QuotaRow(TypedDict):
     oldest: float | None
 
 
+class AdmissionRow(TypedDict):
+    jobs_mine: int
+    jobs_n: int
+    says_mine: int
+    says_mine_oldest: float | None
+    says_n: int
+    says_oldest: float | None
+    voices_mine: int
+    voices_n: int
+
+
 # -- the named statements, per store ---------------------------------------------------------------------
 
 # The columns JobStore.update may set; each dialect's `update` builds its SET list from these names only.
@@ -234,11 +245,10 @@ class JobsSQL:
     of_team: Query[IdRow]
     delete: Command
     delete_team: Command
-    # Fair use (bot.work.quotas): a user's and their workspace's jobs queued or running; their `say`s since a time.
-    active: Query[QuotaRow]
-    says_since: Query[QuotaRow]
-    # Taken by a transaction that checks a fair-use limit and then stores: such transactions go one at a time.
-    admission_lock: Command
+    # Fair use (bot.work.quotas), read in one statement because every acknowledgement reads it: a user's and their
+    # workspace's jobs queued or running; with `says`, their `say`s since a time; with `voices`, the voices they keep
+    # (the library's table). Counts not asked for are 0.
+    admission: Query[AdmissionRow]
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ ROLLBACK = "ROLLBACK"
 PING = Command("SELECT 1")
 # Delivered to every LISTENing session when the transaction it was sent in commits (at once outside one).
 NOTIFY = Command("SELECT pg_notify(%(channel)s, '')")
+# Held until the transaction ends (PgConnection.hold_lock).
+TRANSACTION_LOCK = Command("SELECT pg_advisory_xact_lock(%(key)s)")
 # Two replicas starting at once would race on CREATE TABLE IF NOT EXISTS (a unique violation in the catalog): a
 # transaction-scoped lock per table serialises them.
 SCHEMA_LOCK = Command("SELECT pg_advisory_xact_lock(%(key)s)")
@@ -189,19 +191,18 @@ JOBS = JobsSQL(
     of_team=Query("SELECT id FROM jobs WHERE team_id = %(team)s"),
     delete=Command("DELETE FROM jobs WHERE id = %(id)s"),
     delete_team=Command("DELETE FROM jobs WHERE team_id = %(team)s"),
-    active=Query(
-        "SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
-        " NULL::float8 AS mine_oldest, COUNT(*)::int AS n, NULL::float8 AS oldest FROM jobs"
-        " WHERE status IN (%(queued)s, %(running)s) AND team_id IS NOT DISTINCT FROM %(team)s::text"
-    ),
-    # Held until the transaction ends: another connection's (or replica's) check waits, then counts what this one
-    # stored. One key for every workspace: a batch holding two keys could deadlock with another holding them reversed.
-    admission_lock=Command("SELECT pg_advisory_xact_lock(%(key)s)"),
-    says_since=Query(
-        "SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+    admission=Query(
+        "SELECT a.mine AS jobs_mine, a.n AS jobs_n, s.mine AS says_mine, s.mine_oldest AS says_mine_oldest,"
+        " s.n AS says_n, s.oldest AS says_oldest, v.mine AS voices_mine, v.n AS voices_n"
+        " FROM (SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " COUNT(*)::int AS n FROM jobs WHERE status IN (%(queued)s, %(running)s)"
+        " AND team_id IS NOT DISTINCT FROM %(team)s::text) a,"
+        " (SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
         " MIN(CASE WHEN user_id = %(user)s::text THEN created_at END) AS mine_oldest, COUNT(*)::int AS n,"
-        " MIN(created_at) AS oldest FROM jobs"
-        " WHERE kind = %(say)s AND team_id IS NOT DISTINCT FROM %(team)s::text AND created_at >= %(since)s"
+        " MIN(created_at) AS oldest FROM jobs WHERE %(says)s AND kind = %(say)s"
+        " AND team_id IS NOT DISTINCT FROM %(team)s::text AND created_at >= %(since)s) s,"
+        " (SELECT COALESCE(SUM(CASE WHEN owner = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " COUNT(*)::int AS n FROM voices WHERE %(voices)s AND team_id = %(voice_team)s) v"
     ),
 )
 
