@@ -168,10 +168,17 @@ class PostgresDatabase(Database):
         self._all: list[PgRaw] = []
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="postgres")
+        # Batches (run_batched) go one at a time through a thread and connection of their own: the next batch gathers
+        # while one is written. Concurrent batches on the pool's threads only queued on each other's locks (the
+        # admission lock), each paying for a connection opened in the middle of the burst.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-batch")
         self._batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+        # The event loop whose batch is being written (None: none is); the next batch waits for it.
+        self._writing: asyncio.AbstractEventLoop | None = None
         try:
-            # Fail fast (bad URL, server down) at start rather than at the first request.
+            # Fail fast (bad URL, server down) at start rather than at the first request; the batch connection too.
             self.call(lambda conn: conn.run(pg_sql.PING))
+            self._writer.submit(self._in_thread, lambda conn: conn.run(pg_sql.PING)).result()
         except psycopg.Error as exc:
             self.close()
             raise self._unavailable(exc) from exc
@@ -246,19 +253,24 @@ class PostgresDatabase(Database):
 
     async def run_batched(self, fn: Callable[[Connection], T]) -> T:
         """run(fn), sharing one transaction and one trip to the database thread with the other writes made in the
-        same turn of the event loop (group commit): in a burst of Slack requests each acknowledgement otherwise
-        paid for its own BEGIN/COMMIT and thread hand-off, and those, not PostgreSQL, were most of its time."""
+        same turn of the event loop, or while the batch before was being written (group commit): in a burst of Slack
+        requests each acknowledgement otherwise paid for its own BEGIN/COMMIT and thread hand-off, and those, not
+        PostgreSQL, were most of its time."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._batch.append((fn, future))
-        if len(self._batch) == 1:
+        writing = self._writing
+        if len(self._batch) == 1 and (writing is None or writing is not loop or writing.is_closed()):
             loop.call_soon(self._flush, loop)
         return await future
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         batch, self._batch = self._batch, []
+        if not batch:
+            return
+        self._writing = loop
         writes = [fn for fn, _ in batch]
-        done = loop.run_in_executor(self._executor, self._in_thread, lambda conn: conn.run_batch(writes))
+        done = loop.run_in_executor(self._writer, self._in_thread, lambda conn: conn.run_batch(writes))
 
         def deliver(outcome: asyncio.Future[list[Outcome]]) -> None:
             if outcome.cancelled() or outcome.exception() is not None:
@@ -266,13 +278,18 @@ class PostgresDatabase(Database):
                 results: list[Outcome] = [(False, error)] * len(batch)
             else:
                 results = outcome.result()
-            for (_, future), (ok, value) in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+            try:
+                for (_, future), (ok, value) in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+            finally:
+                self._writing = None
+                # What gathered meanwhile is the next batch.
+                self._flush(loop)
 
         done.add_done_callback(deliver)
 
@@ -288,6 +305,7 @@ class PostgresDatabase(Database):
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)
+        self._writer.shutdown(wait=True)
         with self._lock:
             for conn in self._all:
                 # Closing a broken connection may fail; it is gone either way.
