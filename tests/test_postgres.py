@@ -267,3 +267,46 @@ async def test_an_older_database_gets_only_the_columns_it_lacks(postgres_url):
             "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'jobs'"
         ).fetchall())
     assert set(pg_sql.JOBS.table.added) <= kinds.keys() and kinds["run_at"] == "double precision"
+
+
+async def test_a_batch_of_acknowledgements_counts_what_it_stores_before_the_next_check(postgres_url):
+    # Requests stored in the same turn of the event loop share one transaction (group commit), and the fair-use
+    # counts are read once per transaction: each admitted request must count for the checks after it in that batch.
+    from bot.settings import load_settings
+    from bot.store.jobs import Refused
+    from bot.work.quotas import Quotas
+
+    db = PostgresDatabase(postgres_url)
+    try:
+        jobs, library, audit = JobStore(db), VoiceLibrary(db), Audit(db)
+        settings = load_settings(environ={"MAX_JOBS_PER_USER": "2", "SAYS_PER_MINUTE_PER_USER": "3"})
+        quotas = Quotas(settings, jobs, library, audit)
+
+        def share(i: int, user: str) -> list[NewJob]:
+            return [NewJob(dedupe_key=f"share:{user}:{i}", kind="share", file={"id": f"F{i}"}, options={},
+                           channel="C1", share_ts=f"1.{i}", user_id=user, team_id="T1")]
+
+        def say(i: int) -> list[NewJob]:
+            return [NewJob(dedupe_key=f"say:{i}", kind="say", file={}, options={}, channel="C2", user_id="U9",
+                           team_id="T1")]
+
+        async def stored(new: list[NewJob], kind: str, user: str) -> bool:
+            try:
+                return bool(await jobs.add(new, quotas.admission(kind, "T1", user)))
+            except Refused:
+                return False
+
+        # U1's five shares in one batch: two admitted, three refused; U2's share beside them is not U1's count.
+        outcomes = await asyncio.gather(
+            *(stored(share(i, "U1"), Quotas.CLONE, "U1") for i in range(5)), stored(share(9, "U2"), Quotas.CLONE, "U2")
+        )
+        assert outcomes == [True, True, False, False, False, True]
+        # U9's five `say`s in one batch: three in a minute, whatever the jobs limit.
+        settings = load_settings(environ={"MAX_JOBS_PER_USER": "0", "SAYS_PER_MINUTE_PER_USER": "3"})
+        quotas = Quotas(settings, jobs, library, audit)
+        outcomes = await asyncio.gather(*(stored(say(i), Quotas.SAY, "U9") for i in range(5)))
+        assert outcomes == [True, True, True, False, False]
+        users = [job.user_id for job in [await jobs.get(n) for n in await jobs.unfinished()] if job is not None]
+        assert sorted(users) == ["U1", "U1", "U2", "U9", "U9", "U9"]
+    finally:
+        db.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bot.store.sql import Command, Dialect, Params, Query, Table
 
@@ -48,6 +48,11 @@ class Connection(ABC):
     @abstractmethod
     def notify(self, channel: str) -> None:
         """Tell other processes `channel` has news once this commits (one process: nothing to tell)."""
+
+    @abstractmethod
+    def cache(self) -> dict[Any, Any]:
+        """A dict for what a caller read in the current transaction and may reuse until it ends (in a batch, one
+        write's reads serve the next ones); emptied when the transaction ends; outside one, a new empty dict."""
 
     @abstractmethod
     def hold_lock(self, key: int) -> None:

@@ -45,6 +45,7 @@ class SqliteConnection(Connection):
 
     def __init__(self, raw: sqlite3.Connection):
         self.raw = raw
+        self._cache: dict[Any, Any] = {}
 
     def one(self, query: Query[R], params: Params = NO_PARAMS) -> R | None:
         cursor = self.raw.execute(query.text, params)
@@ -70,11 +71,16 @@ class SqliteConnection(Connection):
         self.raw.execute(sqlite_sql.BEGIN)
         try:
             yield
+            self._cache.clear()
             self.raw.execute(sqlite_sql.COMMIT)
         except BaseException:
+            self._cache.clear()
             if self.raw.in_transaction:
                 self.raw.execute(sqlite_sql.ROLLBACK)
             raise
+
+    def cache(self) -> dict[Any, Any]:
+        return self._cache if self.raw.in_transaction else {}
 
     def notify(self, channel: str) -> None:
         pass  # one process: its own wake-ups are direct calls (Outbox.on_change, the job queue's)

@@ -46,21 +46,6 @@ class Refused(Exception):
         self.refusal = refusal
 
 
-@dataclass(frozen=True)
-class AdmissionCounts:
-    """What JobStore.admission_counts read: (the user's, the workspace's) jobs queued or running, speech jobs asked
-    for in the window (with the oldest of each) and voices kept; 0 for what was not asked for."""
-
-    jobs_mine: int = 0
-    jobs_team: int = 0
-    says_mine: int = 0
-    says_mine_oldest: float | None = None
-    says_team: int = 0
-    says_team_oldest: float | None = None
-    voices_mine: int = 0
-    voices_team: int = 0
-
-
 @dataclass
 class NewJob:
     """A request to store: one file to clone, and where to answer."""
@@ -184,25 +169,25 @@ class JobStore:
         conn.hold_lock(_ADMISSION_KEY)
 
     def admission_counts(
-        self, conn: Connection, team_id: str | None, user_id: str | None, *, says_since: float | None = None,
-        voices: bool = False,
-    ) -> AdmissionCounts:
-        """What the fair-use limits count, in one statement (on the database thread, in a caller's transaction): the
-        user's and the workspace's jobs queued or running; with `says_since`, their speech jobs asked for since then;
-        with `voices`, the voices the user and the workspace keep."""
-        row = conn.one(
-            self.sql.admission,
-            {
-                **_STATUSES, "say": SAY, "team": team_id, "user": user_id, "says": says_since is not None,
-                "since": says_since or 0.0, "voices": voices, "voice_team": team_id or "",
-            },
-        )
-        if row is None:
-            return AdmissionCounts()
-        return AdmissionCounts(
-            row["jobs_mine"], row["jobs_n"], row["says_mine"], row["says_mine_oldest"], row["says_n"],
-            row["says_oldest"], row["voices_mine"], row["voices_n"],
-        )
+        self, conn: Connection, team_id: str | None, *, jobs: bool, says_since: float | None, voices: bool
+    ) -> dict[str, dict[str | None, tuple[int, float | None]]]:
+        """What the fair-use limits count in a workspace, per user, in one statement (on the database thread, in a
+        caller's transaction): {"jobs": queued or running, "says": speech jobs asked for since `says_since` (with the
+        oldest), "voices": voices kept (per owner)}, each part only when asked for."""
+        params = {
+            **_STATUSES, "say": SAY, "team": team_id, "jobs": jobs, "says": says_since is not None,
+            "since": says_since or 0.0, "voices": voices, "voice_team": team_id or "",
+        }
+        counts: dict[str, dict[str | None, tuple[int, float | None]]] = {}
+        if jobs:
+            counts["jobs"] = {}
+        if says_since is not None:
+            counts["says"] = {}
+        if voices:
+            counts["voices"] = {}
+        for row in conn.all(self.sql.admission, params):
+            counts[row["part"]][row["who"]] = (row["n"], row["oldest"])
+        return counts
 
     async def get(self, job_id: int) -> Job | None:
         """One job by id."""

@@ -47,6 +47,7 @@ class PgConnection(Connection):
         # The advisory locks this connection's open transaction holds: in a batch, its first write takes one and the
         # others save a round trip each (a transaction-level lock ends with the transaction).
         self._locks: set[int] = set()
+        self._cache: dict[Any, Any] = {}
 
     def one(self, query: Query[R], params: Params = NO_PARAMS) -> R | None:
         # The statement's declared row type: the dict psycopg made has exactly its columns.
@@ -70,7 +71,7 @@ class PgConnection(Connection):
         self.raw.execute(pg_sql.BEGIN)
         try:
             yield
-            self._locks.clear()
+            self._ended()
             self.raw.execute(pg_sql.COMMIT)
         except BaseException:
             self.rollback()
@@ -78,7 +79,7 @@ class PgConnection(Connection):
 
     def rollback(self) -> None:
         """End a failed transaction (nothing to do when the connection broke: the server ended it)."""
-        self._locks.clear()
+        self._ended()
         if self.in_transaction and not self.raw.closed:
             self.raw.execute(pg_sql.ROLLBACK)
 
@@ -87,6 +88,13 @@ class PgConnection(Connection):
             self._deferred.add(channel)
         else:
             self.run(pg_sql.NOTIFY, {"channel": channel})
+
+    def _ended(self) -> None:
+        self._locks.clear()
+        self._cache.clear()
+
+    def cache(self) -> dict[Any, Any]:
+        return self._cache if self.in_transaction else {}
 
     def hold_lock(self, key: int) -> None:
         if key in self._locks:

@@ -17,7 +17,7 @@ from bot import metrics
 from bot.settings import Settings
 from bot.store.audit import Audit
 from bot.store.connection import Connection
-from bot.store.jobs import Admission, AdmissionCounts, JobStore
+from bot.store.jobs import Admission, JobStore
 from bot.store.library import VoiceLibrary
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,42 @@ class Refusal:
 
     def __str__(self) -> str:
         return self.text
+
+
+Counts = dict[str | None, tuple[int, float | None]]
+
+
+class _Tally:
+    """A workspace's fair-use counts per user, for one transaction: read once (JobStore.admission_counts), then kept
+    up to date with what the transaction admits. A batch of acknowledgements (PostgreSQL's group commit) so reads
+    them once, not once each: under a 200-share burst that read was a third of the statements."""
+
+    KEY = "fair-use"
+
+    def __init__(self) -> None:
+        self.parts: dict[str, Counts] = {}
+        self.totals: dict[str, tuple[int, float | None]] = {}
+
+    def load(self, parts: dict[str, Counts]) -> None:
+        for part, counts in parts.items():
+            self.parts[part] = counts
+            oldest = [when for _, when in counts.values() if when is not None]
+            self.totals[part] = (sum(n for n, _ in counts.values()), min(oldest) if oldest else None)
+
+    def mine(self, part: str, user: str | None) -> tuple[int, float | None]:
+        # A request without a user is nobody's: only the workspace's limits apply to it.
+        return self.parts[part].get(user, (0, None)) if user is not None else (0, None)
+
+    def total(self, part: str) -> tuple[int, float | None]:
+        return self.totals[part]
+
+    def add(self, part: str, user: str | None, n: int, now: float) -> None:
+        if part not in self.parts:
+            return
+        mine, oldest = self.parts[part].get(user, (0, None))
+        self.parts[part][user] = (mine + n, oldest if oldest is not None else now)
+        total, first = self.totals[part]
+        self.totals[part] = (total + n, first if first is not None else now)
 
 
 def _plural(n: int, word: str) -> str:
@@ -63,7 +99,19 @@ class Quotas:
     def admission(self, kind: str, team_id: str | None, user_id: str | None, adding: int = 1) -> Admission:
         """The check for storing `adding` requests of `kind` (CLONE: of the user's own recordings; JOBS: anything;
         SAY: speech), run inside the storing transaction; a refusal is counted and logged once."""
-        return lambda conn: _counted(self.check(conn, kind, team_id, user_id, adding))
+
+        def admit(conn: Connection) -> Refusal | None:
+            refusal = self.check(conn, kind, team_id, user_id, adding)
+            tally = conn.cache().get((_Tally.KEY, team_id))
+            if refusal is None and tally is not None:
+                # What this transaction stores counts for the next check in it.
+                now = time.time()
+                tally.add("jobs", user_id, adding, now)
+                if kind == self.SAY:
+                    tally.add("says", user_id, adding, now)
+            return _counted(refusal)
+
+        return admit
 
     def check(
         self, conn: Connection, kind: str, team_id: str | None, user_id: str | None, adding: int = 1
@@ -77,15 +125,31 @@ class Quotas:
             return None
         self.jobs.hold_admission(conn)
         now = time.time()
-        # One statement for every count: each acknowledgement of a burst pays for it.
-        since = now - 60 if says else None
-        counts = self.jobs.admission_counts(conn, team_id, user_id, says_since=since, voices=voices)
-        refusal = self._says(counts, now) if says else None
+        tally = self._tally(conn, team_id, now - 60 if says else None, voices)
+        refusal = None
+        if says:
+            refusal = self._says(tally.mine("says", user_id), tally.total("says"), now)
         if refusal is None:
-            refusal = self._jobs(counts, user_id, adding)
+            refusal = self._jobs(tally.mine("jobs", user_id)[0], tally.total("jobs")[0], user_id, adding)
         if refusal is None and kind == self.CLONE:
-            refusal = self._voices(conn, counts if voices else None, user_id)
+            kept = (tally.mine("voices", user_id)[0], tally.total("voices")[0]) if voices else None
+            refusal = self._voices(conn, kept, user_id)
         return refusal
+
+    def _tally(self, conn: Connection, team_id: str | None, says_since: float | None, voices: bool) -> _Tally:
+        """The workspace's counts in this transaction, reading (in one statement) only the parts not read yet."""
+        cache = conn.cache()
+        tally: _Tally | None = cache.get((_Tally.KEY, team_id))
+        if tally is None:
+            tally = cache[(_Tally.KEY, team_id)] = _Tally()
+        jobs = "jobs" not in tally.parts
+        says = says_since is not None and "says" not in tally.parts
+        voices = voices and "voices" not in tally.parts
+        if jobs or says or voices:
+            tally.load(self.jobs.admission_counts(
+                conn, team_id, jobs=jobs, says_since=says_since if says else None, voices=voices
+            ))
+        return tally
 
     async def say_refusal(self, team_id: str | None, user_id: str | None) -> Refusal | None:
         """Would one more speech request pass the per-minute limits and the jobs limits? (Before a form opens:
@@ -97,19 +161,17 @@ class Quotas:
 
         def check(conn: Connection) -> Refusal | None:
             s = self.settings
-            counts = None
+            kept = None
             if s.max_voices_per_user or s.max_voices_per_workspace:
-                user, team = self.library.held_in(conn, team_id, speaker)
-                counts = AdmissionCounts(voices_mine=user, voices_team=team)
-            return self._voices(conn, counts, speaker)
+                kept = self.library.held_in(conn, team_id, speaker)
+            return self._voices(conn, kept, speaker)
 
         return _counted(await self.jobs.db.run(check))
 
     # -- the limits, on the database thread --------------------------------------------------------------
 
-    def _jobs(self, counts: AdmissionCounts, user_id: str | None, adding: int) -> Refusal | None:
+    def _jobs(self, user: int, team: int, user_id: str | None, adding: int) -> Refusal | None:
         s = self.settings
-        user, team = counts.jobs_mine, counts.jobs_team
         if s.max_jobs_per_user and user_id and user + adding > s.max_jobs_per_user:
             return Refusal(
                 "MAX_JOBS_PER_USER",
@@ -124,10 +186,10 @@ class Quotas:
             )
         return None
 
-    def _says(self, counts: AdmissionCounts, now: float) -> Refusal | None:
+    def _says(self, mine: tuple[int, float | None], all_: tuple[int, float | None], now: float) -> Refusal | None:
+        """`mine`, `all_`: the user's and the workspace's speech requests in the last minute, and the oldest."""
         s = self.settings
-        user, user_oldest = counts.says_mine, counts.says_mine_oldest
-        team, team_oldest = counts.says_team, counts.says_team_oldest
+        (user, user_oldest), (team, team_oldest) = mine, all_
         if s.says_per_minute_per_user and user >= s.says_per_minute_per_user:
             wait = _frees_in(user_oldest, now)
             return Refusal(
@@ -146,11 +208,11 @@ class Quotas:
             )
         return None
 
-    def _voices(self, conn: Connection, counts: AdmissionCounts | None, speaker: str | None) -> Refusal | None:
-        """`counts`: the voices kept, read when a voices limit is on (None: none is)."""
+    def _voices(self, conn: Connection, kept: tuple[int, int] | None, speaker: str | None) -> Refusal | None:
+        """`kept`: the voices the speaker and the workspace keep, read when a voices limit is on (None: none is)."""
         s = self.settings
-        if counts is not None:
-            user, team = counts.voices_mine, counts.voices_team
+        if kept is not None:
+            user, team = kept
             if s.max_voices_per_user and speaker and user >= s.max_voices_per_user:
                 return Refusal(
                     "MAX_VOICES_PER_USER",

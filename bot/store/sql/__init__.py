@@ -199,14 +199,10 @@ class QuotaRow(TypedDict):
 
 
 class AdmissionRow(TypedDict):
-    jobs_mine: int
-    jobs_n: int
-    says_mine: int
-    says_mine_oldest: float | None
-    says_n: int
-    says_oldest: float | None
-    voices_mine: int
-    voices_n: int
+    part: str  # "jobs", "says" or "voices"
+    who: str | None  # the user (the owner, for voices)
+    n: int
+    oldest: float | None  # says: the oldest of the user's in the window
 
 
 # -- the named statements, per store ---------------------------------------------------------------------
@@ -245,9 +241,9 @@ class JobsSQL:
     of_team: Query[IdRow]
     delete: Command
     delete_team: Command
-    # Fair use (bot.work.quotas), read in one statement because every acknowledgement reads it: a user's and their
-    # workspace's jobs queued or running; with `says`, their `say`s since a time; with `voices`, the voices they keep
-    # (the library's table). Counts not asked for are 0.
+    # Fair use (bot.work.quotas): a workspace's counts per user, in one statement, read once per transaction (a batch
+    # of acknowledgements shares them): with `jobs`, its jobs queued or running; with `says`, its `say`s since a time
+    # (and the oldest); with `voices`, the voices kept (the library's table). Parts not asked for have no rows.
     admission: Query[AdmissionRow]
 
 
