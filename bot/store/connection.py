@@ -27,6 +27,9 @@ class Connection(ABC):
     """One connection as the stores use it, only ever on the database's own thread."""
 
     sql: Dialect
+    # Whether the open transaction is a batch of several writes (PostgreSQL's group commit): what one of them reads
+    # may be worth keeping in cache() for the others.
+    batched: bool = False
 
     @abstractmethod
     def one(self, query: Query[R], params: Params = NO_PARAMS) -> R | None:

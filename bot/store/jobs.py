@@ -46,6 +46,10 @@ class Refused(Exception):
         self.refusal = refusal
 
 
+# One part of the fair-use counts (JobStore.admission_counts), per user: (how many, the oldest's created_at).
+PerUser = dict[str | None, tuple[int, float | None]]
+
+
 @dataclass
 class NewJob:
     """A request to store: one file to clone, and where to answer."""
@@ -169,25 +173,48 @@ class JobStore:
         conn.hold_lock(_ADMISSION_KEY)
 
     def admission_counts(
+        self, conn: Connection, team_id: str | None, user_id: str | None, *, says_since: float | None, voices: bool
+    ) -> dict[str, tuple[PerUser, tuple[int, float | None]]]:
+        """What the fair-use limits count, in one statement (on the database thread, in a caller's transaction), per
+        part: ("jobs": queued or running; with `says_since`, "says": speech jobs asked for since then; with `voices`,
+        "voices": voices kept) -> (the user's count and oldest, the workspace's count and oldest)."""
+        row = conn.one(self.sql.admission, self._admission_params(team_id, user_id, True, says_since, voices))
+        if row is None:  # one row always comes back: this is for the type checker
+            row = {"jobs_mine": 0, "jobs_n": 0, "says_mine": 0, "says_mine_oldest": None, "says_n": 0,
+                   "says_oldest": None, "voices_mine": 0, "voices_n": 0}
+        parts = {"jobs": ({user_id: (row["jobs_mine"], None)}, (row["jobs_n"], None))}
+        if says_since is not None:
+            mine = {user_id: (row["says_mine"], row["says_mine_oldest"])}
+            parts["says"] = (mine, (row["says_n"], row["says_oldest"]))
+        if voices:
+            parts["voices"] = ({user_id: (row["voices_mine"], None)}, (row["voices_n"], None))
+        return parts
+
+    def admission_counts_by_user(
         self, conn: Connection, team_id: str | None, *, jobs: bool, says_since: float | None, voices: bool
-    ) -> dict[str, dict[str | None, tuple[int, float | None]]]:
-        """What the fair-use limits count in a workspace, per user, in one statement (on the database thread, in a
-        caller's transaction): {"jobs": queued or running, "says": speech jobs asked for since `says_since` (with the
-        oldest), "voices": voices kept (per owner)}, each part only when asked for."""
-        params = {
-            **_STATUSES, "say": SAY, "team": team_id, "jobs": jobs, "says": says_since is not None,
-            "since": says_since or 0.0, "voices": voices, "voice_team": team_id or "",
-        }
-        counts: dict[str, dict[str | None, tuple[int, float | None]]] = {}
+    ) -> dict[str, PerUser]:
+        """admission_counts for every user of the workspace at once (for a batch of acknowledgements), each part only
+        when asked for."""
+        params = self._admission_params(team_id, None, jobs, says_since, voices)
+        counts: dict[str, PerUser] = {}
         if jobs:
             counts["jobs"] = {}
         if says_since is not None:
             counts["says"] = {}
         if voices:
             counts["voices"] = {}
-        for row in conn.all(self.sql.admission, params):
+        for row in conn.all(self.sql.admission_by_user, params):
             counts[row["part"]][row["who"]] = (row["n"], row["oldest"])
         return counts
+
+    @staticmethod
+    def _admission_params(
+        team_id: str | None, user_id: str | None, jobs: bool, says_since: float | None, voices: bool
+    ) -> dict[str, Any]:
+        return {
+            **_STATUSES, "say": SAY, "team": team_id, "user": user_id, "jobs": jobs, "says": says_since is not None,
+            "since": says_since or 0.0, "voices": voices, "voice_team": team_id or "",
+        }
 
     async def get(self, job_id: int) -> Job | None:
         """One job by id."""

@@ -114,14 +114,17 @@ class PgConnection(Connection):
         try:
             with self.transaction():
                 self._deferred = set()
+                self.batched = True
                 for fn in batch:
                     results.append((True, fn(self)))
+                self.batched = False
                 deferred, self._deferred = self._deferred, None
                 for channel in sorted(deferred):
                     self.notify(channel)
             return results
         except Exception:  # noqa: BLE001 - rolled back: retried one by one below
             self._deferred = None
+            self.batched = False
         results = []
         for fn in batch:
             try:

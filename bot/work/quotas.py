@@ -17,7 +17,7 @@ from bot import metrics
 from bot.settings import Settings
 from bot.store.audit import Audit
 from bot.store.connection import Connection
-from bot.store.jobs import Admission, JobStore
+from bot.store.jobs import Admission, JobStore, PerUser
 from bot.store.library import VoiceLibrary
 
 log = logging.getLogger(__name__)
@@ -39,25 +39,26 @@ class Refusal:
         return self.text
 
 
-Counts = dict[str | None, tuple[int, float | None]]
-
-
 class _Tally:
-    """A workspace's fair-use counts per user, for one transaction: read once (JobStore.admission_counts), then kept
-    up to date with what the transaction admits. A batch of acknowledgements (PostgreSQL's group commit) so reads
-    them once, not once each: under a 200-share burst that read was a third of the statements."""
+    """A workspace's fair-use counts per user, for one transaction. Alone in its transaction, a check reads its user's
+    counts and the workspace's (one statement). In a batch of acknowledgements (PostgreSQL's group commit) the first
+    check reads every user's, once, and the tally then counts what the transaction admits: under a 200-share burst
+    the reads had been a third of the statements, and reading every user's for each request costs O(users)."""
 
     KEY = "fair-use"
 
     def __init__(self) -> None:
-        self.parts: dict[str, Counts] = {}
+        self.parts: dict[str, PerUser] = {}
         self.totals: dict[str, tuple[int, float | None]] = {}
 
-    def load(self, parts: dict[str, Counts]) -> None:
+    def load(self, parts: dict[str, PerUser]) -> None:
         for part, counts in parts.items():
-            self.parts[part] = counts
             oldest = [when for _, when in counts.values() if when is not None]
-            self.totals[part] = (sum(n for n, _ in counts.values()), min(oldest) if oldest else None)
+            self.set(part, counts, (sum(n for n, _ in counts.values()), min(oldest) if oldest else None))
+
+    def set(self, part: str, counts: PerUser, total: tuple[int, float | None]) -> None:
+        self.parts[part] = counts
+        self.totals[part] = total
 
     def mine(self, part: str, user: str | None) -> tuple[int, float | None]:
         # A request without a user is nobody's: only the workspace's limits apply to it.
@@ -125,7 +126,7 @@ class Quotas:
             return None
         self.jobs.hold_admission(conn)
         now = time.time()
-        tally = self._tally(conn, team_id, now - 60 if says else None, voices)
+        tally = self._tally(conn, team_id, user_id, now - 60 if says else None, voices)
         refusal = None
         if says:
             refusal = self._says(tally.mine("says", user_id), tally.total("says"), now)
@@ -136,17 +137,27 @@ class Quotas:
             refusal = self._voices(conn, kept, user_id)
         return refusal
 
-    def _tally(self, conn: Connection, team_id: str | None, says_since: float | None, voices: bool) -> _Tally:
-        """The workspace's counts in this transaction, reading (in one statement) only the parts not read yet."""
+    def _tally(
+        self, conn: Connection, team_id: str | None, user_id: str | None, says_since: float | None, voices: bool
+    ) -> _Tally:
+        """The counts this check needs: its user's and the workspace's, or in a batch every user's (kept for the
+        transaction, reading in one statement only the parts not read yet)."""
+        if not conn.batched:
+            tally = _Tally()
+            for part, (counts, total) in self.jobs.admission_counts(
+                conn, team_id, user_id, says_since=says_since, voices=voices
+            ).items():
+                tally.set(part, counts, total)
+            return tally
         cache = conn.cache()
-        tally: _Tally | None = cache.get((_Tally.KEY, team_id))
+        tally = cache.get((_Tally.KEY, team_id))
         if tally is None:
             tally = cache[(_Tally.KEY, team_id)] = _Tally()
         jobs = "jobs" not in tally.parts
         says = says_since is not None and "says" not in tally.parts
         voices = voices and "voices" not in tally.parts
         if jobs or says or voices:
-            tally.load(self.jobs.admission_counts(
+            tally.load(self.jobs.admission_counts_by_user(
                 conn, team_id, jobs=jobs, says_since=says_since if says else None, voices=voices
             ))
         return tally

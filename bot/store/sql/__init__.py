@@ -199,6 +199,17 @@ class QuotaRow(TypedDict):
 
 
 class AdmissionRow(TypedDict):
+    jobs_mine: int
+    jobs_n: int
+    says_mine: int
+    says_mine_oldest: float | None
+    says_n: int
+    says_oldest: float | None
+    voices_mine: int
+    voices_n: int
+
+
+class AdmissionByUserRow(TypedDict):
     part: str  # "jobs", "says" or "voices"
     who: str | None  # the user (the owner, for voices)
     n: int
@@ -241,10 +252,12 @@ class JobsSQL:
     of_team: Query[IdRow]
     delete: Command
     delete_team: Command
-    # Fair use (bot.work.quotas): a workspace's counts per user, in one statement, read once per transaction (a batch
-    # of acknowledgements shares them): with `jobs`, its jobs queued or running; with `says`, its `say`s since a time
-    # (and the oldest); with `voices`, the voices kept (the library's table). Parts not asked for have no rows.
+    # Fair use (bot.work.quotas), in one statement: a user's and their workspace's jobs queued or running; with `says`,
+    # their `say`s since a time (and the oldest); with `voices`, the voices they keep (the library's table); 0 for
+    # what was not asked for. `admission_by_user`: the same for every user of the workspace (with `jobs`: the jobs
+    # part), read once by a batch of acknowledgements; parts not asked for have no rows.
     admission: Query[AdmissionRow]
+    admission_by_user: Query[AdmissionByUserRow]
 
 
 @dataclass(frozen=True)

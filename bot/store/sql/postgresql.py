@@ -192,6 +192,19 @@ JOBS = JobsSQL(
     delete=Command("DELETE FROM jobs WHERE id = %(id)s"),
     delete_team=Command("DELETE FROM jobs WHERE team_id = %(team)s"),
     admission=Query(
+        "SELECT a.mine AS jobs_mine, a.n AS jobs_n, s.mine AS says_mine, s.mine_oldest AS says_mine_oldest,"
+        " s.n AS says_n, s.oldest AS says_oldest, v.mine AS voices_mine, v.n AS voices_n"
+        " FROM (SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " COUNT(*)::int AS n FROM jobs WHERE status IN (%(queued)s, %(running)s)"
+        " AND team_id IS NOT DISTINCT FROM %(team)s::text) a,"
+        " (SELECT COALESCE(SUM(CASE WHEN user_id = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " MIN(CASE WHEN user_id = %(user)s::text THEN created_at END) AS mine_oldest, COUNT(*)::int AS n,"
+        " MIN(created_at) AS oldest FROM jobs WHERE %(says)s AND kind = %(say)s"
+        " AND team_id IS NOT DISTINCT FROM %(team)s::text AND created_at >= %(since)s) s,"
+        " (SELECT COALESCE(SUM(CASE WHEN owner = %(user)s::text THEN 1 ELSE 0 END), 0)::int AS mine,"
+        " COUNT(*)::int AS n FROM voices WHERE %(voices)s AND team_id = %(voice_team)s) v"
+    ),
+    admission_by_user=Query(
         "SELECT 'jobs' AS part, user_id AS who, COUNT(*)::int AS n, NULL::float8 AS oldest FROM jobs"
         " WHERE %(jobs)s AND status IN (%(queued)s, %(running)s) AND team_id IS NOT DISTINCT FROM %(team)s::text"
         " GROUP BY user_id"

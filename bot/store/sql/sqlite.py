@@ -165,6 +165,18 @@ JOBS = JobsSQL(
     delete=Command("DELETE FROM jobs WHERE id = :id"),
     delete_team=Command("DELETE FROM jobs WHERE team_id = :team"),
     admission=Query(
+        "SELECT a.mine AS jobs_mine, a.n AS jobs_n, s.mine AS says_mine, s.mine_oldest AS says_mine_oldest,"
+        " s.n AS says_n, s.oldest AS says_oldest, v.mine AS voices_mine, v.n AS voices_n"
+        " FROM (SELECT COALESCE(SUM(CASE WHEN user_id = :user THEN 1 ELSE 0 END), 0) AS mine, COUNT(*) AS n"
+        " FROM jobs WHERE status IN (:queued, :running) AND team_id IS :team) a,"
+        " (SELECT COALESCE(SUM(CASE WHEN user_id = :user THEN 1 ELSE 0 END), 0) AS mine,"
+        " MIN(CASE WHEN user_id = :user THEN created_at END) AS mine_oldest, COUNT(*) AS n,"
+        " MIN(created_at) AS oldest FROM jobs WHERE :says AND kind = :say AND team_id IS :team"
+        " AND created_at >= :since) s,"
+        " (SELECT COALESCE(SUM(CASE WHEN owner = :user THEN 1 ELSE 0 END), 0) AS mine, COUNT(*) AS n"
+        " FROM voices WHERE :voices AND team_id = :voice_team) v"
+    ),
+    admission_by_user=Query(
         "SELECT 'jobs' AS part, user_id AS who, COUNT(*) AS n, NULL AS oldest FROM jobs"
         " WHERE :jobs AND status IN (:queued, :running) AND team_id IS :team GROUP BY user_id"
         " UNION ALL SELECT 'says', user_id, COUNT(*), MIN(created_at) FROM jobs"
