@@ -312,12 +312,13 @@ def test_a_refused_part_stops_the_long_text_with_its_request_id(env, trtc):
         long_speech(env, "One sentence here. " * 40, Voice("v_fail"))
     assert caught.value.code == "InvalidParameter.VoiceId"
     assert caught.value.request_id in {r.request_id for r in trtc.requests_of("TextToSpeech")}
-    # Checked before any request: a bad knob or an over-long text costs nothing.
-    trtc.reset()
+    # Checked before any request: a bad knob or an over-long text costs nothing. (Parts of the text above that were
+    # on the wire when the refusal came may still reach the stand-in after it: only these texts are looked for.)
     for text, voice in (("Fine. " * 100, Voice("v_fail", speed=3)), ("z" * 3001, Voice("v_fail"))):
         with pytest.raises(SpeechParamError):
             long_speech(env, text, voice)
-    assert trtc.requests == []
+    asked = [r.text or "" for r in trtc.requests_of("TextToSpeech")]
+    assert asked and all(text.startswith("One sentence here.") for text in asked)
 
 
 def test_parts_of_every_format_join_in_order_with_the_bots_own_ffmpeg(monkeypatch, tmp_path):
