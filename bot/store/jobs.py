@@ -29,7 +29,8 @@ FINISHED = (DONE, FAILED, CANCELLED, EXPIRED)
 # Wakes the workers of every replica (PostgreSQL NOTIFY; one process needs no message).
 JOBS_CHANNEL = "voiceclone_jobs"
 
-# The admission lock's key (a PostgreSQL advisory lock; any fixed number the bot uses for nothing else).
+# The admission lock's key (a PostgreSQL advisory lock; any fixed number the bot uses for nothing else). One key for
+# every workspace: a batch holding two keys could deadlock with another holding them in the other order.
 _ADMISSION_KEY = zlib.crc32(b"voiceclone-bot admission")
 
 # Decides, inside the transaction that would store the jobs, whether they may be stored: None, or why not (opaque
@@ -179,9 +180,7 @@ class JobStore:
         part: ("jobs": queued or running; with `says_since`, "says": speech jobs asked for since then; with `voices`,
         "voices": voices kept) -> (the user's count and oldest, the workspace's count and oldest)."""
         row = conn.one(self.sql.admission, self._admission_params(team_id, user_id, True, says_since, voices))
-        if row is None:  # one row always comes back: this is for the type checker
-            row = {"jobs_mine": 0, "jobs_n": 0, "says_mine": 0, "says_mine_oldest": None, "says_n": 0,
-                   "says_oldest": None, "voices_mine": 0, "voices_n": 0}
+        assert row is not None  # aggregates over no rows still make one row
         parts = {"jobs": ({user_id: (row["jobs_mine"], None)}, (row["jobs_n"], None))}
         if says_since is not None:
             mine = {user_id: (row["says_mine"], row["says_mine_oldest"])}

@@ -97,11 +97,12 @@ class PgConnection(Connection):
         return self._cache if self.in_transaction else {}
 
     def hold_lock(self, key: int) -> None:
-        if key in self._locks:
+        # Outside a transaction the lock would end with its own statement: nothing to take (an advisory check such
+        # as Quotas.say_refusal reads without storing).
+        if key in self._locks or not self.in_transaction:
             return
         self.run(pg_sql.TRANSACTION_LOCK, {"key": key})
-        if self.in_transaction:  # outside one, the lock ended with its statement
-            self._locks.add(key)
+        self._locks.add(key)
 
     def run_batch(self, batch: list[Callable[[Connection], Any]]) -> list[Outcome]:
         """Every write of `batch` in one transaction; if any fails, each again on its own so only it fails."""
@@ -246,7 +247,9 @@ class PostgresDatabase(Database):
 
         def create(conn: PgConnection) -> None:
             with conn.transaction():
-                conn.run(pg_sql.SCHEMA_LOCK, {"key": key})
+                # Two replicas starting at once would race on CREATE TABLE IF NOT EXISTS (a unique violation in the
+                # catalog): a lock per table serialises them.
+                conn.hold_lock(key)
                 conn.raw.execute(table.create)
                 if table.added:
                     # Only what is missing: ALTER TABLE takes an exclusive lock even when IF NOT EXISTS finds it.

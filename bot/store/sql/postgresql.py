@@ -33,11 +33,8 @@ ROLLBACK = "ROLLBACK"
 PING = Command("SELECT 1")
 # Delivered to every LISTENing session when the transaction it was sent in commits (at once outside one).
 NOTIFY = Command("SELECT pg_notify(%(channel)s, '')")
-# Held until the transaction ends (PgConnection.hold_lock).
+# Held until the transaction ends (PgConnection.hold_lock): the admission lock, and each table's while it is made.
 TRANSACTION_LOCK = Command("SELECT pg_advisory_xact_lock(%(key)s)")
-# Two replicas starting at once would race on CREATE TABLE IF NOT EXISTS (a unique violation in the catalog): a
-# transaction-scoped lock per table serialises them.
-SCHEMA_LOCK = Command("SELECT pg_advisory_xact_lock(%(key)s)")
 COLUMNS: Query[NameRow] = Query(
     "SELECT column_name AS name FROM information_schema.columns"
     " WHERE table_schema = current_schema() AND table_name = %(table)s"
