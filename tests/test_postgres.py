@@ -250,6 +250,39 @@ async def test_writes_made_in_one_loop_turn_share_one_transaction_and_a_failure_
         db.close()
 
 
+async def test_a_batchs_unread_writes_reach_the_server_together_at_its_end(postgres_url):
+    # run_later (a share's hourglass): in a batch, sent with the other writes of its statement when the batch ends,
+    # not one round trip each; a write that fails there fails alone, as any write of a batch does.
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE marks (name TEXT PRIMARY KEY)")
+    db = PostgresDatabase(postgres_url)
+    try:
+        mark = Command("INSERT INTO marks (name) VALUES (%(name)s)")
+
+        def later(name: str):
+            def write(conn) -> int:
+                conn.run_later(mark, {"name": name})
+                # Not sent yet: this batch's own transaction does not see it.
+                return conn.raw.execute("SELECT count(*) AS n FROM marks").fetchone()["n"]
+
+            return write
+
+        seen = await asyncio.gather(*(db.run_batched(later(f"m{i}")) for i in range(5)))
+        assert seen == [0, 0, 0, 0, 0]
+        outcomes = await asyncio.gather(
+            db.run_batched(later("m5")), db.run_batched(later("m0")), db.run_batched(later("m6")),
+            return_exceptions=True,
+        )
+        # Retried one by one after the batch failed at its end: each write now runs at once and sees the rows before.
+        assert outcomes[0] == 6 and outcomes[2] == 7
+        assert isinstance(outcomes[1], psycopg.errors.UniqueViolation)
+        with psycopg.connect(postgres_url) as conn:
+            names = [row[0] for row in conn.execute("SELECT name FROM marks ORDER BY name")]
+        assert names == ["m0", "m1", "m2", "m3", "m4", "m5", "m6"]
+    finally:
+        db.close()
+
+
 async def test_an_older_database_gets_only_the_columns_it_lacks(postgres_url):
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(pg_sql.JOBS.table.create)

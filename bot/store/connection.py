@@ -43,6 +43,12 @@ class Connection(ABC):
     def run(self, command: Command, params: Params = NO_PARAMS) -> int:
         """Run `command`; return how many rows it touched."""
 
+    def run_later(self, command: Command, params: Params = NO_PARAMS) -> None:
+        """Run `command` before the open transaction commits, for a write whose row count nobody reads and that no
+        later statement of the transaction reads back. In a batch (PostgreSQL's group commit) such writes of one
+        statement go to the server together at the batch's end instead of one round trip each; else now."""
+        self.run(command, params)
+
     @abstractmethod
     def transaction(self) -> contextlib.AbstractContextManager[None]:
         """Commit the block's statements together (rolled back on an exception). Inside a transaction already (a

@@ -220,7 +220,7 @@ class Outbox:
         stored with its job, one commit for both); call `committed()` once that transaction has committed."""
         payload = json.dumps({"names": sorted(set(names))})
         return self._write(key, REACTIONS, channel, payload, None, None, ts, team_id, job_id, None, False, after_key,
-                           user)
+                           user, later=True)
 
     def committed(self) -> None:
         """Writes made by reactions_write were committed: the sender looks at once."""
@@ -289,8 +289,10 @@ class Outbox:
         once: bool,
         after_key: str | None = None,
         user: str | None = None,
+        later: bool = False,
     ) -> Callable[[Connection], None]:
-        # `user` is set when the record is first stored; a newer version keeps its lane (and so its place).
+        # `user` is set when the record is first stored; a newer version keeps its lane (and so its place). `later`:
+        # nothing in the same transaction reads the record back (Connection.run_later).
         params = {
             "key": key, "kind": kind, "job_id": job_id, "team_id": team_id, "channel": channel,
             "thread_ts": thread_ts, "thread_key": thread_key, "ts": ts, "payload": payload,
@@ -301,7 +303,8 @@ class Outbox:
 
         def write(conn: Connection) -> None:
             now = time.time()
-            conn.run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds})
+            run = conn.run_later if later else conn.run
+            run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds})
             conn.notify(OUTBOX_CHANNEL)
 
         return write
