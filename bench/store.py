@@ -2,7 +2,7 @@
 
 Each phase times N operations through the stores' public API, the way the bot makes them:
 - jobs: one at a time, add -> claim_next -> update(status=done) (a worker's path for one request);
-- burst: N adds started in the same loop turn (the web role's acknowledgements: group commit on PostgreSQL);
+- burst: N adds started in the same loop turn (a burst of acknowledgements: group commit);
 - outbox: N put_message, then due() pages of 100 each marked delivered (the sender's path).
 PostgreSQL gets a database of its own on BENCH_POSTGRES_URL's server, dropped afterwards. Each phase reports its
 wall-clock time and this process's CPU time (every thread): on a shared machine the CPU time is the steadier

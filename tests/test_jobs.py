@@ -106,3 +106,31 @@ async def test_claims_are_fair_between_workspaces_and_users(tmp_path):
     # Alice's oldest first; then T2 (no job running) before T1; then Carol (none running) before Alice's second.
     assert claimed == ["alice0", "dan", "carol", "alice1"]
     store.close()
+
+
+async def test_writes_made_in_one_loop_turn_share_one_sqlite_transaction_and_a_failure_stays_its_own(tmp_path):
+    # Group commit on SQLite too: a burst's acknowledgements made one transaction and one trip to the database
+    # thread each, and the thread hand-offs, while the event loop parsed the rest of the burst, were most of the wait.
+    import asyncio
+
+    db = open_database(tmp_path / "jobs.db")
+    store = JobStore(db)
+    try:
+
+        def in_transaction(conn) -> bool:
+            return conn.raw.in_transaction
+
+        def failing(conn) -> None:
+            conn.raw.execute("INSERT INTO no_such_table VALUES (1)")
+
+        assert await asyncio.gather(*(db.run_batched(in_transaction) for _ in range(5))) == [True] * 5
+        # Alone, a write is not wrapped in a transaction of the batch's.
+        assert await db.run_batched(in_transaction) is False
+        added = await asyncio.gather(
+            store.add([_job("a")]), db.run_batched(failing), store.add([_job("b")]), return_exceptions=True
+        )
+        assert isinstance(added[1], sqlite3.OperationalError)
+        assert len(added[0]) == 1 and len(added[2]) == 1
+        assert await store.counts() == {QUEUED: 2}
+    finally:
+        db.close()

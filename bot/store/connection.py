@@ -5,9 +5,11 @@ bot.store.database (SQLite, and choosing one from DATABASE_URL) and bot.store.po
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from concurrent.futures import Executor
 from typing import Any, Protocol, TypeVar
 
 from bot.store.sql import Command, Dialect, Params, Query, Table
@@ -17,6 +19,9 @@ R = TypeVar("R")
 
 # A plain dict (sqlite3 takes no other mapping), typed read-only so nobody fills the shared default.
 NO_PARAMS: Params = {}
+# One write of a batch and what it returned or raised.
+Outcome = tuple[bool, Any]
+Write = Callable[["Connection"], Any]
 
 
 class DatabaseUnavailable(Exception):
@@ -67,6 +72,97 @@ class Connection(ABC):
     def hold_lock(self, key: int) -> None:
         """In a transaction: hold lock `key` until it ends, so that transactions on other connections (and replicas)
         taking the same key go one at a time. Asking again in the same transaction costs nothing."""
+
+    def run_batch(self, batch: list[Write]) -> list[Outcome]:
+        """Every write of `batch` in one transaction; if any fails, each again on its own so only it fails."""
+        if len(batch) == 1:
+            try:
+                return [(True, batch[0](self))]
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+                return [(False, exc)]
+        results: list[Outcome] = []
+        try:
+            with self.transaction():
+                self._batch_began()
+                self.batched = True
+                for fn in batch:
+                    results.append((True, fn(self)))
+                self.batched = False
+                self._batch_written()
+            return results
+        except Exception:  # noqa: BLE001 - rolled back: retried one by one below
+            self.batched = False
+            self._batch_dropped()
+        results = []
+        for fn in batch:
+            try:
+                results.append((True, fn(self)))
+            except Exception as exc:  # noqa: BLE001 - handed to the caller's future
+                results.append((False, exc))
+        return results
+
+    def _batch_began(self) -> None:  # noqa: B027 - a hook; SQLite defers nothing
+        """A batch's transaction is open: what the connection defers to its end starts here."""
+
+    def _batch_written(self) -> None:  # noqa: B027 - a hook; SQLite defers nothing
+        """Every write of the batch ran: send what was deferred (still inside its transaction)."""
+
+    def _batch_dropped(self) -> None:  # noqa: B027 - a hook; SQLite defers nothing
+        """The batch failed and was rolled back: forget what was deferred."""
+
+
+class GroupCommit:
+    """Writes made in the same turn of the event loop, or while the batch before them was being written, share one
+    transaction and one trip to the database's thread (Connection.run_batch). In a burst of Slack requests each
+    acknowledgement otherwise paid for its own BEGIN/COMMIT and thread hand-off, and those, not the database, were
+    most of its time; the thread hand-offs cost most while the event loop is busy parsing the rest of the burst (the
+    database thread waits for the GIL at each one). Batches go one at a time through `executor`, where
+    `call(fn)` runs fn(connection) on that thread's connection."""
+
+    def __init__(self, executor: Executor, call: Callable[[Callable[[Connection], list[Outcome]]], list[Outcome]]):
+        self.executor = executor
+        self.call = call
+        self._batch: list[tuple[Write, asyncio.Future[Any]]] = []
+        # The event loop whose batch is being written (None: none is); the next batch waits for it.
+        self._writing: asyncio.AbstractEventLoop | None = None
+
+    async def run(self, fn: Callable[[Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._batch.append((fn, future))
+        writing = self._writing
+        if len(self._batch) == 1 and (writing is None or writing is not loop or writing.is_closed()):
+            loop.call_soon(self._flush, loop)
+        return await future
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        batch, self._batch = self._batch, []
+        if not batch:
+            return
+        self._writing = loop
+        writes = [fn for fn, _ in batch]
+        done = loop.run_in_executor(self.executor, self.call, lambda conn: conn.run_batch(writes))
+
+        def deliver(outcome: asyncio.Future[list[Outcome]]) -> None:
+            if outcome.cancelled() or outcome.exception() is not None:
+                error = outcome.exception() if not outcome.cancelled() else asyncio.CancelledError()
+                results: list[Outcome] = [(False, error)] * len(batch)
+            else:
+                results = outcome.result()
+            try:
+                for (_, future), (ok, value) in zip(batch, results, strict=True):
+                    if future.done():
+                        continue
+                    if ok:
+                        future.set_result(value)
+                    else:
+                        future.set_exception(value)
+            finally:
+                self._writing = None
+                # What gathered meanwhile is the next batch.
+                self._flush(loop)
+
+        done.add_done_callback(deliver)
 
 
 class Listener(Protocol):

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bot.settings import is_postgres_url, sqlite_path
-from bot.store.connection import NO_PARAMS, Connection, Database, DatabaseUnavailable, LeaderLock, Listener
+from bot.store.connection import (
+    NO_PARAMS,
+    Connection,
+    Database,
+    DatabaseUnavailable,
+    GroupCommit,
+    LeaderLock,
+    Listener,
+)
 from bot.store.private import FOLDER_MODE, create_private_file
 from bot.store.sql import Command, Params, Query, Table
 from bot.store.sql import sqlite as sqlite_sql
@@ -99,6 +107,7 @@ class SqliteDatabase(Database):
     def __init__(self, path: str | Path):
         self.path = str(path)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="database")
+        self._group = GroupCommit(self._executor, lambda fn: fn(self._conn))
         self._closed = False
         try:
             self._conn = self._executor.submit(self._open).result()
@@ -128,6 +137,9 @@ class SqliteDatabase(Database):
 
     def call(self, fn: Callable[[Connection], T]) -> T:
         return self._executor.submit(fn, self._conn).result()
+
+    async def run_batched(self, fn: Callable[[Connection], T]) -> T:
+        return await self._group.run(fn)
 
     def create(self, table: Table) -> None:
         def create() -> None:

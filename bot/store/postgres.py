@@ -22,7 +22,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import DictRow, dict_row
 
 from bot.settings import masked_url
-from bot.store.connection import NO_PARAMS, Connection, Database, DatabaseUnavailable
+from bot.store.connection import NO_PARAMS, Connection, Database, DatabaseUnavailable, GroupCommit
 from bot.store.sql import Command, Params, Query, Table
 from bot.store.sql import postgresql as pg_sql
 from bot.store.wakeup import Listener
@@ -32,8 +32,6 @@ R = TypeVar("R")
 log = logging.getLogger(__name__)
 
 PgRaw = psycopg.Connection[DictRow]
-# One write of a batch and what it returned or raised.
-Outcome = tuple[bool, Any]
 
 
 class PgConnection(Connection):
@@ -121,38 +119,19 @@ class PgConnection(Connection):
         self.run(pg_sql.TRANSACTION_LOCK, {"key": key})
         self._locks.add(key)
 
-    def run_batch(self, batch: list[Callable[[Connection], Any]]) -> list[Outcome]:
-        """Every write of `batch` in one transaction; if any fails, each again on its own so only it fails."""
-        if len(batch) == 1:
-            try:
-                return [(True, batch[0](self))]
-            except Exception as exc:  # noqa: BLE001 - handed to the caller's future
-                return [(False, exc)]
-        results: list[Outcome] = []
-        try:
-            with self.transaction():
-                self._deferred = set()
-                self._later = []
-                self.batched = True
-                for fn in batch:
-                    results.append((True, fn(self)))
-                self.batched = False
-                self._run_later_writes()
-                deferred, self._deferred = self._deferred, None
-                for channel in sorted(deferred):
-                    self.notify(channel)
-            return results
-        except Exception:  # noqa: BLE001 - rolled back: retried one by one below
-            self._deferred = None
-            self._later = None
-            self.batched = False
-        results = []
-        for fn in batch:
-            try:
-                results.append((True, fn(self)))
-            except Exception as exc:  # noqa: BLE001 - handed to the caller's future
-                results.append((False, exc))
-        return results
+    def _batch_began(self) -> None:
+        self._deferred = set()
+        self._later = []
+
+    def _batch_written(self) -> None:
+        self._run_later_writes()
+        deferred, self._deferred = self._deferred or set(), None
+        for channel in sorted(deferred):
+            self.notify(channel)
+
+    def _batch_dropped(self) -> None:
+        self._deferred = None
+        self._later = None
 
 
 class AdvisoryLock:
@@ -204,9 +183,7 @@ class PostgresDatabase(Database):
         # while one is written. Concurrent batches on the pool's threads only queued on each other's locks (the
         # admission lock), each paying for a connection opened in the middle of the burst.
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="postgres-batch")
-        self._batch: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
-        # The event loop whose batch is being written (None: none is); the next batch waits for it.
-        self._writing: asyncio.AbstractEventLoop | None = None
+        self._group = GroupCommit(self._writer, self._in_thread)
         try:
             # Fail fast (bad URL, server down) at start rather than at the first request; the batch connection too.
             self.call(lambda conn: conn.run(pg_sql.PING))
@@ -286,46 +263,7 @@ class PostgresDatabase(Database):
             raise self._unavailable(exc) from exc
 
     async def run_batched(self, fn: Callable[[Connection], T]) -> T:
-        """run(fn), sharing one transaction and one trip to the database thread with the other writes made in the
-        same turn of the event loop, or while the batch before was being written (group commit): in a burst of Slack
-        requests each acknowledgement otherwise paid for its own BEGIN/COMMIT and thread hand-off, and those, not
-        PostgreSQL, were most of its time."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._batch.append((fn, future))
-        writing = self._writing
-        if len(self._batch) == 1 and (writing is None or writing is not loop or writing.is_closed()):
-            loop.call_soon(self._flush, loop)
-        return await future
-
-    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
-        batch, self._batch = self._batch, []
-        if not batch:
-            return
-        self._writing = loop
-        writes = [fn for fn, _ in batch]
-        done = loop.run_in_executor(self._writer, self._in_thread, lambda conn: conn.run_batch(writes))
-
-        def deliver(outcome: asyncio.Future[list[Outcome]]) -> None:
-            if outcome.cancelled() or outcome.exception() is not None:
-                error = outcome.exception() if not outcome.cancelled() else asyncio.CancelledError()
-                results: list[Outcome] = [(False, error)] * len(batch)
-            else:
-                results = outcome.result()
-            try:
-                for (_, future), (ok, value) in zip(batch, results, strict=True):
-                    if future.done():
-                        continue
-                    if ok:
-                        future.set_result(value)
-                    else:
-                        future.set_exception(value)
-            finally:
-                self._writing = None
-                # What gathered meanwhile is the next batch.
-                self._flush(loop)
-
-        done.add_done_callback(deliver)
+        return await self._group.run(fn)
 
     async def notify(self, channel: str) -> None:
         """NOTIFY every listening replica (bot.store.wakeup) that `channel` has something new."""

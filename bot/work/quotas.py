@@ -41,8 +41,8 @@ class Refusal:
 
 class _Tally:
     """A workspace's fair-use counts per user, for one transaction. Alone in its transaction, a check reads its user's
-    counts and the workspace's (one statement). In a batch of acknowledgements (PostgreSQL's group commit) the first
-    check reads every user's, once, and the tally then counts what the transaction admits: under a 200-share burst
+    counts and the workspace's (one statement). In a batch of acknowledgements (group commit: bot.store.connection)
+    the first check reads every user's, once, and the tally then counts what the transaction admits: under a burst
     the reads had been a third of the statements, and reading every user's for each request costs O(users)."""
 
     KEY = "fair-use"
