@@ -1,6 +1,7 @@
 """What the stores see of a database, whichever it is: a `Database` running functions of a `Connection` on its own
 threads, and the connection running its dialect's named statements (bot.store.sql). The implementations are
-bot.store.database (SQLite, and choosing one from DATABASE_URL) and bot.store.postgres.
+bot.store.database (SQLite, and choosing one from DATABASE_URL) and bot.store.postgres; both write a burst's small
+writes together through `GroupCommit`.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ class Connection(ABC):
 
     def run_later(self, command: Command, params: Params = NO_PARAMS) -> None:
         """Run `command` before the open transaction commits, for a write whose row count nobody reads and that no
-        later statement of the transaction reads back. In a batch (PostgreSQL's group commit) such writes of one
-        statement go to the server together at the batch's end instead of one round trip each; else now."""
+        later statement of the transaction reads back. In a batch on PostgreSQL such writes of one statement go to
+        the server together at the batch's end instead of one round trip each; else (and on SQLite) now."""
         self.run(command, params)
 
     @abstractmethod
