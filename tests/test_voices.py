@@ -188,8 +188,45 @@ def test_out_of_range_options_are_refused_before_any_call(bot, speech_wav):
     for options, word in (("speed=3", "speed"), ("volume=0", "volume"), ("pitch=1.5", "pitch"), ("pitch=13", "pitch")):
         ack = command(bot, f"say {voice_id} hello {options}")
         assert word in ack["text"], ack
-    assert "255" in command(bot, f"say {voice_id} {'a' * 256}")["text"]
+    assert command(bot, f"say {voice_id} {'a' * 3001}")["text"] == "The text must be 1 to 3000 characters."
     assert tts_requests(bot) == []
+
+
+# Three sentences of 184, 190 and 190 characters: together too long for one TextToSpeech request (255).
+LONG_SAY = [
+    "The release notes go out on Tuesday at nine, after the links are checked, and the draft waits on the notes page "
+    "until then so that everyone can read it once more before Monday morning.",
+    "The support team answers every ticket within a day, and anything urgent goes straight to the person on call, "
+    "whose name is pinned in the channel together with the phone number and the steps.",
+    "On Friday we meet to look back at what went well, what did not, and what we would change next time, so bring "
+    "your notes and your questions along. Thanks, everyone, this will be a great week!",
+]
+
+
+def test_clone_say_and_the_form_speak_a_long_text_in_parts_joined_into_one_clip(bot, speech_wav):
+    body, voice_id = clone(bot, speech_wav)
+    channel, ts = where(body)
+    wait_upload(bot, channel, ts)  # the preview
+    bot.drain()
+    bot.trtc.reset()
+    text = " ".join(LONG_SAY)
+    assert [len(part) for part in LONG_SAY] == [184, 190, 190] and len(text) == 566
+    ack = command(bot, f'say {voice_id} "{text}"', channel="C0LONG")
+    assert "is on it" in ack["text"]
+    (upload,) = wait_upload(bot, "C0LONG")
+    assert sorted(r.text for r in tts_requests(bot)) == sorted(LONG_SAY)
+    assert len(bot.slack.calls_to("files.completeUploadExternal")) == 2  # the preview, then this one clip
+    # The Say form takes the same length.
+    answer = next(m for m in bot.replies(channel, ts) if voice_id in (m.get("text") or ""))
+    press(bot, answer, channel, SAY_ACTION)
+    (view_id,) = bot.slack.views
+    too_long = bot.deliver(bot.slack.view_submission(view_id, OWNER, say_values("a" * 3001)), kind="interactive")
+    assert too_long.json() == {"response_action": "errors", "errors": {"text": "Write 1 to 3,000 characters."}}
+    ok = bot.deliver(bot.slack.view_submission(view_id, OWNER, say_values(text)), kind="interactive")
+    assert ok.status_code == 200 and not ok.content.strip(b"{} ")
+    wait_upload(bot, channel, ts, count=2)
+    bot.drain()
+    assert sorted(r.text for r in tts_requests(bot)) == sorted(LONG_SAY * 2)
 
 
 def test_nobody_can_say_with_another_users_voice(bot, speech_wav):

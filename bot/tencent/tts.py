@@ -75,11 +75,14 @@ class Speech:
     request_id: str | None
 
 
-def check_speech(text: str, voice: Voice, fmt: str = "mp3", sample_rate: int = 24000) -> str:
-    """Return the stripped text if TextToSpeech accepts all of this, else raise SpeechParamError."""
+def check_speech(
+    text: str, voice: Voice, fmt: str = "mp3", sample_rate: int = 24000, *, longest: int = MAX_TEXT
+) -> str:
+    """Return the stripped text if TextToSpeech accepts all of this, else raise SpeechParamError. `longest`:
+    MAX_LONG_TEXT for a text that bot.voice.joining speaks in parts."""
     text = (text or "").strip()
-    if not 1 <= len(text) <= MAX_TEXT:
-        raise SpeechParamError("text", len(text), f"1 to {MAX_TEXT} characters")
+    if not 1 <= len(text) <= longest:
+        raise SpeechParamError("text", len(text), f"1 to {longest} characters")
     if not voice.voice_id:
         raise SpeechParamError("voice", voice.voice_id, "a VoiceId")
     if not SPEED[0] <= voice.speed <= SPEED[1]:

@@ -8,6 +8,7 @@ from typing import Any
 
 from bot.errors import ApiError
 from bot.store.library import VoiceRecord
+from bot.tencent.tts import MAX_LONG_TEXT
 from bot.ui.texts import api_message, escape
 
 Blocks = list[dict[str, Any]]
@@ -171,7 +172,9 @@ def build_say_modal(voice: VoiceRecord, channel: str | None, thread_ts: str | No
             {
                 "type": "input", "block_id": "text",
                 "label": {"type": "plain_text", "text": "Text"},
-                "element": {"type": "plain_text_input", "action_id": "text", "multiline": True, "max_length": 255},
+                "element": {
+                    "type": "plain_text_input", "action_id": "text", "multiline": True, "max_length": MAX_LONG_TEXT,
+                },
             },
             number("speed", "Speed", "1.0", "0.5", "2.0", True, "0.5 (slow) to 2.0 (fast)"),
             number("volume", "Volume", "1", "0.1", "10", True, "above 0, at most 10"),
@@ -192,8 +195,8 @@ def read_say_form(view: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]
     meta = json.loads(view.get("private_metadata") or "{}")
     values: dict[str, Any] = {**meta, "text": value("text")}
     errors: dict[str, str] = {}
-    if not 1 <= len(values["text"]) <= 255:
-        errors["text"] = "Write 1 to 255 characters."
+    if not 1 <= len(values["text"]) <= MAX_LONG_TEXT:
+        errors["text"] = f"Write 1 to {MAX_LONG_TEXT:,} characters."
     for block, default, low, high, whole, why in (
         ("speed", 1.0, 0.5, 2.0, False, "Between 0.5 and 2.0."),
         ("volume", 1.0, 0.0, 10.0, False, "Above 0, at most 10."),
