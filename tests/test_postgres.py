@@ -302,14 +302,16 @@ async def test_an_older_database_gets_only_the_columns_it_lacks(postgres_url):
     assert set(pg_sql.JOBS.table.added) <= kinds.keys() and kinds["run_at"] == "double precision"
 
 
-async def test_a_batch_of_acknowledgements_counts_what_it_stores_before_the_next_check(postgres_url):
-    # Requests stored in the same turn of the event loop share one transaction (group commit), and the fair-use
-    # counts are read once per transaction: each admitted request must count for the checks after it in that batch.
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+async def test_a_batch_of_acknowledgements_counts_what_it_stores_before_the_next_check(postgres_url, tmp_path, dialect):
+    # Requests stored in the same turn of the event loop share one transaction (group commit, on either database),
+    # and the fair-use counts are read once per transaction: each admitted request must count for the checks after it
+    # in that batch.
     from bot.settings import load_settings
     from bot.store.jobs import Refused
     from bot.work.quotas import Quotas
 
-    db = PostgresDatabase(postgres_url)
+    db = PostgresDatabase(postgres_url) if dialect == "postgresql" else open_database(tmp_path / "jobs.db")
     try:
         jobs, library, audit = JobStore(db), VoiceLibrary(db), Audit(db)
         settings = load_settings(environ={"MAX_JOBS_PER_USER": "2", "SAYS_PER_MINUTE_PER_USER": "3"})
