@@ -16,7 +16,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.store.jobs import Refused
 from bot.store.library import VoiceRecord
-from bot.tencent.tts import MAX_LONG_TEXT, SpeechParamError, Voice, check_speech
+from bot.tencent.tts import MAX_LONG_TEXT, SpeechParamError, Voice, check_long_text, check_speech
 from bot.ui.texts import escape
 from bot.ui.voice_blocks import (
     FORGET_ACTION,
@@ -84,7 +84,8 @@ async def answer_command(ack: AsyncAck, command: dict[str, Any], text: str, serv
             if pitch != int(pitch):
                 raise SpeechParamError("pitch", pitch, "a whole number from -12 to 12")
             spoken = Voice(ref, options.get("speed", 1.0), options.get("volume", 1.0), int(pitch))
-            said = check_speech(said, spoken, longest=MAX_LONG_TEXT)  # spoken in parts, joined
+            # Counted as the message shortcut and the workflow step count it (spoken in parts, joined).
+            said = check_speech(check_long_text(said), spoken, longest=MAX_LONG_TEXT)
         except ValueError as exc:
             await ack(text=str(exc))
             return

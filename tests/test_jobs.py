@@ -134,3 +134,14 @@ async def test_writes_made_in_one_loop_turn_share_one_sqlite_transaction_and_a_f
         assert await store.counts() == {QUEUED: 2}
     finally:
         db.close()
+
+
+async def test_a_batched_write_after_the_database_closed_fails_at_once(tmp_path):
+    import asyncio
+
+    db = open_database(tmp_path / "jobs.db")
+    db.close()
+    # Not a batch waiting for ever on a thread that is gone (every later write on this loop would wait behind it).
+    for _ in range(2):
+        with pytest.raises(RuntimeError):
+            await asyncio.wait_for(db.run_batched(lambda conn: conn.raw.in_transaction), 5)

@@ -91,9 +91,12 @@ class Connection(ABC):
                 self.batched = False
                 self._batch_written()
             return results
-        except Exception:  # noqa: BLE001 - rolled back: retried one by one below
+        except Exception:  # noqa: BLE001, S110 - rolled back: retried one by one below
+            pass
+        finally:
+            # Whatever ended the batch (a BaseException too), nothing it deferred may outlive it on this connection.
             self.batched = False
-            self._batch_dropped()
+            self._batch_ended()
         results = []
         for fn in batch:
             try:
@@ -108,8 +111,8 @@ class Connection(ABC):
     def _batch_written(self) -> None:  # noqa: B027 - a hook; SQLite defers nothing
         """Every write of the batch ran: send what was deferred (still inside its transaction)."""
 
-    def _batch_dropped(self) -> None:  # noqa: B027 - a hook; SQLite defers nothing
-        """The batch failed and was rolled back: forget what was deferred."""
+    def _batch_ended(self) -> None:  # noqa: B027 - a hook; SQLite defers nothing
+        """The batch committed, or failed and was rolled back: forget anything still deferred."""
 
 
 class GroupCommit:
@@ -142,7 +145,14 @@ class GroupCommit:
             return
         self._writing = loop
         writes = [fn for fn, _ in batch]
-        done = loop.run_in_executor(self.executor, self.call, lambda conn: conn.run_batch(writes))
+        try:
+            done = loop.run_in_executor(self.executor, self.call, lambda conn: conn.run_batch(writes))
+        except RuntimeError as exc:  # the database was closed (its executor shut down): fail these, not hang
+            self._writing = None
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
 
         def deliver(outcome: asyncio.Future[list[Outcome]]) -> None:
             if outcome.cancelled() or outcome.exception() is not None:

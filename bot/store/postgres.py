@@ -129,7 +129,7 @@ class PgConnection(Connection):
         for channel in sorted(deferred):
             self.notify(channel)
 
-    def _batch_dropped(self) -> None:
+    def _batch_ended(self) -> None:
         self._deferred = None
         self._later = None
 

@@ -82,7 +82,8 @@ def thread_link(channel: str | None, ts: str | None) -> str | None:
 # -- errors -----------------------------------------------------------------------------------------------------
 
 TTS_MESSAGES = {
-    "InvalidParameter.TextLength": "Tencent Cloud says the text is too long to speak: keep it to 255 characters.",
+    "InvalidParameter.TextLength": "Tencent Cloud says a part of the text is too long to speak: shorten its longest "
+    "sentences or words.",
     "InvalidParameter.VoiceId": (
         "Tencent Cloud does not know this voice, or cannot speak with it. Check the voice with `/clone list`, "
         "or clone the recording again."
