@@ -24,7 +24,7 @@ from bot.slack.lanes import Lanes
 from bot.slack.pacing import Pacer, Rate
 from bot.slack.sender import Sender
 from bot.store.database import Database, SqliteDatabase
-from bot.store.outbox import MESSAGE, Outbox, Record
+from bot.store.outbox import MESSAGE, Look, Outbox, Record
 from bot.store.sql import Table
 from bot.testing.standin_slack import block_actions
 from bot.ui.consent_blocks import CANCEL_ACTION, CONFIRM_ACTION
@@ -62,14 +62,8 @@ class FakeOutbox:
             user_id=user,
         )
 
-    async def expire(self, now: float) -> list[Record]:
-        return []
-
-    async def due(self, now: float, *, limit: int = 100, skip_teams: Any = ()) -> list[Record]:
-        return [self.pending[i] for i in sorted(self.pending)][:limit]
-
-    async def next_due_at(self) -> float | None:
-        return None
+    async def look(self, now: float, *, limit: int = 100, skip_teams: Any = ()) -> Look:
+        return Look(expired=[], due=[self.pending[i] for i in sorted(self.pending)][:limit], next_at=None)
 
     async def depth(self) -> int:
         return len(self.pending)

@@ -55,7 +55,7 @@ class Intake:
             return ids
         if hourglass is not None:
             self.replies.committed()
-        self.queue.wake()
+        self.queue.wake(len(ids))
         return ids
 
     async def hint(self, key: str, channel: str, text: str, thread_ts: str | None, team_id: str | None) -> None:

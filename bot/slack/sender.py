@@ -154,12 +154,14 @@ class Sender:
             except Exception:
                 log.exception("outbox pass failed; trying again shortly")
                 idle = 1.0
-            await _wait(woken, idle)
+            await self.wakeup.sleep(woken, idle)
 
     async def _pass(self) -> float:
         """Start every due record that pacing allows; return how long to sleep when nothing wakes us."""
         now = time.time()
-        for record in await self.outbox.expire(now):
+        self._ended_during_read = set()
+        look = await self.outbox.look(now, limit=200, skip_teams=self.stopped_teams)
+        for record in look.expired:
             log.warning(
                 "gave up on a Slack answer after %.0f h: %s in %s (job %s), last error %s",
                 (now - record.created_at) / 3600, record.key, record.channel, record.job_id, record.last_error,
@@ -169,10 +171,8 @@ class Sender:
                 await self.outbox.put_step_end(end)
         idle = 5.0
         busy_lanes: set[Lane] = set()
-        self._ended_during_read = set()
-        due = await self.outbox.due(now, limit=200, skip_teams=self.stopped_teams)
         stale, self._ended_during_read = self._ended_during_read, set()
-        for record in self.lanes.order(due):
+        for record in self.lanes.order(look.due):
             if record.id in stale:
                 busy_lanes.add(record.lane)  # what follows it in its lane keeps its place
                 idle = 0.0  # look again at once: it may still be due, at its newest state
@@ -193,10 +193,10 @@ class Sender:
             if kind == "post":
                 self.lanes.served(record.lane)
             self._in_flight[record.id] = asyncio.create_task(self._send(record))
-        upcoming = await self.outbox.next_due_at()
-        if upcoming is not None and upcoming > now:
-            idle = min(idle, upcoming - now)
-        metrics.OUTBOX_DEPTH.set(await self.outbox.depth())
+        # The earliest pending record as of the read, records sent in this pass included: those are due now, so only a
+        # later one (a retry's backoff, a paced edit) sets the sleep. (The depth gauge is DepthGauges', on its timer.)
+        if look.next_at is not None and look.next_at > now:
+            idle = min(idle, look.next_at - now)
         return max(idle, 0.005)
 
     # -- one record -----------------------------------------------------------------------------------

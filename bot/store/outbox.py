@@ -130,6 +130,15 @@ def _record(row: OutboxRow, parent: DueRow | None = None) -> Record:
     )
 
 
+@dataclass(frozen=True)
+class Look:
+    """What one pass of the sender reads (Outbox.look)."""
+
+    expired: list[Record]  # pending records older than the TTL, given up by this look: each gets one log line
+    due: list[Record]  # what due() returns
+    next_at: float | None  # when the earliest pending record is due (None when nothing is pending)
+
+
 class Outbox:
     """Stored Slack side effects; `on_change` wakes the sender when something new is due."""
 
@@ -317,14 +326,22 @@ class Outbox:
         params = {"now": now, "limit": limit, "skip_teams": self.db.sql.array(sorted(skip_teams))}
         return await self.db.run(lambda conn: [_record(row, row) for row in conn.all(self.sql.due, params)])
 
-    async def next_due_at(self) -> float | None:
-        """When the earliest pending record is due (None when nothing is pending)."""
+    async def look(self, now: float, *, limit: int = 100, skip_teams: Iterable[str] = ()) -> Look:
+        """A sender's pass in one trip to the database: give up on records older than the TTL, read due(), and when
+        the earliest pending record is due. (Each trip costs the event loop and the database thread ~0.1 ms of CPU
+        besides its statements, and a share makes ~9 passes.)"""
+        params = {"now": now, "limit": limit, "skip_teams": self.db.sql.array(sorted(skip_teams))}
 
-        def select(conn: Connection) -> float | None:
+        def select(conn: Connection) -> Look:
+            expired = [_record(row) for row in conn.all(self.sql.expire, {"now": now})]
+            due = [_record(row, row) for row in conn.all(self.sql.due, params)]
             row = conn.one(self.sql.next_due_at)
-            return row["t"] if row else None
+            return Look(expired, due, row["t"] if row else None)
 
-        return await self.db.run(select)
+        look = await self.db.run(select)
+        for record in look.expired:
+            discard_file(record)
+        return look
 
     async def get(self, key: str) -> Record | None:
         """One record by key."""
@@ -403,13 +420,6 @@ class Outbox:
         discard_file(record)
         params = {"error": error, "id": record.id}
         await self._write_then(lambda conn: conn.run(self.sql.give_up, {**params, "now": time.time()}), then)
-
-    async def expire(self, now: float) -> list[Record]:
-        """Give up on pending records older than the TTL; returns them (each gets one log line)."""
-        expired = await self.db.run(lambda conn: [_record(row) for row in conn.all(self.sql.expire, {"now": now})])
-        for record in expired:
-            discard_file(record)
-        return expired
 
     async def purge(self, before: float) -> int:
         """Delete records delivered or given up before `before` (they hold message text); return how many."""

@@ -50,12 +50,13 @@ class JobQueue:
             return []
         ids = await self.store.add(jobs, admit, also)
         if ids and wake:
-            self.wake()
+            self.wake(len(ids))
         return ids
 
-    def wake(self) -> None:
-        """Something may be due (a new job here, or a NOTIFY from another replica): idle workers look now."""
-        self.wakeup.ring()
+    def wake(self, workers: int | None = None) -> None:
+        """Something may be due (a new job here, or a NOTIFY from another replica): idle workers look now, all or
+        the given number (each that finds a job wakes one more)."""
+        self.wakeup.ring(workers)
 
 
 class WorkerPool:
@@ -109,7 +110,7 @@ class WorkerPool:
         self.accepting = False
         grace = self.settings.shutdown_grace if grace is None else grace
         # Workers take nothing new: what is queued stays queued in the store (for another replica or the next start).
-        self.wake()
+        self.queue.wake()
         try:
             # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation of the caller.
             async with asyncio.timeout(grace):
@@ -142,8 +143,9 @@ class WorkerPool:
         return None
 
     def wake(self) -> None:
-        """Something may be due (a new job here, or a NOTIFY from another replica): idle workers look now."""
-        self.queue.wake()
+        """Something may be due (a NOTIFY from another replica): an idle worker looks now, and each that finds a job
+        wakes one more, so a NOTIFY standing for many jobs still gets every idle worker going."""
+        self.queue.wake(1)
 
     async def _renew_leases(self) -> None:
         while True:
@@ -170,27 +172,28 @@ class WorkerPool:
         while self.accepting:
             # Taken before looking: a job added while this worker looks wakes it instead of waiting for the timer.
             wake = self.queue.wakeup.waiter()
+            due = None
             try:
-                job = await self.store.claim_next(self.owner, self.lease)
+                job, due = await self.store.look(self.owner, self.lease)
             except asyncio.CancelledError:
+                self.queue.wakeup.forget(wake)
                 raise
             except Exception:
                 log.exception("could not take a job from the queue; trying again shortly")
                 job = None
                 await asyncio.sleep(1.0)
             if job is not None:
+                # There may be more: the next idle worker looks (a ring wakes one; see bot.wake.Wakeup).
+                self.queue.wakeup.forget(wake)
+                self.queue.wake(1)
                 await self._guarded(job.id, job)
                 continue
             # Nothing due: sleep until woken, or until the next retry or lease end falls due, or the store's poll
             # interval (another replica's jobs and a lost NOTIFY are only seen by looking).
             wait = self.store.idle_poll
-            with contextlib.suppress(Exception):
-                due = await self.store.next_due()
-                if due is not None:
-                    wait = min(wait, max(due - time.time(), 0.0) + 0.01)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait):
-                    await wake.wait()
+            if due is not None:
+                wait = min(wait, max(due - time.time(), 0.0) + 0.01)
+            await self.queue.wakeup.sleep(wake, wait)
 
     async def _guarded(self, job_id: int, claimed: Job | None = None) -> None:
         """One attempt at a job, inside the boundary nothing crosses: whatever escapes is logged, never raised."""
