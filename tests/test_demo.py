@@ -16,10 +16,13 @@ def test_bare_command_without_credentials_runs_the_demo(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "offline demo" in out
-    # Progress first, then the VoiceId, as a user sees the thread. The status message shows the newest stage when it
-    # is sent: on a loaded machine the download can be over before the first post, which then says "Converting".
+    # Progress first, then the consent question, then the VoiceId, as a user sees the thread. The status message
+    # shows the newest stage when it is sent: on a loaded machine the download can be over before the first post,
+    # which then says "Converting". (Later progress edits wait half a second for a newer state: the demo's quick
+    # clone replaces its "Cloning" edit before it goes out, and the confirmation says it is cloning.)
     first = min(out.find(stage) % (len(out) + 1) for stage in ("Downloading", "Converting to 16 kHz mono WAV"))
-    assert first < out.index("Cloning") < out.index("Voice cloned: demo_voice_")
+    assert first < out.index("Ready to clone") < out.index("Confirmed by @U0DEMO: cloning")
+    assert out.index("Confirmed by @U0DEMO: cloning") < out.index("Voice cloned: demo_voice_")
     # Plain text at a terminal: no emoji codes, no mrkdwn.
     assert "check mark (done)" in out and ":white_check_mark:" not in out
     assert "`" not in out and not re.search(r"\*[A-Za-z][^*\n]*\*", out)

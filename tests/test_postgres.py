@@ -303,6 +303,36 @@ async def test_an_older_database_gets_only_the_columns_it_lacks(postgres_url):
 
 
 @pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+async def test_a_progress_edit_waits_for_a_newer_state_but_a_first_post_and_a_backoff_keep_their_time(
+    postgres_url, tmp_path, dialect
+):
+    db = PostgresDatabase(postgres_url) if dialect == "postgresql" else open_database(tmp_path / "jobs.db")
+    try:
+        outbox = Outbox(db, ttl_seconds=3600)
+        begun = time.time()
+        # Never posted: due at once whatever its settle, so the thread shows that a share was taken.
+        await outbox.put_message("job:1:status", channel="C1", text="Downloading", settle=30)
+        [first] = await outbox.due(time.time())
+        assert first.payload["text"] == "Downloading"
+        await outbox.delivered(first, ts="1.5")
+        # An edit of the posted message waits its settle for a newer state...
+        await outbox.put_message("job:1:status", channel="C1", text="Converting", settle=30)
+        assert await outbox.due(time.time()) == []
+        assert [r.payload["text"] for r in await outbox.due(time.time() + 31)] == ["Converting"]
+        # ... and the answer (no settle) is due at once, in its place.
+        await outbox.put_message("job:1:status", channel="C1", text="Voice cloned")
+        [answer] = await outbox.due(time.time())
+        assert (answer.payload["text"], answer.version) == ("Voice cloned", 3)
+        # A record waiting out a backoff (Slack said 429) keeps it, whatever a newer state says.
+        await outbox.retry_at(answer, begun + 600, "ratelimited")
+        await outbox.put_message("job:1:status", channel="C1", text="Voice cloned, renamed")
+        assert await outbox.due(time.time()) == []
+        assert (await outbox.get("job:1:status")).next_at == begun + 600
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
 async def test_a_batch_of_acknowledgements_counts_what_it_stores_before_the_next_check(postgres_url, tmp_path, dialect):
     # Requests stored in the same turn of the event loop share one transaction (group commit, on either database),
     # and the fair-use counts are read once per transaction: each admitted request must count for the checks after it

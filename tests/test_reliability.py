@@ -221,9 +221,11 @@ def test_acks_stay_fast_while_slow_jobs_run_and_decoding_is_capped(tmp_path: Pat
         assert trtc.wait_for_requests(8, 20)  # every worker is now waiting on a slow TRTC
         for i in range(8, 24):
             timed_share(bot, i)
-        # The workers come free together and convert the queued jobs: share more while they convert.
-        converting = lambda: sum(c["text"].startswith("Converting") for c in slack.calls_to("chat.update"))  # noqa: E731
-        assert slack.wait_for(lambda: converting() > 9, 20)
+        # The workers come free together and fetch and convert the queued jobs: share more while they convert. (Their
+        # downloads, not their "Converting" edits: a progress edit waits for a newer state, and a quick conversion's
+        # never goes out.)
+        fetched = lambda: sum(r.status == 200 for r in slack.file_requests)  # noqa: E731
+        assert slack.wait_for(lambda: fetched() > 9, 20)
         for i in range(24, 30):
             timed_share(bot, i)
         wait_finals(slack, bodies, timeout=60)
@@ -312,6 +314,18 @@ def test_slack_429_on_the_hourglass_never_outlives_the_answer(bot: BotHarness, s
     added = [c["name"] for c in bot.slack.calls_to("reactions.add")]
     assert added[0] == "hourglass_flowing_sand" and added[-1] == "white_check_mark"
     assert assert_one_final_answer(bot.slack, body)["text"].startswith("Voice cloned")
+
+
+def test_a_quick_clone_replaces_its_progress_edits_before_they_go_out(bot: BotHarness, speech_wav: bytes):
+    # A progress edit of the posted status message waits half a second for a newer state: a clone that Tencent
+    # answers at once is in the thread before its "Cloning" edit would have gone out, so that edit never does.
+    _, body = bot.share(speech_wav, "memo.wav", "audio/wav", "wav")
+    assert bot.wait_final(*where(body)) == "white_check_mark"
+    bot.drain()
+    message = assert_one_final_answer(bot.slack, body)
+    edits = [c["text"] for c in bot.slack.calls_to("chat.update") if c["ts"] == message["ts"]]
+    assert edits and edits[-1].startswith("Voice cloned")
+    assert not [text for text in edits if text.startswith("Cloning")], edits
 
 
 def test_slack_429_on_the_final_update_is_waited_out(bot: BotHarness, speech_wav: bytes):

@@ -18,6 +18,11 @@ from bot.ui.job_blocks import build_parent, build_status
 WORKING = "hourglass_flowing_sand"
 SUCCEEDED = "white_check_mark"
 FAILED_REACTION = "x"
+# A progress edit of a status message already posted waits this long for a newer state before it goes out. A memo
+# is answered within it, so its thread shows the first stage and then the answer (two calls, not four: each call is
+# ~1 ms of the bot's CPU, and chat.update is rate-limited per workspace); a long job shows each stage at most this
+# late.
+PROGRESS_SETTLE_SECONDS = 0.5
 
 
 def file_name(job: Job) -> str:
@@ -71,7 +76,7 @@ class Replies:
     async def stage(self, job: Job, stage: str) -> None:
         """Show the job's current stage."""
         text, blocks = build_status(stage, file_name(job))
-        await self._status(job, text, blocks)
+        await self._status(job, text, blocks, settle=PROGRESS_SETTLE_SECONDS)
 
     async def final(self, job: Job, text: str, blocks: list[dict[str, Any]]) -> None:
         """The one final answer: the status message becomes the result."""
@@ -119,7 +124,7 @@ class Replies:
             f"hint:{key}", channel=channel, text=text, thread_ts=thread_ts, team_id=team_id, once=True, user=user
         )
 
-    async def _status(self, job: Job, text: str, blocks: list[dict[str, Any]]) -> None:
+    async def _status(self, job: Job, text: str, blocks: list[dict[str, Any]], settle: float = 0.0) -> None:
         # A form submission without a channel is answered in the user's DM (a user id posts there).
         channel = job.channel or job.user_id
         if channel is None:
@@ -143,6 +148,7 @@ class Replies:
             job_id=job.id,
             fallback={"user": job.user_id} if job.user_id else None,
             user=job.user_id,
+            settle=settle,
         )
 
 

@@ -170,13 +170,16 @@ class Outbox:
         once: bool = False,
         after_key: str | None = None,
         user: str | None = None,
+        settle: float = 0.0,
     ) -> None:
         """Store the newest content of message `key` (posted the first time, edited after); `once`: never edit;
-        `after_key`: post only once that record has been delivered; `user`: whom it serves (its lane)."""
+        `after_key`: post only once that record has been delivered; `user`: whom it serves (its lane); `settle`:
+        seconds this version may wait for a newer one when it would edit a message already posted (a progress
+        update: the answer that follows soon replaces it unsent)."""
         payload = json.dumps({"text": text, "blocks": blocks})
         await self._store(self._write(
             key, MESSAGE, channel, payload, thread_ts, thread_key, None, team_id, job_id, fallback, once, after_key,
-            user,
+            user, settle=settle,
         ))
 
     async def put_ephemeral(
@@ -299,6 +302,7 @@ class Outbox:
         after_key: str | None = None,
         user: str | None = None,
         later: bool = False,
+        settle: float = 0.0,
     ) -> Callable[[Connection], None]:
         # `user` is set when the record is first stored; a newer version keeps its lane (and so its place). `later`:
         # nothing in the same transaction reads the record back (Connection.run_later).
@@ -313,7 +317,7 @@ class Outbox:
         def write(conn: Connection) -> None:
             now = time.time()
             run = conn.run_later if later else conn.run
-            run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds})
+            run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds, "edit_at": now + settle})
             conn.notify(OUTBOX_CHANNEL)
 
         return write

@@ -255,10 +255,13 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
         # The user a record serves (put_ephemeral: its recipient): the sender keeps order per (channel, user).
         added={"user_id": "TEXT"},
     ),
-    # A newer desired state bumps the version; a record waiting out a backoff keeps its next_at.
+    # A newer desired state bumps the version. It is due at edit_at (Outbox.put_message's `settle`: a progress edit
+    # may wait for a newer state; anything else is due at once), but a record waiting out a backoff keeps its next_at,
+    # and so does one never posted: its first post goes out at once, with the newest state.
     upsert=Command(
         _OUTBOX_INSERT + " ON CONFLICT (key) DO UPDATE SET payload = excluded.payload, version = outbox.version + 1,"
         " updated_at = excluded.updated_at, after_key = excluded.after_key,"
+        " next_at = CASE WHEN outbox.attempts > 0 OR outbox.ts IS NULL THEN outbox.next_at ELSE %(edit_at)s END,"
         " state = CASE WHEN outbox.state = 'dead' THEN 'dead' ELSE 'pending' END"
         " WHERE outbox.payload <> excluded.payload"
     ),
