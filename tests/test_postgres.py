@@ -311,18 +311,19 @@ async def test_a_progress_edit_waits_for_a_newer_state_but_a_first_post_and_a_ba
         outbox = Outbox(db, ttl_seconds=3600)
         begun = time.time()
         # Never posted: due at once whatever its settle, so the thread shows that a share was taken.
+        await outbox.put_message("job:1:status", channel="C1", text="Queued", settle=30)
         await outbox.put_message("job:1:status", channel="C1", text="Downloading", settle=30)
         [first] = await outbox.due(time.time())
-        assert first.payload["text"] == "Downloading"
-        await outbox.delivered(first, ts="1.5")
-        # An edit of the posted message waits its settle for a newer state...
+        assert (first.payload["text"], first.version) == ("Downloading", 2)
+        # An edit stored while that post is on its way, or after it, waits its settle for a newer state...
         await outbox.put_message("job:1:status", channel="C1", text="Converting", settle=30)
+        await outbox.delivered(first, ts="1.5")
         assert await outbox.due(time.time()) == []
         assert [r.payload["text"] for r in await outbox.due(time.time() + 31)] == ["Converting"]
         # ... and the answer (no settle) is due at once, in its place.
         await outbox.put_message("job:1:status", channel="C1", text="Voice cloned")
         [answer] = await outbox.due(time.time())
-        assert (answer.payload["text"], answer.version) == ("Voice cloned", 3)
+        assert (answer.payload["text"], answer.version) == ("Voice cloned", 4)
         # A record waiting out a backoff (Slack said 429) keeps it, whatever a newer state says.
         await outbox.retry_at(answer, begun + 600, "ratelimited")
         await outbox.put_message("job:1:status", channel="C1", text="Voice cloned, renamed")

@@ -256,12 +256,13 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
         added={"user_id": "TEXT"},
     ),
     # A newer desired state bumps the version. It is due at edit_at (Outbox.put_message's `settle`: a progress edit
-    # may wait for a newer state; anything else is due at once), but a record waiting out a backoff keeps its next_at,
-    # and so does one never posted: its first post goes out at once, with the newest state.
+    # may wait for a newer state; anything else is due at once), but a record waiting out a backoff keeps its next_at.
+    # A message never posted is due whatever its next_at (see `due`): its first post goes out at once, with the newest
+    # state, and an edit stored while that post was on its way waits its settle after it.
     upsert=Command(
         _OUTBOX_INSERT + " ON CONFLICT (key) DO UPDATE SET payload = excluded.payload, version = outbox.version + 1,"
         " updated_at = excluded.updated_at, after_key = excluded.after_key,"
-        " next_at = CASE WHEN outbox.attempts > 0 OR outbox.ts IS NULL THEN outbox.next_at ELSE %(edit_at)s END,"
+        " next_at = CASE WHEN outbox.attempts > 0 THEN outbox.next_at ELSE %(edit_at)s END,"
         " state = CASE WHEN outbox.state = 'dead' THEN 'dead' ELSE 'pending' END"
         " WHERE outbox.payload <> excluded.payload"
     ),
@@ -274,7 +275,7 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox(state, next_at);
         " FROM outbox o"
         " LEFT JOIN outbox p ON p.key = o.thread_key"
         " LEFT JOIN outbox a ON a.key = o.after_key"
-        " WHERE o.state = 'pending' AND o.next_at <= %(now)s"
+        " WHERE o.state = 'pending' AND (o.next_at <= %(now)s OR (o.ts IS NULL AND o.attempts = 0))"
         " AND (o.thread_key IS NULL OR p.ts IS NOT NULL OR p.state = 'dead' OR p.id IS NULL)"
         " AND (o.after_key IS NULL OR a.id IS NULL OR a.state <> 'pending')"
         " AND (o.team_id IS NULL OR o.team_id <> ALL(%(skip_teams)s::text[]))"
