@@ -376,3 +376,41 @@ async def test_a_batch_of_acknowledgements_counts_what_it_stores_before_the_next
         assert sorted(users) == ["U1", "U1", "U2", "U9", "U9", "U9"]
     finally:
         db.close()
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+async def test_a_request_refused_in_a_batch_that_failed_is_counted_once(postgres_url, tmp_path, dialect, caplog):
+    # A batch in which one write fails is rolled back and written again one write at a time: the admission checks
+    # run twice, and a request refused both times is still one refusal in the metric and the log.
+    from bot import metrics
+    from bot.settings import load_settings
+    from bot.store.jobs import Refused
+    from bot.work.quotas import Quotas
+
+    db = PostgresDatabase(postgres_url) if dialect == "postgresql" else open_database(tmp_path / "jobs.db")
+    try:
+        jobs = JobStore(db)
+        settings = load_settings(environ={"MAX_JOBS_PER_USER": "1"})
+        quotas = Quotas(settings, jobs, VoiceLibrary(db), Audit(db))
+        before = metrics.REGISTRY.get_sample_value("voiceclone_refused_total", {"limit": "MAX_JOBS_PER_USER"}) or 0
+
+        async def stored(i: int) -> bool:
+            new = [NewJob(dedupe_key=f"share:{dialect}:{i}", kind="share", file={"id": f"F{i}"}, options={},
+                          channel="C1", share_ts=f"1.{i}", user_id="U1", team_id="T1")]
+            try:
+                return bool(await jobs.add(new, quotas.admission(Quotas.CLONE, "T1", "U1")))
+            except Refused:
+                return False
+
+        def broken(conn) -> None:
+            raise RuntimeError("this write fails, so its batch is rolled back and retried one write at a time")
+
+        caplog.set_level("INFO", logger="bot.work.quotas")
+        *outcomes, failure = await asyncio.gather(stored(0), stored(1), stored(2), db.run_batched(broken),
+                                                  return_exceptions=True)
+        assert outcomes == [True, False, False] and isinstance(failure, RuntimeError)
+        after = metrics.REGISTRY.get_sample_value("voiceclone_refused_total", {"limit": "MAX_JOBS_PER_USER"})
+        assert after - before == 2
+        assert len([r for r in caplog.records if r.getMessage() == "request refused by MAX_JOBS_PER_USER"]) == 2
+    finally:
+        db.close()

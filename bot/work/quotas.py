@@ -100,8 +100,12 @@ class Quotas:
     def admission(self, kind: str, team_id: str | None, user_id: str | None, adding: int = 1) -> Admission:
         """The check for storing `adding` requests of `kind` (CLONE: of the user's own recordings; JOBS: anything;
         SAY: speech), run inside the storing transaction; a refusal is counted and logged once."""
+        # A batch that fails is retried one write at a time (Connection.run_batch), running this again: one request
+        # is one refusal in the metric and the log, however often it is checked.
+        counted = False
 
         def admit(conn: Connection) -> Refusal | None:
+            nonlocal counted
             refusal = self.check(conn, kind, team_id, user_id, adding)
             tally = conn.cache().get((_Tally.KEY, team_id))
             if refusal is None and tally is not None:
@@ -110,6 +114,9 @@ class Quotas:
                 tally.add("jobs", user_id, adding, now)
                 if kind == self.SAY:
                     tally.add("says", user_id, adding, now)
+            if refusal is None or counted:
+                return refusal
+            counted = True
             return _counted(refusal)
 
         return admit
