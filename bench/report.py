@@ -61,6 +61,8 @@ class Results:
     press: PressResult | None = None
     preview: PreviewResult | None = None
     web_bursts: list[BurstResult] = field(default_factory=list)  # item 9: --role web + 1 worker
+    # Item 9's floor: per run, each request's seconds from the same load generator to uvicorn answering an empty 200.
+    web_floor: list[list[float]] = field(default_factory=list)
     worker_bursts: list[BurstResult] = field(default_factory=list)  # item 10: --role web + N workers, every N
     cpu: CpuResult | None = None  # item 11 (issue 21): CPU per share against the ffmpeg command line
     mixed: MixedBurstResult | None = None  # item 12 (issue 21): peak memory under a mixed burst
@@ -200,6 +202,10 @@ def checks(results: Results) -> list[Check]:
         out += preview_checks(results.preview)
     if results.web_bursts:
         out += web_checks(results.web_bursts)
+    if results.web_floor:
+        _, floor = _runs([percentile(run, 99) for run in results.web_floor], _ms)
+        out.append(Check(9, "Floor: the same burst to uvicorn answering an empty 200 (no Bolt, no database), ack p99",
+                         floor, "", None))
     if results.worker_bursts:
         out += worker_checks(results.worker_bursts)
     out += cost_checks(results.cpu, results.mixed, Check)
@@ -629,7 +635,11 @@ def _method(results: Results) -> list[str]:
             f" {web.max_rps}/s); every process is started afresh for each run. *Ack latency* and *feedback latency*"
             " are measured exactly as in items 1 and 2; the feedback (the :hourglass_flowing_sand: reaction or"
             " the first message in the thread) now comes from the worker that leads the outbox, through the"
-            " database. The table gives the median of the runs and each run's figure.",
+            " database. The table gives the median of the runs and each run's figure. *Floor*: the same load generator"
+            " sends the same number of requests of the same size, at once, to a uvicorn process (configured as the"
+            " bot's) whose app reads each request and answers an empty 200, after one warm-up burst: what the"
+            " client, the kernel and uvicorn alone take for the burst on this machine, the least this item could"
+            " measure.",
             "",
         ]
     if results.worker_bursts:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.burst import ack_floor
 from bench.cost import run_mixed_burst, run_share_cpu
 from bench.recordings import MediaCache
 from bench.report import Results, checks, plot_ack, plot_channel, plot_clones, write_markdown
@@ -160,6 +161,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.out / "web", media.m4a(15), shares=args.shares, max_rps=args.max_rps, workers=1, redis=True
                 )
             )
+        # What the load generator and uvicorn alone take for the same burst: the least item 9 could measure here.
+        _say(f"web role floor: {args.shares} requests at once to uvicorn answering an empty 200, {runs} runs")
+        results.web_floor = ack_floor(args.shares, results.web_bursts[0].body_bytes, runs=runs)
     if "workers" in only:
         for workers in args.workers:
             for run in range(1, args.worker_runs + 1):

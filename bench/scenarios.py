@@ -88,6 +88,7 @@ class BurstResult:
     tts_accepted: int = 0  # accepted TextToSpeech requests
     tts_busiest: int = 0  # the most accepted TextToSpeech requests in any one-second window
     refusals_by_action: dict[str, int] = field(default_factory=dict)  # X-TC-Action -> requests refused for max_rps
+    body_bytes: int = 0  # the size of one share's signed event body (the floor of item 9 sends bodies this size)
 
     @property
     def topology(self) -> str:
@@ -155,6 +156,7 @@ def run_burst(
     previews = rig.previews
     return BurstResult(
         shares=shares,
+        body_bytes=len(batch[0].body),
         channels=len({share.channel for share in batch}),
         max_rps=max_rps,
         clip=f"{clip.name} ({clip.seconds} s, {clip.path.stat().st_size // 1024} KiB)",

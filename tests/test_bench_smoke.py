@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+from bench.burst import ack_floor
 from bench.cost import run_mixed_burst, run_share_cpu
 from bench.recordings import MediaCache
 from bench.report import Results, checks, plot_ack, write_markdown
@@ -47,8 +48,13 @@ def test_a_small_burst_through_the_web_role_and_a_worker_is_measured_and_reporte
     assert burst.jobs_per_worker == [5.0] and burst.feedback_missing == 0
     assert burst.preview_files == 5 and burst.tts_accepted == 5 and burst.answered_once == 5
 
+    # The floor: the same load generator against uvicorn answering an empty 200, one run after a warm-up.
+    floor = ack_floor(5, burst.body_bytes, runs=1)
+    assert burst.body_bytes > 1000 and len(floor) == 1 and len(floor[0]) == 5 and all(0 < s < 5 for s in floor[0])
+
     results = Results(
-        command="test", started=datetime.now(UTC), seconds=1.0, web_bursts=[burst], worker_bursts=[burst]
+        command="test", started=datetime.now(UTC), seconds=1.0, web_bursts=[burst], worker_bursts=[burst],
+        web_floor=floor,
     )
     measures = {check.measure for check in checks(results)}
     assert {"Web role: ack latency p99", "1 worker process: clones per second (first to last accepted)"} <= measures
@@ -56,6 +62,7 @@ def test_a_small_burst_through_the_web_role_and_a_worker_is_measured_and_reporte
     write_markdown(results, report, {})
     text = report.read_text()
     assert "| 9 | Web role: ack latency p99 |" in text and "--role web" in text
+    assert "| 9 | Floor: the same burst to uvicorn answering an empty 200 (no Bolt, no database), ack p99 |" in text
 
 
 def test_a_preview_is_never_taken_for_the_answer_nor_for_a_second_one():
