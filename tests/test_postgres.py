@@ -319,16 +319,33 @@ async def test_a_progress_edit_waits_for_a_newer_state_but_a_first_post_and_a_ba
         await outbox.put_message("job:1:status", channel="C1", text="Converting", settle=30)
         await outbox.delivered(first, ts="1.5")
         assert await outbox.due(time.time()) == []
-        assert [r.payload["text"] for r in await outbox.due(time.time() + 31)] == ["Converting"]
+        waiting = (await outbox.get("job:1:status")).next_at
+        assert begun + 30 <= waiting <= time.time() + 30
+        # ... a newer progress edit goes out at the older one's time, not a settle later...
+        await outbox.put_message("job:1:status", channel="C1", text="Cloning", settle=60)
+        assert (await outbox.get("job:1:status")).next_at == waiting
+        assert [r.payload["text"] for r in await outbox.due(time.time() + 31)] == ["Cloning"]
         # ... and the answer (no settle) is due at once, in its place.
         await outbox.put_message("job:1:status", channel="C1", text="Voice cloned")
         [answer] = await outbox.due(time.time())
-        assert (answer.payload["text"], answer.version) == ("Voice cloned", 4)
+        assert (answer.payload["text"], answer.version) == ("Voice cloned", 5)
         # A record waiting out a backoff (Slack said 429) keeps it, whatever a newer state says.
         await outbox.retry_at(answer, begun + 600, "ratelimited")
         await outbox.put_message("job:1:status", channel="C1", text="Voice cloned, renamed")
         assert await outbox.due(time.time()) == []
         assert (await outbox.get("job:1:status")).next_at == begun + 600
+        # So does a message never posted: its first post failed, and it is not due before its retry.
+        await outbox.put_message("job:2:status", channel="C1", text="Downloading")
+        [unposted] = await outbox.due(time.time())
+        await outbox.retry_at(unposted, begun + 900, "HTTP 500")
+        await outbox.put_message("job:2:status", channel="C1", text="Converting", settle=30)
+        assert await outbox.due(time.time()) == []
+        # The sender's pass sleeps until the next record due later, past records blocked behind others: job 2's
+        # check mark waits for its answer (in backoff until begun + 900) and is due itself (next_at 0).
+        await outbox.put_reactions("share:C1:2.0:reactions", channel="C1", ts="2.0", names=["white_check_mark"],
+                                   after_key="job:2:status")
+        look = await outbox.look(time.time())
+        assert look.due == [] and look.expired == [] and look.next_at == begun + 600
     finally:
         db.close()
 

@@ -193,9 +193,9 @@ class Sender:
             if kind == "post":
                 self.lanes.served(record.lane)
             self._in_flight[record.id] = asyncio.create_task(self._send(record))
-        # The earliest pending record as of the read, records sent in this pass included: those are due now, so only a
-        # later one (a retry's backoff, a paced edit) sets the sleep. (The depth gauge is DepthGauges', on its timer.)
-        if look.next_at is not None and look.next_at > now:
+        # The next record to fall due later (a retry's backoff, a settling progress edit) sets the sleep; one that ends
+        # in flight wakes the loop. (The depth gauge is DepthGauges', on its timer.)
+        if look.next_at is not None:
             idle = min(idle, look.next_at - now)
         return max(idle, 0.005)
 

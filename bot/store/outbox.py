@@ -136,7 +136,7 @@ class Look:
 
     expired: list[Record]  # pending records older than the TTL, given up by this look: each gets one log line
     due: list[Record]  # what due() returns
-    next_at: float | None  # when the earliest pending record is due (None when nothing is pending)
+    next_at: float | None  # the earliest next_at of a pending record after `now` (None: none)
 
 
 class Outbox:
@@ -317,7 +317,8 @@ class Outbox:
         def write(conn: Connection) -> None:
             now = time.time()
             run = conn.run_later if later else conn.run
-            run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds, "edit_at": now + settle})
+            edit_at = now + settle if settle > 0 else 0.0
+            run(statement, {**params, "now": now, "expires_at": now + self.ttl_seconds, "edit_at": edit_at})
             conn.notify(OUTBOX_CHANNEL)
 
         return write
@@ -337,9 +338,11 @@ class Outbox:
         params = {"now": now, "limit": limit, "skip_teams": self.db.sql.array(sorted(skip_teams))}
 
         def select(conn: Connection) -> Look:
-            expired = [_record(row) for row in conn.all(self.sql.expire, {"now": now})]
+            # The reads first: the expiry commits by itself, and what it returns must not be lost to a failed read
+            # after it (due() leaves out what it is about to expire).
             due = [_record(row, row) for row in conn.all(self.sql.due, params)]
-            row = conn.one(self.sql.next_due_at)
+            row = conn.one(self.sql.next_due_at, {"now": now})
+            expired = [_record(row) for row in conn.all(self.sql.expire, {"now": now})]
             return Look(expired, due, row["t"] if row else None)
 
         look = await self.db.run(select)

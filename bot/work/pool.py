@@ -172,7 +172,6 @@ class WorkerPool:
         while self.accepting:
             # Taken before looking: a job added while this worker looks wakes it instead of waiting for the timer.
             wake = self.queue.wakeup.waiter()
-            due = None
             try:
                 job, due = await self.store.look(self.owner, self.lease)
             except asyncio.CancelledError:
@@ -180,8 +179,10 @@ class WorkerPool:
                 raise
             except Exception:
                 log.exception("could not take a job from the queue; trying again shortly")
-                job = None
-                await asyncio.sleep(1.0)
+                # Not asleep on its waiter: a ring for a new job must go to a worker that can look now.
+                self.queue.wakeup.forget(wake)
+                await asyncio.sleep(self.store.idle_poll)
+                continue
             if job is not None:
                 # There may be more: the next idle worker looks (a ring wakes one; see bot.wake.Wakeup).
                 self.queue.wakeup.forget(wake)
